@@ -1,0 +1,42 @@
+# flukeid: the two quick-start commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test venv lint bench demo-model detector-model package package-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[test]'
+	touch $@ $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: set up and start the app on its built-in demo catalog
+demo: $(STAMP)
+	$(VENV)/bin/flukeid demo
+
+## make test: set up with the test extra and run the whole suite
+test: $(TEST_STAMP)
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check app model tests bench packaging
+	$(VENV)/bin/lint-imports
+
+## rebuild the demo bundle shipped in resources/models/demo (synthetic data only)
+demo-model: $(STAMP)
+	$(VENV)/bin/python -m bench.build_demo_model
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""``flukeid`` command line: discovers the sub-commands in :mod:`app.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import app.commands
+from app import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flukeid",
+        description="Identify individual humpback whales from photos of their tail flukes.",
+    )
+    parser.add_argument("--version", action="version", version=f"flukeid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(app.commands.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"app.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from model.api import FlukeidError
+
+    try:
+        return int(args.func(args) or 0)
+    except FlukeidError as exc:
+        print(f"flukeid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flukeid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

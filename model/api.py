@@ -1,0 +1,38 @@
+"""The surface the app uses: the only module of ``model`` that ``app`` may import.
+
+Torch is never imported at module level here: training entry points import it lazily, so the
+GUI process (which only loads bundles and runs onnxruntime) never holds torch.
+
+Each area keeps its section below; add to your own section only.
+"""
+
+from __future__ import annotations
+
+# --- section: errors and shared primitives -------------------------------------------------
+from model.bundle import (  # noqa: F401
+    FORMAT_VERSION,
+    finalize_bundle,
+    new_version_name,
+    read_manifest,
+    sha256_file,
+    staging_dir,
+    verify_bundle,
+)
+from model.errors import (  # noqa: F401
+    BundleError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FlukeidError,
+    ImageError,
+    Interrupted,
+)
+from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
+
+# --- section: data (records, synthetic flukes) ----------------------------------------------
+
+# --- section: training, evaluation, export (torch, imported lazily) --------------------------
+
+# --- section: inference, matching, heatmaps (torch-free) -------------------------------------
+
+# --- section: detector -----------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Evaluation protocols (seed, open) and metrics. Filled by the Siamese work."""

@@ -1,0 +1,1 @@
+"""Torch-free heatmap (numpy, OpenCV, onnxruntime). Filled by the inference work."""

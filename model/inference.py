@@ -1,0 +1,1 @@
+"""Torch-free inference (numpy, OpenCV, onnxruntime). Filled by the inference work."""

@@ -1,0 +1,1 @@
+"""Torch-free matching (numpy, OpenCV, onnxruntime). Filled by the inference work."""

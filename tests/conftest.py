@@ -1,0 +1,23 @@
+"""Shared test setup: Qt offscreen before any Qt import, tiny synthetic data, shared-data paths."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is absent (the suite passes without it)."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
