@@ -1,0 +1,1 @@
+"""Torch-free fluke detection: ONNX detector and classical fallback. Filled by the detector work."""
