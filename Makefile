@@ -38,5 +38,13 @@ lint: $(TEST_STAMP)
 demo-model: $(STAMP)
 	$(VENV)/bin/python -m bench.build_demo_model
 
+## build the one-folder desktop program into dist/flukeid
+package: $(STAMP)
+	VENV=$(VENV) bash packaging/build.sh
+
+## build (or reuse) the program and run its --self-test offscreen
+package-test: $(TEST_STAMP)
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -m package tests/test_package.py
+
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache
