@@ -18,6 +18,23 @@ from model.bundle import (  # noqa: F401
     staging_dir,
     verify_bundle,
 )
+
+# --- section: data (records, synthetic flukes) ----------------------------------------------
+# --- section: training, evaluation, export (torch, imported lazily) --------------------------
+# --- section: inference, matching, heatmaps (torch-free) -------------------------------------
+# --- section: detector -----------------------------------------------------------------------
+from model.detection import (  # noqa: F401, E402
+    DEFAULT_DETECTOR_DIR,
+    ClassicalDetector,
+    Detection,
+    Detector,
+    box_iou,
+    classical_detect,
+    default_detector,
+    detect_file,
+    detector_input,
+    whole_image_box,
+)
 from model.errors import (  # noqa: F401
     BundleError,
     CheckpointError,
@@ -28,11 +45,7 @@ from model.errors import (  # noqa: F401
     Interrupted,
 )
 from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
+from model.training.detector import DetectorTrainConfig, build_detector  # noqa: F401, E402  (torch imported lazily)
 
-# --- section: data (records, synthetic flukes) ----------------------------------------------
+load_detector = Detector.load
 
-# --- section: training, evaluation, export (torch, imported lazily) --------------------------
-
-# --- section: inference, matching, heatmaps (torch-free) -------------------------------------
-
-# --- section: detector -----------------------------------------------------------------------
