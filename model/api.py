@@ -18,12 +18,26 @@ from model.bundle import (  # noqa: F401
     staging_dir,
     verify_bundle,
 )
+from model.errors import (  # noqa: F401
+    BundleError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FlukeidError,
+    ImageError,
+    Interrupted,
+)
+from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
 
 # --- section: data (records, synthetic flukes) ----------------------------------------------
+
 # --- section: training, evaluation, export (torch, imported lazily) --------------------------
+
 # --- section: inference, matching, heatmaps (torch-free) -------------------------------------
+
 # --- section: detector -----------------------------------------------------------------------
-from model.detection import (  # noqa: F401, E402
+# isort: split
+from model.detection import (  # noqa: E402, F401
     DEFAULT_DETECTOR_DIR,
     ClassicalDetector,
     Detection,
@@ -35,17 +49,6 @@ from model.detection import (  # noqa: F401, E402
     detector_input,
     whole_image_box,
 )
-from model.errors import (  # noqa: F401
-    BundleError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    FlukeidError,
-    ImageError,
-    Interrupted,
-)
-from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
-from model.training.detector import DetectorTrainConfig, build_detector  # noqa: F401, E402  (torch imported lazily)
+from model.training.detector import DetectorTrainConfig, build_detector  # noqa: E402, F401  (torch imported lazily)
 
 load_detector = Detector.load
-
