@@ -1,0 +1,121 @@
+"""Small dialogs: merge confirmation, relink moved photos, about, export choices."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
+
+from app.ui.viewdata import IndividualRow
+
+
+def merge_summary(source: IndividualRow, target: IndividualRow) -> str:
+    """What a merge of ``source`` into ``target`` will change, in words."""
+    total = source.photo_count + target.photo_count
+    first = min(filter(None, [source.first_seen, target.first_seen]), default=None)
+    last = max(filter(None, [source.last_seen, target.last_seen]), default=None)
+    span = f"<br>Sightings will span {first} to {last}." if first and last else ""
+    return (f"<p>All <b>{source.photo_count}</b> photo{'s' if source.photo_count != 1 else ''} of "
+            f"<b>{source.label}</b> will be identified as <b>{target.label}</b>, "
+            f"which will then have <b>{total}</b> photos.{span}</p>"
+            f"<p><b>{source.code}</b> will no longer appear in the individuals list. "
+            "The merge is recorded in the catalog's history and can be undone (Edit ▸ Undo).</p>")
+
+
+def confirm_merge(parent: QWidget | None, source: IndividualRow, target: IndividualRow) -> bool:
+    """Ask before merging; the message says exactly what will change."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("Merge individuals")
+    box.setText(f"Merge {source.label} into {target.label}?")
+    box.setInformativeText(merge_summary(source, target))
+    ok = box.addButton("Merge", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is ok
+
+
+class MergeDialog(QDialog):
+    """Choose the individual to merge into."""
+
+    def __init__(self, source: IndividualRow, others: list[IndividualRow], parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Merge {source.label}")
+        self.combo = QComboBox()
+        for row in others:
+            self.combo.addItem(f"{row.label}  ({row.photo_count} photos)", row.individual_id)
+        form = QFormLayout(self)
+        form.addRow(QLabel(f"Merge <b>{source.label}</b> into:"))
+        form.addRow("Individual", self.combo)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def target_id(self) -> int | None:
+        return self.combo.currentData()
+
+
+def ask_relink(parent: QWidget | None, missing: int, total: int, example: str) -> str | None:
+    """Photos were moved: offer to find them in a folder. Returns the chosen folder or None."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Photos not found")
+    box.setText(f"{missing} of {total} photos of this catalog are not where they were imported from.")
+    box.setInformativeText(
+        f"For example: {example}\n\nIf you moved or renamed the photo folder (or it is on a drive "
+        "that is not connected), choose the folder where the photos are now. They are found again "
+        "by their content, so names and sub-folders may differ.")
+    relink = box.addButton("Relink photos…", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+    box.exec()
+    if box.clickedButton() is not relink:
+        return None
+    folder = QFileDialog.getExistingDirectory(parent, "Folder where the photos are now")
+    return folder or None
+
+
+class ExportDialog(QDialog):
+    """Choose an export format and file."""
+
+    FORMATS = [
+        ("identifications", "Identifications (CSV: photo, individual, date, position, box, decision…)"),
+        ("kaggle", "Kaggle-style Image,Id (CSV)"),
+        ("sightings", "Sightings table: individual by date (CSV, capture-recapture)"),
+    ]
+
+    def __init__(self, parent=None, default_dir: str = ""):
+        super().__init__(parent)
+        self.setWindowTitle("Export")
+        self.format = QComboBox()
+        for key, label in self.FORMATS:
+            self.format.addItem(label, key)
+        self.path = QLineEdit(default_dir)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        form = QFormLayout(self)
+        form.addRow("Format", self.format)
+        form.addRow("File", self.path)
+        form.addRow("", browse)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export to", self.path.text(), "CSV files (*.csv)")
+        if path:
+            self.path.setText(path)
+
+    def choice(self) -> tuple[str, str]:
+        return self.format.currentData(), self.path.text().strip()

@@ -1,0 +1,211 @@
+"""Individuals view: the catalog's whales, their photos, rename, notes and merge."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.dialogs import MergeDialog, confirm_merge
+from app.ui.images import ImageCache
+from app.ui.photos_view import CELL, PhotoDelegate, PhotoListModel
+from app.ui.viewdata import IndividualRow, PhotoCard
+
+COLUMNS = ["Individual", "Name", "Photos", "First seen", "Last seen"]
+
+
+class _NumberItem(QTableWidgetItem):
+    def __lt__(self, other) -> bool:
+        try:
+            return int(self.text()) < int(other.text())
+        except ValueError:
+            return super().__lt__(other)
+
+
+class IndividualsView(QWidget):
+    """List of individuals (sortable), the chosen one's photos, its name and notes, merge.
+
+    Signals:
+        rename_requested(int, str), notes_changed(int, str), merge_requested(int, int) (source
+        into target, after the user confirmed), photo_activated(int).
+    """
+
+    rename_requested = Signal(int, str)
+    notes_changed = Signal(int, str)
+    merge_requested = Signal(int, int)
+    photo_activated = Signal(int)
+
+    def __init__(self, cache: ImageCache, parent=None):
+        super().__init__(parent)
+        self._rows: list[IndividualRow] = []
+        self._photos: list[PhotoCard] = []
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Find individual…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._fill)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._on_selected)
+        self.heading = QLabel()
+        self.heading.setObjectName("viewTitle")
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("e.g. Salt, Pepper… (optional)")
+        self.rename_btn = QPushButton("Rename")
+        self.rename_btn.clicked.connect(self._rename)
+        self.name_edit.returnPressed.connect(self._rename)
+        self.notes = QPlainTextEdit()
+        self.notes.setPlaceholderText("Notes: scars, entanglement, calf, where first seen…")
+        self.notes.setMaximumHeight(90)
+        self.save_notes_btn = QPushButton("Save notes")
+        self.save_notes_btn.clicked.connect(self._save_notes)
+        self.merge_btn = QPushButton("Merge into…")
+        self.merge_btn.clicked.connect(self._merge)
+        self.model = PhotoListModel(cache, self)
+        self.photos = QListView()
+        self.photos.setViewMode(QListView.ViewMode.IconMode)
+        self.photos.setResizeMode(QListView.ResizeMode.Adjust)
+        self.photos.setMovement(QListView.Movement.Static)
+        self.photos.setUniformItemSizes(True)
+        self.photos.setGridSize(CELL)
+        self.photos.setModel(self.model)
+        self.photos.setItemDelegate(PhotoDelegate(self.model, self.photos))
+        self.photos.activated.connect(lambda i: self.photo_activated.emit(self.model.photo(i.row()).photo_id))
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self.search)
+        ll.addWidget(self.table)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.heading)
+        form = QFormLayout()
+        name_row = QHBoxLayout()
+        name_row.addWidget(self.name_edit, 1)
+        name_row.addWidget(self.rename_btn)
+        form.addRow("Name", name_row)
+        notes_row = QHBoxLayout()
+        notes_row.addWidget(self.notes, 1)
+        nb = QVBoxLayout()
+        nb.addWidget(self.save_notes_btn)
+        nb.addWidget(self.merge_btn)
+        nb.addStretch(1)
+        notes_row.addLayout(nb)
+        form.addRow("Notes", notes_row)
+        rl.addLayout(form)
+        rl.addWidget(self.photos, 1)
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([520, 700])
+        lay = QVBoxLayout(self)
+        lay.addWidget(split)
+        self._set_enabled(False)
+
+    def set_individuals(self, rows: list[IndividualRow], photos: list[PhotoCard]) -> None:
+        """Show these individuals; ``photos`` are all identified photos (grouped by individual)."""
+        current = self.current_id()
+        self._rows = list(rows)
+        self._photos = list(photos)
+        self._fill()
+        if current is not None:
+            self.select(current)
+
+    def _fill(self) -> None:
+        needle = self.search.text().strip().lower()
+        self.table.setSortingEnabled(False)
+        self.table.blockSignals(True)
+        rows = [r for r in self._rows if not needle or needle in r.code.lower() or needle in r.name.lower()]
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            values = [r.code, r.name, str(r.photo_count), r.first_seen or "", r.last_seen or ""]
+            for j, v in enumerate(values):
+                item = _NumberItem(v) if j == 2 else QTableWidgetItem(v)
+                item.setData(Qt.ItemDataRole.UserRole, r.individual_id)
+                if j == 2:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(i, j, item)
+        self.table.blockSignals(False)
+        self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self._on_selected()
+
+    def row(self, individual_id: int | None) -> IndividualRow | None:
+        return next((r for r in self._rows if r.individual_id == individual_id), None)
+
+    def current_id(self) -> int | None:
+        items = self.table.selectedItems()
+        return items[0].data(Qt.ItemDataRole.UserRole) if items else None
+
+    def select(self, individual_id: int) -> None:
+        """Select an individual in the list."""
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 0).data(Qt.ItemDataRole.UserRole) == individual_id:
+                self.table.selectRow(i)
+                return
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.name_edit, self.rename_btn, self.notes, self.save_notes_btn, self.merge_btn):
+            w.setEnabled(on)
+
+    def _on_selected(self) -> None:
+        r = self.row(self.current_id())
+        self._set_enabled(r is not None)
+        if r is None:
+            self.heading.setText("Choose an individual")
+            self.name_edit.clear()
+            self.notes.clear()
+            self.model.set_photos([])
+            return
+        span = f" · seen {r.first_seen} – {r.last_seen}" if r.first_seen else ""
+        self.heading.setText(f"<b>{r.label}</b> · {r.photo_count} photos{span}")
+        self.name_edit.setText(r.name)
+        self.notes.setPlainText(r.notes)
+        self.model.set_photos([p for p in self._photos if p.individual_id == r.individual_id])
+
+    def _rename(self) -> None:
+        iid = self.current_id()
+        if iid is not None:
+            self.rename_requested.emit(iid, self.name_edit.text().strip())
+
+    def _save_notes(self) -> None:
+        iid = self.current_id()
+        if iid is not None:
+            self.notes_changed.emit(iid, self.notes.toPlainText())
+
+    def _merge(self) -> None:
+        source = self.row(self.current_id())
+        if source is None:
+            return
+        others = [r for r in self._rows if r.individual_id != source.individual_id]
+        if not others:
+            return
+        dlg = MergeDialog(source, others, self)
+        if not dlg.exec():
+            return
+        target = self.row(dlg.target_id())
+        if target is not None and confirm_merge(self, source, target):
+            self.merge_requested.emit(source.individual_id, target.individual_id)

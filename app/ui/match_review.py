@@ -1,0 +1,470 @@
+"""Match review, the heart of the app: the query photo, its five candidates, and the decision.
+
+Keys: 1-5 confirm that candidate · R reject the shown candidate · N new individual · S skip ·
+H heatmap overlay · E evidence lines · Up/Down choose the shown candidate · Esc query alone.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.compare_view import CompareView, EvidenceLine
+from app.ui.images import ImageCache, read_crop
+from app.ui.viewdata import CandidateCard, MatchTask
+
+CARD_THUMB = 92
+
+
+def crop_key(path: str, box) -> str:
+    return f"crop:{path}:{tuple(round(v) for v in box) if box else None}"
+
+
+def score_colour(score: float, threshold: float | None) -> str:
+    t = threshold if threshold is not None else 0.5
+    if score >= max(t, 0.5) + (1 - max(t, 0.5)) / 2:
+        return "#3fae6a"
+    if score >= t:
+        return "#a6c84c"
+    return "#8a939c"
+
+
+class CandidateCardWidget(QFrame):
+    """One candidate: its key, best photo, name, photo count, last sighting and a large score."""
+
+    clicked = Signal(int)
+
+    def __init__(self, rank: int, parent=None):
+        super().__init__(parent)
+        self.rank = rank
+        self.setObjectName("card")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.key = QLabel(str(rank + 1))
+        self.key.setObjectName("cardKey")
+        self.key.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.key.setFixedSize(26, 26)
+        self.thumb = QLabel()
+        self.thumb.setFixedSize(CARD_THUMB, CARD_THUMB * 2 // 3)
+        self.thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setObjectName("cardThumb")
+        self.name = QLabel()
+        self.name.setObjectName("cardName")
+        self.details = QLabel()
+        self.details.setObjectName("cardDetails")
+        self.score = QLabel()
+        self.score.setObjectName("cardScore")
+        self.score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(False)
+        self.bar.setFixedHeight(6)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(8, 6, 10, 6)
+        grid.setHorizontalSpacing(10)
+        grid.addWidget(self.key, 0, 0, 2, 1, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self.thumb, 0, 1, 3, 1)
+        grid.addWidget(self.name, 0, 2)
+        grid.addWidget(self.score, 0, 3, 2, 1)
+        grid.addWidget(self.details, 1, 2)
+        grid.addWidget(self.bar, 2, 2, 1, 2)
+        grid.setColumnStretch(2, 1)
+        self.candidate: CandidateCard | None = None
+        self.set_state(False, False)
+
+    def set_candidate(self, c: CandidateCard | None, threshold: float | None) -> None:
+        self.candidate = c
+        self.setVisible(c is not None)
+        if c is None:
+            return
+        self.name.setText(c.label)
+        last = f" · last seen {c.last_seen}" if c.last_seen else ""
+        self.details.setText(f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{last}")
+        colour = score_colour(c.score, threshold)
+        self.score.setText(f"<span style='color:{colour}'>{c.score:.0%}</span>")
+        self.bar.setValue(int(round(c.score * 1000)))
+        self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; border-radius: 3px; }}")
+        self.thumb.setPixmap(QPixmap())
+        self.thumb.setText("…")
+
+    def set_thumb(self, pm: QPixmap) -> None:
+        self.thumb.setPixmap(pm.scaled(self.thumb.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                       Qt.TransformationMode.SmoothTransformation))
+
+    def set_state(self, selected: bool, rejected: bool) -> None:
+        self.setProperty("selected", selected)
+        self.setProperty("rejected", rejected)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        if rejected and self.candidate is not None:
+            self.details.setText("rejected for this photo")
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        self.clicked.emit(self.rank)
+
+
+class MatchReviewView(QWidget):
+    """The query crop, heatmap toggle, five candidate cards, compare and decision keys.
+
+    Signals:
+        confirmed(int, object, int): query photo id, CandidateCard, rank (0-based).
+        rejected(int, object, int): the shown candidate is not this whale.
+        new_individual(int): the photo shows an individual not in the catalog.
+        skipped(int): decide later.
+        heatmap_requested(int, str, object): photo id, path, box — the window answers with
+            :meth:`set_heatmap`.
+        evidence_requested(int, object): query photo id and candidate — answered with
+            :meth:`set_evidence`.
+    """
+
+    confirmed = Signal(int, object, int)
+    rejected = Signal(int, object, int)
+    new_individual = Signal(int)
+    skipped = Signal(int)
+    heatmap_requested = Signal(int, str, object)
+    evidence_requested = Signal(int, object)
+
+    def __init__(self, cache: ImageCache, parent=None):
+        super().__init__(parent)
+        self._cache = cache
+        self.task: MatchTask | None = None
+        self.selected = -1
+        self.rejected_ranks: set[int] = set()
+        self._heatmaps: dict[int, QPixmap] = {}
+        self._evidence: dict[int, list[EvidenceLine]] = {}
+
+        self.title = QLabel()
+        self.title.setObjectName("viewTitle")
+        self.remaining = QLabel()
+        self.remaining.setObjectName("hint")
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.compare = CompareView()
+        self.heatmap_box = QCheckBox("Heatmap (H)")
+        self.heatmap_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.heatmap_box.setToolTip("What the network looked at: green = strong, varied features; "
+                                    "magenta = where feature maxima fall; white = both")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setFixedWidth(120)
+        self.opacity.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.opacity.setToolTip("Heatmap opacity")
+        self.lines_box = QCheckBox("Evidence lines (E)")
+        self.lines_box.setChecked(True)
+        self.lines_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.lines_box.setToolTip("Lines join the marks that raised the match score most")
+        self.heat_status = QLabel()
+        self.heat_status.setObjectName("hint")
+        self.cards = [CandidateCardWidget(i) for i in range(5)]
+        self.no_candidates = QLabel("No individuals in the catalog yet:\nthis photo starts a new one (N).")
+        self.no_candidates.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.no_candidates.setObjectName("hint")
+        self.new_btn = QPushButton("New individual  (N)")
+        self.reject_btn = QPushButton("Not this one  (R)")
+        self.skip_btn = QPushButton("Skip  (S)")
+        self.confirm_btn = QPushButton("Confirm  (1)")
+        self.empty = QLabel("Every photo is identified.\nImport new photos from the File menu.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setObjectName("emptyMessage")
+
+        for b in (self.new_btn, self.reject_btn, self.skip_btn, self.confirm_btn):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.setMinimumHeight(34)
+        self.confirm_btn.clicked.connect(lambda: self.confirm(self.selected))
+        self.reject_btn.clicked.connect(self.reject_shown)
+        self.new_btn.clicked.connect(self.declare_new)
+        self.skip_btn.clicked.connect(self.skip)
+        self.heatmap_box.toggled.connect(self._on_heatmap_toggled)
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.lines_box.toggled.connect(self.compare.show_lines)
+        for card in self.cards:
+            card.clicked.connect(self.select)
+
+        tools = QHBoxLayout()
+        tools.addWidget(self.heatmap_box)
+        tools.addWidget(self.opacity)
+        tools.addSpacing(16)
+        tools.addWidget(self.lines_box)
+        tools.addSpacing(16)
+        tools.addWidget(self.heat_status, 1)
+        left = QVBoxLayout()
+        left.addWidget(self.compare, 1)
+        left.addLayout(tools)
+        cards_col = QVBoxLayout()
+        cards_col.setSpacing(6)
+        head = QLabel("Most likely individuals")
+        head.setObjectName("sectionTitle")
+        cards_col.addWidget(head)
+        for card in self.cards:
+            cards_col.addWidget(card)
+        cards_col.addWidget(self.no_candidates)
+        cards_col.addStretch(1)
+        keys = QLabel("<b>1–5</b> confirm · <b>R</b> not this one · <b>N</b> new · <b>S</b> skip<br>"
+                      "<b>↑/↓</b> compare another · <b>H</b> heatmap · <b>E</b> lines · wheel zoom")
+        keys.setObjectName("hint")
+        cards_col.addWidget(keys)
+        side = QWidget()
+        side.setLayout(cards_col)
+        side.setFixedWidth(400)
+        body = QHBoxLayout()
+        body.addLayout(left, 1)
+        body.addWidget(side)
+        decisions = QHBoxLayout()
+        decisions.addWidget(self.skip_btn)
+        decisions.addStretch(1)
+        decisions.addWidget(self.new_btn)
+        decisions.addWidget(self.reject_btn)
+        decisions.addWidget(self.confirm_btn)
+        header = QHBoxLayout()
+        header.addWidget(self.title, 1)
+        header.addWidget(self.remaining)
+        self.content = QWidget()
+        cl = QVBoxLayout(self.content)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addLayout(header)
+        cl.addWidget(self.banner)
+        cl.addLayout(body, 1)
+        cl.addLayout(decisions)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.content, 1)
+        lay.addWidget(self.empty, 1)
+
+        shortcuts = [(str(i + 1), (lambda i=i: self.confirm(i))) for i in range(5)]
+        shortcuts += [("R", self.reject_shown), ("N", self.declare_new), ("S", self.skip),
+                      ("H", self.heatmap_box.toggle), ("E", self.lines_box.toggle),
+                      ("Up", lambda: self._step(-1)), ("Down", lambda: self._step(1)),
+                      ("Escape", lambda: self.select(-1)), ("+", lambda: self.compare.left.zoom_by(1.25)),
+                      ("=", lambda: self.compare.left.zoom_by(1.25)), ("-", lambda: self.compare.left.zoom_by(0.8))]
+        for key, slot in shortcuts:
+            sc = QShortcut(QKeySequence(key), self, slot)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        cache.image_ready.connect(self._on_image)
+        self.set_task(None)
+
+    # -- content --------------------------------------------------------------------------
+    def set_task(self, task: MatchTask | None) -> None:
+        """Show a query and its candidates (None: nothing left to identify)."""
+        self.task = task
+        self.rejected_ranks = set()
+        self._heatmaps = {}
+        self._evidence = {}
+        self.content.setVisible(task is not None)
+        self.empty.setVisible(task is None)
+        if task is None:
+            return
+        p = task.photo
+        date = f" · {p.date}" if p.date else ""
+        self.title.setText(f"<b>{p.file_name}</b>{date}")
+        self.remaining.setText(f"{task.remaining} unidentified photo{'s' if task.remaining != 1 else ''} left"
+                               if task.remaining else "")
+        for card, c in zip(self.cards, task.candidates[:5] + [None] * (5 - len(task.candidates[:5]))):
+            card.set_candidate(c, task.threshold)
+            if c is not None:
+                pm = self._cache.get(crop_key(c.photo_path, c.photo_box),
+                                     lambda c=c: read_crop(c.photo_path, c.photo_box, 600))
+                if pm is not None:
+                    card.set_thumb(pm)
+        self.no_candidates.setVisible(not task.candidates)
+        self._update_banner()
+        self.compare.left_caption.setText(f"This photo — {p.file_name}")
+        self.compare.left.set_pixmap(self._crop(p.path, p.box))
+        self.heat_status.setText("")
+        self.select(0 if task.candidates else -1)
+        if self.heatmap_box.isChecked():
+            self._request_heatmaps()
+
+    def _crop(self, path: str, box) -> QPixmap | None:
+        return self._cache.get(crop_key(path, box), lambda: read_crop(path, box))
+
+    def _update_banner(self) -> None:
+        t = self.task
+        if t is None:
+            return
+        primary_new = t.suggest_new or not t.candidates
+        if not t.candidates:
+            text = "No individuals to compare with yet. Press <b>N</b> to start a new individual."
+            kind = "new"
+        elif t.suggest_new:
+            thr = f" (threshold {t.threshold:.0%})" if t.threshold is not None else ""
+            text = (f"<b>Likely a new individual:</b> no candidate scores above the new-individual "
+                    f"threshold{thr}. Compare carefully, then press <b>N</b> if none matches.")
+            kind = "new"
+        else:
+            best = t.candidates[0]
+            text = (f"<b>Best match: {best.label}</b> at {best.score:.0%}. "
+                    "Check the trailing edge and markings side by side, then press <b>1</b> to confirm.")
+            kind = "match"
+        self.banner.setText(text)
+        self.banner.setProperty("kind", kind)
+        self.banner.style().unpolish(self.banner)
+        self.banner.style().polish(self.banner)
+        self.new_btn.setObjectName("primary" if primary_new else "")
+        self.confirm_btn.setObjectName("" if primary_new else "primary")
+        for b in (self.new_btn, self.confirm_btn):
+            b.style().unpolish(b)
+            b.style().polish(b)
+
+    def select(self, rank: int) -> None:
+        """Show candidate ``rank`` beside the query (-1 hides the compare side)."""
+        t = self.task
+        if t is None:
+            return
+        if rank >= len(t.candidates):
+            return
+        self.selected = rank
+        for card in self.cards:
+            card.set_state(card.rank == rank, card.rank in self.rejected_ranks)
+        self.compare.right.parentWidget()  # keep layout
+        show = rank >= 0
+        self.compare.right.setVisible(show)
+        self.compare.right_caption.setVisible(show)
+        self.confirm_btn.setEnabled(show)
+        self.reject_btn.setEnabled(show and rank not in self.rejected_ranks)
+        self.confirm_btn.setText(f"Confirm {t.candidates[rank].label}  ({rank + 1})" if show else "Confirm")
+        if not show:
+            self.compare.set_lines([])
+            return
+        c = t.candidates[rank]
+        self.compare.right_caption.setText(f"{c.label} — {c.score:.0%}")
+        self.compare.right.set_pixmap(self._crop(c.photo_path, c.photo_box))
+        self.compare.left.fit()
+        self._apply_heatmaps()
+        lines = self._evidence.get(rank)
+        self.compare.set_lines(lines or [])
+        if lines is None:
+            self._evidence[rank] = []
+            self.evidence_requested.emit(t.photo.photo_id, c)
+
+    def _step(self, delta: int) -> None:
+        t = self.task
+        if t and t.candidates:
+            self.select((max(self.selected, 0) + delta) % min(5, len(t.candidates)))
+
+    def _on_image(self, key: str) -> None:
+        t = self.task
+        if t is None:
+            return
+        if key == crop_key(t.photo.path, t.photo.box):
+            self.compare.left.set_pixmap(self._crop(t.photo.path, t.photo.box))
+            self._apply_heatmaps()
+        for card in self.cards:
+            c = card.candidate
+            if c is not None and key == crop_key(c.photo_path, c.photo_box):
+                pm = self._crop(c.photo_path, c.photo_box)
+                if pm is not None:
+                    card.set_thumb(pm)
+                    if card.rank == self.selected:
+                        self.compare.right.set_pixmap(pm)
+                        self.compare.left.fit()
+                        self._apply_heatmaps()
+
+    # -- heatmaps and evidence ------------------------------------------------------------
+    def _on_heatmap_toggled(self, on: bool) -> None:
+        if on:
+            self._request_heatmaps()
+        self._apply_heatmaps()
+
+    def _request_heatmaps(self) -> None:
+        t = self.task
+        if t is None:
+            return
+        wanted = [(t.photo.photo_id, t.photo.path, t.photo.box)]
+        if 0 <= self.selected < len(t.candidates):
+            c = t.candidates[self.selected]
+            wanted.append((c.photo_id, c.photo_path, c.photo_box))
+        for pid, path, box in wanted:
+            if pid not in self._heatmaps:
+                self._heatmaps[pid] = QPixmap()
+                self.heat_status.setText("computing heatmap…")
+                self.heatmap_requested.emit(pid, path, box)
+
+    def set_heatmap(self, photo_id: int, image: QImage) -> None:
+        """The Figure-5 overlay for a photo's crop (same framing as the crop shown)."""
+        self._heatmaps[photo_id] = QPixmap.fromImage(image)
+        self.heat_status.setText("")
+        self._apply_heatmaps()
+
+    def _apply_heatmaps(self) -> None:
+        t = self.task
+        if t is None:
+            return
+        on = self.heatmap_box.isChecked()
+        if on:
+            self._request_heatmaps()
+        op = self.opacity.value() / 100
+        pairs = [(self.compare.left, t.photo.photo_id)]
+        if 0 <= self.selected < len(t.candidates):
+            pairs.append((self.compare.right, t.candidates[self.selected].photo_id))
+        for view, pid in pairs:
+            pm = self._heatmaps.get(pid)
+            view.set_overlay(pm if pm is not None and not pm.isNull() else None, op)
+            view.show_overlay(on and view.has_overlay())
+
+    def _on_opacity(self, value: int) -> None:
+        self.compare.left.set_overlay_opacity(value / 100)
+        self.compare.right.set_overlay_opacity(value / 100)
+
+    def set_evidence(self, query_photo_id: int, candidate_photo_id: int, lines: list[EvidenceLine]) -> None:
+        """Evidence lines for the query and one candidate (fractions of each crop)."""
+        t = self.task
+        if t is None or t.photo.photo_id != query_photo_id:
+            return
+        for rank, c in enumerate(t.candidates):
+            if c.photo_id == candidate_photo_id:
+                self._evidence[rank] = list(lines)
+                if rank == self.selected:
+                    self.compare.set_lines(lines)
+
+    def heatmap_failed(self, photo_id: int, message: str) -> None:
+        self.heat_status.setText(f"heatmap unavailable: {message}")
+
+    # -- decisions ------------------------------------------------------------------------
+    def confirm(self, rank: int) -> None:
+        t = self.task
+        if t is None or not 0 <= rank < len(t.candidates):
+            return
+        self.confirmed.emit(t.photo.photo_id, t.candidates[rank], rank)
+
+    def reject_shown(self) -> None:
+        t = self.task
+        r = self.selected
+        if t is None or not 0 <= r < len(t.candidates) or r in self.rejected_ranks:
+            return
+        self.rejected_ranks.add(r)
+        self.rejected.emit(t.photo.photo_id, t.candidates[r], r)
+        left = [i for i in range(len(t.candidates[:5])) if i not in self.rejected_ranks]
+        if left:
+            nxt = min((i for i in left if i > r), default=left[0])
+            self.select(nxt)
+        else:
+            self.select(r)
+            self.banner.setText("Every candidate rejected: press <b>N</b> for a new individual, or <b>S</b> to skip.")
+            self.new_btn.setObjectName("primary")
+            self.confirm_btn.setObjectName("")
+            for b in (self.new_btn, self.confirm_btn):
+                b.style().unpolish(b)
+                b.style().polish(b)
+
+    def declare_new(self) -> None:
+        if self.task is not None:
+            self.new_individual.emit(self.task.photo.photo_id)
+
+    def skip(self) -> None:
+        if self.task is not None:
+            self.skipped.emit(self.task.photo.photo_id)

@@ -1,0 +1,91 @@
+"""Plain data the views display; the window fills them from the services' records.
+
+Views never talk to the catalog: they receive these and emit signals with ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Box = tuple[float, float, float, float]
+
+BOX_UNCHECKED = "box"
+UNIDENTIFIED = "unidentified"
+IDENTIFIED = "identified"
+JUNK = "junk"
+
+STATUS_LABELS = {
+    BOX_UNCHECKED: "Box to check",
+    UNIDENTIFIED: "Unidentified",
+    IDENTIFIED: "Identified",
+    JUNK: "No fluke",
+}
+STATUS_COLOURS = {
+    BOX_UNCHECKED: "#e8a33d",
+    UNIDENTIFIED: "#4a90d9",
+    IDENTIFIED: "#3fae6a",
+    JUNK: "#8a8f96",
+}
+
+
+@dataclass
+class PhotoCard:
+    """One photo as the grid and the review views show it."""
+
+    photo_id: int
+    path: str
+    status: str
+    individual_id: int | None = None
+    individual: str | None = None  # code (and name) of the identified individual
+    date: str | None = None  # ISO date of the sighting
+    box: Box | None = None  # photo pixels
+    box_confidence: float | None = None
+    missing: bool = False
+
+    @property
+    def file_name(self) -> str:
+        return self.path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class CandidateCard:
+    """One of the five individuals proposed for a query photo."""
+
+    individual_id: int
+    label: str
+    score: float
+    photo_id: int
+    photo_path: str
+    photo_box: Box | None
+    photo_count: int
+    last_seen: str | None = None
+
+
+@dataclass
+class MatchTask:
+    """A query photo and its ranked candidates."""
+
+    photo: PhotoCard
+    candidates: list[CandidateCard]
+    suggest_new: bool
+    threshold: float | None = None
+    remaining: int = 0
+    model_version: str | None = None
+
+
+@dataclass
+class IndividualRow:
+    """An individual in the individuals list."""
+
+    individual_id: int
+    code: str
+    name: str = ""
+    notes: str = ""
+    photo_count: int = 0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    photos: list[PhotoCard] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.code} — {self.name}" if self.name else self.code
