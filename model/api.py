@@ -30,6 +30,13 @@ from model.errors import (  # noqa: F401
 from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
 
 # --- section: data (records, synthetic flukes) ----------------------------------------------
+from model.data.synthetic import (  # noqa: F401
+    FlukeIdentity,
+    generate_dataset,
+    make_identity,
+    render_fluke_photo,
+    render_sea,
+)
 
 # --- section: training, evaluation, export (torch, imported lazily) --------------------------
 
