@@ -1,0 +1,118 @@
+"""The catalog's schema, built with sqlite-utils, and its migrations.
+
+A fresh catalog is made by running every migration from an empty database, so a new catalog
+and a migrated old one always end with the same schema. Each migration runs inside the
+caller's transaction (DDL is transactional in SQLite): a failed migration changes nothing.
+
+History:
+    1. photos, boxes, individuals, identifications, match_decisions, actions, models,
+       embeddings, meta.
+    2. boxes.junk (a photo marked unusable), photos.copied (photo stored inside the catalog),
+       embeddings.dtype (float16 vectors), an index for "current box / identification".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+SCHEMA_VERSION = 2
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["photos"].create(
+        {
+            "id": int, "path": str, "sha256": str, "size": int, "width": int, "height": int,
+            "taken_at": str, "latitude": float, "longitude": float, "camera": str,
+            "orientation": int, "imported_at": str,
+        },
+        pk="id", not_null={"path", "sha256", "size", "imported_at"},
+    )
+    db["photos"].create_index(["sha256"], unique=True)
+    db["actions"].create(
+        {
+            "id": int, "kind": str, "photo_id": int, "who": str, "at": str, "description": str,
+            "reverses": int, "redoes": int, "effects": str,
+        },
+        pk="id", not_null={"kind", "at"},
+        foreign_keys=[("photo_id", "photos", "id"), ("reverses", "actions", "id"), ("redoes", "actions", "id")],
+    )
+    db["boxes"].create(
+        {
+            "id": int, "photo_id": int, "x0": float, "y0": float, "x1": float, "y1": float,
+            "source": str, "confidence": float, "confirmed": int, "who": str, "created_at": str,
+            "action_id": int,
+        },
+        pk="id", not_null={"photo_id", "source", "confirmed", "created_at"},
+        foreign_keys=[("photo_id", "photos", "id"), ("action_id", "actions", "id")],
+    )
+    db["individuals"].create(
+        {"id": int, "code": str, "name": str, "notes": str, "created_at": str, "merged_into": int},
+        pk="id", not_null={"code", "created_at"},
+        foreign_keys=[("merged_into", "individuals", "id")],
+    )
+    db["individuals"].create_index(["code"], unique=True)
+    db["identifications"].create(
+        {
+            "id": int, "photo_id": int, "individual_id": int, "how": str, "who": str, "at": str,
+            "model_version": str, "action_id": int,
+        },
+        pk="id", not_null={"photo_id", "how", "at"},
+        foreign_keys=[("photo_id", "photos", "id"), ("individual_id", "individuals", "id"),
+                      ("action_id", "actions", "id")],
+    )
+    db["match_decisions"].create(
+        {
+            "id": int, "action_id": int, "query_photo_id": int, "individual_id": int, "rank": int,
+            "score": float, "decision": str, "model_version": str, "who": str, "at": str,
+            "reverses": int,
+        },
+        pk="id", not_null={"query_photo_id", "decision", "at"},
+        foreign_keys=[("query_photo_id", "photos", "id"), ("individual_id", "individuals", "id"),
+                      ("action_id", "actions", "id"), ("reverses", "match_decisions", "id")],
+    )
+    db["match_decisions"].create_index(["query_photo_id"])
+    db["models"].create(
+        {"version": str, "path": str, "metrics": str, "created_at": str},
+        pk="version", not_null={"path", "created_at"},
+    )
+    db["embeddings"].create(
+        {"photo_id": int, "model_version": str, "dim": int, "vector": bytes},
+        pk=("photo_id", "model_version"), not_null={"dim", "vector"},
+        foreign_keys=[("photo_id", "photos", "id")],
+    )
+    db["meta"].insert({"key": "schema_version", "value": "1"}, replace=True)
+
+
+def _migrate_1_to_2(db: sqlite_utils.Database) -> None:
+    db["boxes"].add_column("junk", int, not_null_default=0)
+    db["photos"].add_column("copied", int, not_null_default=0)
+    db["embeddings"].add_column("dtype", str, not_null_default="float32")
+    db["boxes"].create_index(["photo_id", "id"], if_not_exists=True)
+    db["identifications"].create_index(["photo_id", "id"], if_not_exists=True)
+    db["identifications"].create_index(["individual_id"], if_not_exists=True)
+
+
+# MIGRATIONS[n] takes a catalog at schema n-1 to schema n (0 = empty database).
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _create_v1,
+    2: _migrate_1_to_2,
+}
+assert max(MIGRATIONS) == SCHEMA_VERSION
+
+
+def read_version(db: sqlite_utils.Database) -> int:
+    """The schema version recorded in ``meta`` (0 for an empty database)."""
+    if "meta" not in db.table_names():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database, current: int) -> None:
+    """Apply migrations ``current+1 .. SCHEMA_VERSION`` (inside the caller's transaction)."""
+    for n in range(current + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[n](db)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", [str(n)])

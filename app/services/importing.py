@@ -1,0 +1,553 @@
+"""Importing photos (and labelled catalogs) into a catalog: a Qt-free long job.
+
+Each photo is hashed, checked (decoded), measured (EXIF date, GPS, camera, orientation),
+thumbnailed, optionally copied into the catalog, detected (box) and embedded, and then written
+in ONE transaction: photo row + box row + embedding (+ identification for labelled imports).
+A crash or a cancel therefore never leaves a half-imported photo. Photos are processed one at a
+time, so memory does not grow with the number of photos.
+
+Detector and engine are optional: without them a photo gets no box / no embedding, which
+:func:`detect_missing` and :func:`embed_missing` fill in later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.catalog import Catalog, CatalogError
+from app.catalog.csv_io import LabelRow, count_rows, read_label_rows
+from model.api import FlukeidError, ImageError, Interrupted, load_image
+
+ProgressFn = Callable[[float, str], None]
+StopFn = Callable[[], bool]
+
+PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+HEIC_EXTENSIONS = {".heic", ".heif"}
+MODEL_SIDE = 1024  # photos are decoded at most this large for detection and embedding
+THUMB_SIDE = 256
+
+
+@dataclass
+class ImportReport:
+    """What an import did.
+
+    Attributes:
+        imported: ids of the photos added.
+        duplicates: (file, id of the photo already in the catalog with the same content).
+        errors: (file, problem) for every file that could not be imported.
+        skipped: files in scanned folders that are not photos (by extension).
+        identified: photos given an individual from a labels file.
+        cancelled: True when the job was stopped before the end.
+        seconds: wall time.
+    """
+
+    imported: list[int] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+    identified: int = 0
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the user."""
+        parts = [f"{len(self.imported)} photo{'s' if len(self.imported) != 1 else ''} imported"]
+        if self.identified:
+            parts.append(f"{self.identified} identified")
+        if self.duplicates:
+            parts.append(f"{len(self.duplicates)} duplicate{'s' if len(self.duplicates) != 1 else ''} skipped")
+        if self.errors:
+            parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")
+        if self.skipped:
+            parts.append(f"{self.skipped} non-photo file{'s' if self.skipped != 1 else ''} ignored")
+        if self.cancelled:
+            parts.append("cancelled")
+        return ", ".join(parts)
+
+
+def _heic_available() -> bool:
+    try:
+        import pillow_heif  # noqa: PLC0415
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def supported_extensions() -> set[str]:
+    """File extensions imported from folders (HEIC only when pillow-heif is installed)."""
+    return PHOTO_EXTENSIONS | (HEIC_EXTENSIONS if _heic_available() else set())
+
+
+def find_photos(paths: Iterable[str | Path], report: ImportReport | None = None) -> list[Path]:
+    """Files to import: given files as they are, folders searched recursively for photos.
+
+    Symbolic links to folders are followed once (a link loop is not followed again). Missing
+    paths are recorded in ``report.errors``; non-photo files in folders counted in ``report.skipped``.
+    """
+    report = report if report is not None else ImportReport()
+    exts = supported_extensions()
+    out: list[Path] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.absolute()
+        if key not in seen_files:
+            seen_files.add(key)
+            out.append(p)
+
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p, followlinks=True, onerror=lambda e: report.errors.append(
+                    (str(e.filename), f"cannot read folder ({e.strerror})"))):
+                try:
+                    st = os.stat(dirpath)
+                except OSError:
+                    dirnames[:] = []
+                    continue
+                if (st.st_dev, st.st_ino) in seen_dirs:
+                    dirnames[:] = []
+                    continue
+                seen_dirs.add((st.st_dev, st.st_ino))
+                dirnames.sort()
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    fp = Path(dirpath) / name
+                    if fp.suffix.lower() in exts:
+                        add(fp)
+                    else:
+                        report.skipped += 1
+        elif p.exists():
+            add(p)
+        else:
+            report.errors.append((str(p), "file not found"))
+    return out
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _ratio(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError, ZeroDivisionError):
+        num, den = v
+        return float(num) / float(den)
+
+
+def _gps(gps: dict) -> tuple[float | None, float | None]:
+    try:
+        def deg(vals, ref, neg):
+            d, m, s = (_ratio(x) for x in vals)
+            val = d + m / 60.0 + s / 3600.0
+            return -val if str(ref).upper().startswith(neg) else val
+
+        lat = deg(gps[2], gps.get(1, "N"), "S")
+        lon = deg(gps[4], gps.get(3, "E"), "W")
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            return None, None
+        return round(lat, 7), round(lon, 7)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None, None
+
+
+def read_metadata(path: Path) -> dict:
+    """Width/height (after EXIF orientation), orientation, date taken, GPS and camera of a photo.
+
+    Missing or malformed EXIF gives None fields; only an unreadable file raises (OSError etc.).
+    """
+    with Image.open(path) as im:
+        w, h = im.size
+        exif = im.getexif()
+    orientation = exif.get(274)
+    try:
+        orientation = int(orientation) if orientation is not None else None
+    except (TypeError, ValueError):
+        orientation = None
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    taken = None
+    try:
+        sub = exif.get_ifd(0x8769)
+        raw = sub.get(36867) or sub.get(36868) or exif.get(306)
+        if raw:
+            taken = datetime.strptime(str(raw).strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S").isoformat()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        taken = None
+    try:
+        lat, lon = _gps(dict(exif.get_ifd(0x8825)))
+    except (KeyError, TypeError, AttributeError):
+        lat, lon = None, None
+    make = str(exif.get(271, "") or "").strip("\x00 ").strip()
+    model = str(exif.get(272, "") or "").strip("\x00 ").strip()
+    camera = (model if model.startswith(make) else f"{make} {model}".strip()) or None
+    return {"width": w, "height": h, "orientation": orientation, "taken_at": taken,
+            "latitude": lat, "longitude": lon, "camera": camera}
+
+
+def write_thumbnail(image: np.ndarray, dest: Path, side: int = THUMB_SIDE) -> None:
+    """Save a small JPEG of an RGB photo array (temporary name, then rename)."""
+    im = Image.fromarray(image)
+    im.thumbnail((side, side))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".thumb.", suffix=".jpg", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            im.save(f, "JPEG", quality=80)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_into(catalog: Catalog, src: Path, sha: str) -> str:
+    rel = Path("photos") / sha[:2] / f"{sha}{src.suffix.lower()}"
+    dest = catalog.root / rel
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".copy.", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return rel.as_posix()
+
+
+def box_source(detection) -> str:
+    """The catalog's box source for a detector result ("model" -> "auto")."""
+    src = getattr(detection, "source", "model")
+    return {"model": "auto"}.get(src, src)
+
+
+def _scale_box(box: Sequence[float], s: float) -> tuple[float, float, float, float]:
+    return tuple(float(v) * s for v in box)  # type: ignore[return-value]
+
+
+@dataclass
+class _Prepared:
+    sha: str
+    size: int
+    meta: dict
+    path: str
+    copied: bool
+    box: tuple | None = None
+    confidence: float | None = None
+    source: str | None = None
+    embedding: np.ndarray | None = None
+
+
+def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: bool,
+             label_box: tuple | None) -> _Prepared:
+    size = path.stat().st_size
+    image = load_image(path, max_side=MODEL_SIDE)  # validates: raises ImageError naming the file
+    try:
+        meta = read_metadata(path)
+    except (OSError, ValueError, SyntaxError):
+        meta = {"width": image.shape[1], "height": image.shape[0], "orientation": None, "taken_at": None,
+                "latitude": None, "longitude": None, "camera": None}
+    full_w = meta["width"] or image.shape[1]
+    scale = full_w / image.shape[1]  # model image pixels -> photo pixels
+    write_thumbnail(image, catalog.thumbnail_path(sha))
+    prep = _Prepared(sha=sha, size=size, meta=meta, path=str(path.absolute()), copied=False)
+    if label_box is not None:
+        prep.box, prep.source, prep.confidence = tuple(label_box), "imported", None
+    elif detector is not None:
+        det = detector.detect(image)
+        prep.box = _scale_box(det.box, scale) if det is not None else None
+        prep.confidence = float(det.confidence) if det is not None else 0.0
+        prep.source = box_source(det) if det is not None else "none"
+    if engine is not None:
+        small_box = _scale_box(prep.box, 1.0 / scale) if prep.box is not None else None
+        prep.embedding = np.asarray(engine.embed([image], [small_box]))[0]
+    if copy:
+        prep.path, prep.copied = _copy_into(catalog, path, sha), True
+    return prep
+
+
+def _commit(catalog: Catalog, prep: _Prepared, *, engine, detector_used: bool, label: LabelRow | None,
+            who: str, report: ImportReport) -> int:
+    """Write photo + box + embedding (+ identification) in one transaction; returns the photo id."""
+    with catalog.transaction(durable=False):
+        pid = catalog.add_photo(path=prep.path, sha256=prep.sha, size=prep.size, copied=prep.copied, **prep.meta)
+        if prep.source is not None or detector_used:
+            catalog.add_box(pid, prep.box, source=prep.source or "none", confidence=prep.confidence,
+                            confirmed=prep.source == "imported", who=who)
+        if prep.embedding is not None:
+            catalog.put_embedding(pid, engine.version, prep.embedding)
+        if label is not None and label.individual is not None:
+            _identify_imported(catalog, pid, label.individual, who)
+            report.identified += 1
+    return pid
+
+
+def _identify_imported(catalog: Catalog, photo_id: int, code: str, who: str) -> None:
+    ind = catalog.individual_by_code(code)
+    ind_id = ind.id if ind else catalog.add_individual(code)
+    catalog.add_identification(photo_id, ind_id, how="imported", who=who)
+
+
+def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total: int, report: ImportReport, *,
+         detector, engine, copy: bool, progress: ProgressFn | None, should_stop: StopFn | None,
+         who: str | None) -> ImportReport:
+    who = who or catalog.user
+    t0 = time.perf_counter()
+    seen: dict[str, int] = {}
+    done = 0
+    try:
+        for path, label in items:
+            if should_stop is not None and should_stop():
+                report.cancelled = True
+                err = Interrupted(f"import stopped after {done} of {total} files ({report.summary()})")
+                err.report = report  # type: ignore[attr-defined]
+                raise err
+            done += 1
+            if progress is not None:
+                progress((done - 1) / max(total, 1), f"{done}/{total}: {path.name}")
+            try:
+                sha = sha256_of(path)
+                existing = seen.get(sha) or (p.id if (p := catalog.photo_by_sha(sha)) else None)
+                if existing is not None:
+                    report.duplicates.append((str(path), existing))
+                    if label is not None and label.individual is not None \
+                            and catalog.current_identification(existing) is None:
+                        with catalog.transaction(durable=False):
+                            _identify_imported(catalog, existing, label.individual, who)
+                        report.identified += 1
+                    continue
+                prep = _prepare(catalog, path, sha, detector=detector, engine=engine, copy=copy,
+                                label_box=label.box if label is not None else None)
+                pid = _commit(catalog, prep, engine=engine, detector_used=detector is not None, label=label,
+                              who=who, report=report)
+                seen[sha] = pid
+                report.imported.append(pid)
+            except ImageError as exc:
+                report.errors.append((str(path), exc.problem))
+            except PermissionError:
+                report.errors.append((str(path), "permission denied"))
+            except FileNotFoundError:
+                report.errors.append((str(path), "file not found"))
+            except IsADirectoryError:
+                report.errors.append((str(path), "is a folder, not a photo"))
+            except sqlite3.IntegrityError as exc:
+                report.errors.append((str(path), f"not added ({exc})"))
+            except CatalogError:
+                raise
+            except FlukeidError as exc:
+                report.errors.append((str(path), str(exc)))
+            except OSError as exc:
+                report.errors.append((str(path), f"cannot read ({exc.strerror or exc})"))
+        if progress is not None:
+            progress(1.0, report.summary())
+    finally:
+        report.seconds = time.perf_counter() - t0
+    return report
+
+
+def import_photos(catalog: Catalog, paths: Iterable[str | Path], *, detector=None, engine=None,
+                  copy: bool = False, progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                  who: str | None = None) -> ImportReport:
+    """Import photos (files, or folders searched recursively) into the catalog.
+
+    Args:
+        catalog: an open, writable catalog.
+        paths: files and/or folders.
+        detector: anything with ``detect(rgb) -> Detection(box, confidence, source)`` (box in the
+            pixels of the image it is given), or None to import without boxes.
+        engine: anything with ``embed(images, boxes) -> [N, D]`` and ``version``, or None to import
+            without embeddings.
+        copy: also copy each photo into the catalog's ``photos/`` folder.
+        progress: ``progress(fraction, message)``.
+        should_stop: polled before each photo; when it returns True the import stops.
+        who: recorded as the importer (default: the login name).
+
+    Returns:
+        The report (imported ids, duplicates, per-file errors).
+
+    Raises:
+        Interrupted: ``should_stop`` returned True; the photos already imported stay (complete),
+            and ``exc.report`` holds the partial report.
+        CatalogError: the catalog itself cannot be written (read-only, closed).
+    """
+    report = ImportReport()
+    files = find_photos(paths, report)
+    return _run(catalog, ((f, None) for f in files), len(files), report, detector=detector, engine=engine,
+                copy=copy, progress=progress, should_stop=should_stop, who=who)
+
+
+def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | Path | None = None, *,
+                    detector=None, engine=None, copy: bool = False, progress: ProgressFn | None = None,
+                    should_stop: StopFn | None = None, who: str | None = None) -> ImportReport:
+    """Import a labelled catalog: our labels.csv or Kaggle's train.csv (``new_whale`` = unidentified).
+
+    Each row's photo is imported like :func:`import_photos` and, in the same transaction, given
+    its individual (created by code when new) with ``how="imported"``. Boxes in the CSV are kept
+    as confirmed boxes (source ``imported``); otherwise the detector, if given, draws one.
+    A photo already in the catalog (same content) is reported as a duplicate and given the
+    label only if it has no identification yet.
+
+    Args:
+        labels_csv: the CSV file.
+        images_dir: the folder image names are relative to (default: the CSV's folder, or its
+            ``images/`` or ``train/`` subfolder when the files are there).
+
+    Raises:
+        DataError: the CSV is unreadable or malformed (naming the file and line).
+        Interrupted: stopped by ``should_stop`` (``exc.report`` holds the partial report).
+    """
+    labels_csv = Path(labels_csv)
+    rows = read_label_rows(labels_csv)  # checks the header now
+    total = count_rows(labels_csv)
+    first: list[LabelRow] = []
+    for row in rows:
+        first.append(row)
+        break
+    if images_dir is None:
+        images_dir = labels_csv.parent
+        if first:
+            for cand in (labels_csv.parent, labels_csv.parent / "images", labels_csv.parent / "train"):
+                if (cand / first[0].image).exists():
+                    images_dir = cand
+                    break
+    base = Path(images_dir)
+
+    def items() -> Iterator[tuple[Path, LabelRow]]:
+        for row in [*first]:
+            yield base / row.image, row
+        for row in rows:
+            yield base / row.image, row
+
+    return _run(catalog, items(), total, ImportReport(), detector=detector, engine=engine, copy=copy,
+                progress=progress, should_stop=should_stop, who=who)
+
+
+def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, float]:
+    ph = catalog.photo(photo_id)
+    image = load_image(catalog.resolve_path(ph), max_side=MODEL_SIDE)
+    full_w = ph.width or image.shape[1]
+    return image, full_w / image.shape[1]
+
+
+def embed_missing(catalog: Catalog, engine, progress: ProgressFn | None = None,
+                  should_stop: StopFn | None = None) -> ImportReport:
+    """Embed every photo that has no embedding under ``engine.version`` (its current box, or the whole photo).
+
+    Returns a report whose ``imported`` lists the photos embedded and ``errors`` the photos that
+    could not be read. Raises Interrupted when stopped (embeddings already stored stay).
+    """
+    report = ImportReport()
+    todo = catalog.photos_missing_embedding(engine.version)
+    t0 = time.perf_counter()
+    for i, pid in enumerate(todo):
+        if should_stop is not None and should_stop():
+            report.cancelled = True
+            err = Interrupted(f"embedding stopped after {i} of {len(todo)} photos")
+            err.report = report  # type: ignore[attr-defined]
+            raise err
+        if progress is not None:
+            progress(i / max(len(todo), 1), f"embedding {i + 1}/{len(todo)}")
+        try:
+            image, scale = _photo_image(catalog, pid)
+        except ImageError as exc:
+            report.errors.append((exc.path, exc.problem))
+            continue
+        cur = catalog.current_box(pid)
+        box = _scale_box(cur.box, 1.0 / scale) if cur is not None and cur.box is not None else None
+        catalog.put_embedding(pid, engine.version, np.asarray(engine.embed([image], [box]))[0])
+        report.imported.append(pid)
+    report.seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress(1.0, f"{len(report.imported)} photos embedded")
+    return report
+
+
+def detect_missing(catalog: Catalog, detector, progress: ProgressFn | None = None,
+                   should_stop: StopFn | None = None, who: str | None = None) -> ImportReport:
+    """Run the detector on every photo that has no box row yet (boxes are appended, never replaced)."""
+    report = ImportReport()
+    who = who or catalog.user
+    todo = [p.id for p in catalog.iter_photos() if catalog.current_box(p.id) is None]
+    t0 = time.perf_counter()
+    for i, pid in enumerate(todo):
+        if should_stop is not None and should_stop():
+            report.cancelled = True
+            err = Interrupted(f"detection stopped after {i} of {len(todo)} photos")
+            err.report = report  # type: ignore[attr-defined]
+            raise err
+        if progress is not None:
+            progress(i / max(len(todo), 1), f"detecting {i + 1}/{len(todo)}")
+        try:
+            image, scale = _photo_image(catalog, pid)
+        except ImageError as exc:
+            report.errors.append((exc.path, exc.problem))
+            continue
+        det = detector.detect(image)
+        with catalog.transaction(durable=False):
+            if catalog.current_box(pid) is None:
+                catalog.add_box(pid, _scale_box(det.box, scale) if det is not None else None,
+                                source=box_source(det) if det is not None else "none",
+                                confidence=float(det.confidence) if det is not None else 0.0, who=who)
+        report.imported.append(pid)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def relink(catalog: Catalog, new_root: str | Path, progress: ProgressFn | None = None,
+           should_stop: StopFn | None = None) -> dict[int, str]:
+    """Find photos whose file moved: search ``new_root`` for files with a missing photo's SHA-256.
+
+    Only photos whose recorded file is missing (and not copied into the catalog) are relinked;
+    a candidate file is hashed only when its size matches. Returns {photo id: new path}.
+    """
+    missing: dict[int, list] = {}
+    for ph in catalog.iter_photos():
+        if not ph.copied and not Path(ph.path).exists():
+            missing.setdefault(ph.size, []).append(ph)
+    found: dict[int, str] = {}
+    if not missing:
+        return found
+    files = find_photos([new_root])
+    for i, f in enumerate(files):
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"relink stopped after {i} of {len(files)} files")
+        if progress is not None:
+            progress(i / max(len(files), 1), f"checking {f.name}")
+        try:
+            size = f.stat().st_size
+            if size not in missing:
+                continue
+            sha = sha256_of(f)
+        except OSError:
+            continue
+        for ph in missing[size]:
+            if ph.sha256 == sha and ph.id not in found:
+                found[ph.id] = str(f.absolute())
+    with catalog.transaction():
+        for pid, path in found.items():
+            catalog.set_photo_path(pid, path)
+    return found

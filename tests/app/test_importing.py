@@ -1,0 +1,159 @@
+"""Photo import: metadata, thumbnails, duplicates, corrupt files, cancel, detector/engine, labels, relink."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from app.services.importing import embed_missing, import_labelled, import_photos, relink
+from model.api import DataError, Interrupted
+from tests.app.conftest import FakeDetector, FakeEngine, write_photo
+
+
+def test_import_folder_recursive_with_progress_and_thumbnails(catalog, photos):
+    seen = []
+    rep = import_photos(catalog, [photos[0].parent], progress=lambda f, m: seen.append((f, m)))
+    assert len(rep.imported) == 5 and not rep.errors and not rep.duplicates
+    assert seen[-1][0] == 1.0 and all(0 <= f <= 1 for f, _ in seen)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+    for pid in rep.imported:
+        ph = catalog.photo(pid)
+        assert catalog.thumbnail_path(ph.sha256).is_file()
+        assert (ph.width, ph.height) == (96, 64)
+        assert catalog.current_box(pid) is None  # no detector given
+
+
+def test_exif_date_gps_camera_and_orientation(catalog, tmp_path):
+    exif = {271: "Canon", 272: "Canon EOS 7D", 274: 6,
+            0x8769: {36867: "2019:08:14 09:30:05"},
+            0x8825: {1: "S", 2: (20.0, 30.0, 0.0), 3: "W", 4: (70.0, 15.0, 36.0)}}
+    p = write_photo(tmp_path / "exif.jpg", 1, size=(96, 64), exif=exif)
+    pid = import_photos(catalog, [p]).imported[0]
+    ph = catalog.photo(pid)
+    assert ph.taken_at == "2019-08-14T09:30:05"
+    assert ph.latitude == pytest.approx(-20.5) and ph.longitude == pytest.approx(-70.26)
+    assert ph.camera == "Canon EOS 7D" and ph.orientation == 6
+    assert (ph.width, ph.height) == (64, 96)  # rotated by the EXIF orientation
+
+
+def test_duplicates_and_corrupt_files_reported_rest_imported(catalog, photos, tmp_path):
+    d = photos[0].parent
+    shutil.copy(photos[0], d / "copy_of_0.jpg")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.jpg").write_text("this is not a photo")
+    data = photos[1].read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (d / "notes.txt").write_text("ignored")
+    rep = import_photos(catalog, [d, tmp_path / "missing.jpg"])
+    assert len(rep.imported) == 5
+    assert [os.path.basename(p) for p, _ in rep.duplicates] == ["img_0.jpg"] or \
+        [os.path.basename(p) for p, _ in rep.duplicates] == ["copy_of_0.jpg"]
+    errs = {os.path.basename(p): msg for p, msg in rep.errors}
+    assert set(errs) == {"empty.jpg", "text.jpg", "truncated.jpg", "missing.jpg"}
+    assert "empty" in errs["empty.jpg"] and "not a recognised image" in errs["text.jpg"]
+    assert rep.skipped == 1
+    assert catalog.photo_count() == 5
+    # importing again: everything is a duplicate, nothing added
+    again = import_photos(catalog, [d])
+    assert not again.imported and len(again.duplicates) == 6
+    assert "5 duplicates" not in rep.summary() and "1 duplicate skipped" in rep.summary()
+
+
+def test_cancel_leaves_consistent_catalog(catalog, photos):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(Interrupted) as exc:
+        import_photos(catalog, [photos[0].parent], detector=FakeDetector(), should_stop=stop)
+    rep = exc.value.report
+    assert rep.cancelled and len(rep.imported) == 2
+    assert catalog.photo_count() == 2
+    assert all(catalog.current_box(p.id) is not None for p in catalog.photos())
+    assert catalog.integrity_check() == "ok"
+    # a later import picks up the rest
+    assert len(import_photos(catalog, [photos[0].parent]).imported) == 3
+
+
+def test_detector_and_engine_fill_box_and_embedding(catalog, tmp_path):
+    p = write_photo(tmp_path / "big.jpg", 3, size=(2400, 1600))
+    pid = import_photos(catalog, [p], detector=FakeDetector(), engine=FakeEngine()).imported[0]
+    box = catalog.current_box(pid)
+    assert box.source == "auto" and box.confidence == pytest.approx(0.9)
+    assert box.box == pytest.approx((600, 400, 1800, 1200), rel=1e-3)  # photo pixels, not model pixels
+    emb = catalog.embedding(pid, "fake-1")
+    assert emb.shape == (8,) and emb[0] == pytest.approx(30 / 255, abs=0.02)
+
+
+def test_embed_missing_fills_later(catalog, photos):
+    import_photos(catalog, photos)
+    rep = embed_missing(catalog, FakeEngine())
+    assert len(rep.imported) == 5 and catalog.photos_missing_embedding("fake-1") == []
+
+
+def test_copy_into_catalog(catalog, photos):
+    pid = import_photos(catalog, photos[:1], copy=True).imported[0]
+    ph = catalog.photo(pid)
+    assert ph.copied and not os.path.isabs(ph.path)
+    assert catalog.resolve_path(ph).read_bytes() == photos[0].read_bytes()
+
+
+def test_symlink_loop_is_safe(catalog, photos):
+    d = photos[0].parent
+    os.symlink(d, d / "sub" / "loop")
+    rep = import_photos(catalog, [d])
+    assert len(rep.imported) == 5 and not rep.duplicates
+
+
+def test_labels_csv_and_kaggle_csv(catalog, tmp_path):
+    imgs = tmp_path / "data" / "images"
+    for i in range(4):
+        write_photo(imgs / f"p{i}.jpg", 10 + i)
+    (tmp_path / "data" / "labels.csv").write_text(
+        "image,individual_id,x0,y0,x1,y1\np0.jpg,W1,1,2,50,40\np1.jpg,W1,,,,\np2.jpg,W2,,,,\np3.jpg,new_whale,,,,\n")
+    rep = import_labelled(catalog, tmp_path / "data" / "labels.csv", detector=FakeDetector())
+    assert len(rep.imported) == 4 and rep.identified == 3
+    w1 = catalog.individual_by_code("W1")
+    assert len(catalog.photos_of(w1.id)) == 2
+    p0 = catalog.photos_of(w1.id)[0]
+    assert catalog.current_box(p0).source == "imported" and catalog.current_box(p0).confirmed
+    assert catalog.current_identification(p0).how == "imported"
+    assert len(catalog.unidentified_photo_ids()) == 1
+
+    k = tmp_path / "kaggle"
+    write_photo(k / "train" / "a.jpg", 30)
+    write_photo(k / "train" / "b.jpg", 31)
+    (k / "train.csv").write_text("Image,Id\na.jpg,w_123\nb.jpg,new_whale\n")
+    rep = import_labelled(catalog, k / "train.csv")
+    assert len(rep.imported) == 2 and rep.identified == 1
+    assert catalog.individual_by_code("w_123") is not None
+
+
+def test_bad_labels_csv_names_file(catalog, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,whale\na.jpg,x\n")
+    with pytest.raises(DataError, match="bad.csv: missing columns"):
+        import_labelled(catalog, bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        import_labelled(catalog, empty)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("image,individual_id\nbaleine_é.jpg,x\n".encode("latin-1"))
+    with pytest.raises(DataError, match="UTF-8"):
+        import_labelled(catalog, latin)
+
+
+def test_relink_moved_folder_by_hash(catalog, photos, tmp_path):
+    import_photos(catalog, photos)
+    moved = tmp_path / "moved"
+    shutil.move(str(photos[0].parent), moved)
+    found = relink(catalog, moved)
+    assert len(found) == 5
+    assert all(catalog.resolve_path(p).is_file() for p in catalog.photos())
+    assert np.all([str(moved) in p.path for p in catalog.photos()])
