@@ -51,6 +51,7 @@ class HalfShape:
     tip_curl: float  # extra lift of the outer tip
     chord: float  # lobe chord (depth) near the body
     tip_round: float  # exponent of the chord at the tip (< 1 rounded, 1 pointed)
+    lobe_power: float  # how far out the lobe stays broad before tapering (higher = broader)
     serration_amp: float
     serration_count: int
     serration_seed: int
@@ -76,6 +77,8 @@ class FlukeIdentity:
     margin_width: float  # black band along the trailing edge (fraction of template height)
     streakiness: float  # how much the pattern is streaked from the body towards the edge
     centre_dark: float  # how much darker the centre/peduncle region tends to be
+    lobe_white: float  # how much whiter the middle of each lobe tends to be
+    speckles: int  # small dark speckles (marbling) on white areas
     n_spots: int
     n_scars: int
     n_rakes: int
@@ -98,8 +101,9 @@ def _half_shape(rng: np.random.Generator, base: dict[str, float]) -> HalfShape:
         tip_curl=max(0.0, jit(base["tip_curl"], 0.02)),
         chord=max(0.25, jit(base["chord"], 0.03)),
         tip_round=float(np.clip(jit(base["tip_round"], 0.08), 0.35, 1.1)),
+        lobe_power=float(np.clip(jit(base["lobe_power"], 0.15), 1.2, 3.5)),
         serration_amp=max(0.0, jit(base["serration_amp"], 0.003)),
-        serration_count=int(rng.integers(30, 90)),
+        serration_count=int(rng.integers(40, 110)),
         serration_seed=int(rng.integers(0, 2**31 - 1)),
         notches=notches,
         tip_cut=float(rng.uniform(0.02, 0.08)) if rng.random() < 0.12 else 0.0,
@@ -122,9 +126,10 @@ def make_identity(seed: int) -> FlukeIdentity:
         "sweep": rng.uniform(0.7, 1.5),
         "bulge": rng.uniform(-0.07, 0.07),
         "tip_curl": rng.uniform(0.0, 0.08),
-        "chord": rng.uniform(0.38, 0.58),
+        "chord": rng.uniform(0.3, 0.46),
         "tip_round": rng.uniform(0.45, 1.0),
-        "serration_amp": rng.uniform(0.002, 0.022),
+        "lobe_power": rng.uniform(1.1, 2.2),
+        "serration_amp": rng.uniform(0.006, 0.035),
     }
     # Real catalogs: many mostly-black flukes, many mixed, fewer mostly-white.
     kind = rng.choice(3, p=[0.25, 0.35, 0.40])
@@ -133,14 +138,16 @@ def make_identity(seed: int) -> FlukeIdentity:
         seed=int(seed),
         left=_half_shape(rng, base),
         right=_half_shape(rng, base),
-        median_notch_depth=float(rng.uniform(0.02, 0.09)),
-        median_notch_width=float(rng.uniform(0.008, 0.03)),
-        peduncle_width=float(rng.uniform(0.07, 0.12)),
+        median_notch_depth=float(rng.uniform(0.04, 0.12)),
+        median_notch_width=float(rng.uniform(0.015, 0.045)),
+        peduncle_width=float(rng.uniform(0.06, 0.1)),
         black_fraction=float(black),
         symmetry=float(rng.uniform(0.3, 0.95)),
         margin_width=float(rng.uniform(0.0, 0.06)),
         streakiness=float(rng.uniform(0.0, 1.0)),
         centre_dark=float(rng.uniform(0.0, 1.2)),
+        lobe_white=float(rng.uniform(0.0, 1.5)),
+        speckles=int(rng.choice([0, 0, 0, 30, 80])),
         n_spots=int(rng.choice([0, 0, 2, 5, 10, 20])),
         n_scars=int(rng.integers(0, 6)),
         n_rakes=int(rng.choice([0, 0, 1, 1, 2, 3])),
@@ -158,7 +165,7 @@ def _half_outline(
     trail -= h.tip_curl * np.clip((u - 0.8) / 0.2, 0, 1) ** 2
     smooth_trail = trail.copy()  # the leading edge follows the undamaged trailing edge
     # Median notch.
-    trail += ident.median_notch_depth * np.exp(-((u / ident.median_notch_width) ** 2))
+    trail += ident.median_notch_depth * np.clip(1 - u / ident.median_notch_width, 0, None) ** 1.3
     # Serrations: a jagged profile by linear interpolation of random offsets, stronger outwards.
     srng = np.random.default_rng(h.serration_seed)
     knots = srng.random(h.serration_count + 1)
@@ -166,11 +173,12 @@ def _half_outline(
     trail += h.serration_amp * prof * (0.4 + 0.6 * u)
     for pos, depth, width in h.notches:
         trail += depth * np.clip(1 - np.abs(u - pos) / width, 0, None) ** 1.5
-    chord = h.chord * np.clip(1 - u, 0, None) ** h.tip_round * (1 + 0.3 * u * (1 - u))
+    # Broad lobe that tapers near the tip (rounded when tip_round < 1, pointed near 1).
+    chord = h.chord * np.clip(1 - u**h.lobe_power, 0, None) ** h.tip_round
     if h.tip_cut:
         chord = np.maximum(chord, 0.05 * h.chord)
     lead = smooth_trail + chord
-    ped = np.exp(-((u / ident.peduncle_width) ** 4))
+    ped = np.exp(-((u / ident.peduncle_width) ** 2))
     lead = lead + (1.02 - lead) * ped
     return u, trail, lead
 
@@ -217,10 +225,14 @@ def fluke_template(ident: FlukeIdentity) -> np.ndarray:
     streak_src = rng.standard_normal(64).astype(np.float32)
     streak_src = 0.5 * (streak_src + streak_src[::-1]) if ident.symmetry > 0.6 else streak_src
     idx = (ang + np.pi) / np.pi * 63  # angles span (-pi, 0) above the body
-    streaks = np.interp(idx.ravel(), np.arange(64) * 2, np.repeat(streak_src, 1)).reshape(h, w)
+    streaks = np.interp(idx.ravel(), np.arange(64), streak_src).reshape(h, w)
     f = f + ident.streakiness * 0.8 * streaks.astype(np.float32)
     centre = np.exp(-(((xx - cx) / (0.12 * w)) ** 2)) + 0.5 * (yy / h) ** 2
     f = f + ident.centre_dark * centre
+    # White lobe centres (most mixed flukes): a soft elliptical dip of the score on each lobe.
+    for side in (-1, 1):
+        lx, ly = cx + side * 0.3 * w, 0.38 * h
+        f = f - ident.lobe_white * np.exp(-(((xx - lx) / (0.17 * w)) ** 2 + ((yy - ly) / (0.2 * h)) ** 2))
     dist = cv2.distanceTransform(mask8, cv2.DIST_L2, 3)
     f = f + 1.5 * ident.margin_width * 3 * np.exp(-dist / max(1.0, ident.margin_width * h))
     thr = np.quantile(f[inside], 1 - ident.black_fraction)
@@ -246,6 +258,10 @@ def fluke_template(ident: FlukeIdentity) -> np.ndarray:
             -1,
             cv2.LINE_AA,
         )
+    for _ in range(ident.speckles):
+        x, y = int(rng.uniform(0.05, 0.95) * w), int(rng.uniform(0.1, 0.85) * h)
+        if black[min(y, h - 1), min(x, w - 1)] < 0.5:
+            cv2.circle(layer, (x, y), int(rng.integers(2, 4)), -1.0, -1, cv2.LINE_AA)
     for _ in range(ident.n_scars):
         x, y = rng.uniform(0.1, 0.9) * w, rng.uniform(0.2, 0.8) * h
         a, ln = rng.uniform(0, np.pi), rng.uniform(25, 90)
@@ -274,7 +290,7 @@ def fluke_template(ident: FlukeIdentity) -> np.ndarray:
     tone = tone + 0.035 * _smooth_noise(rng, h // 3, w // 3, h, w)  # skin texture
     tone = tone * (1 - 0.25 * np.exp(-dist / 3.0))  # darker rim
     rgba = np.empty((h, w, 4), np.float32)
-    rgba[..., 0] = tone * (1.0 + 0.03 * (1 - black))
+    rgba[..., 0] = tone * (1.0 + 0.015 * (1 - black))
     rgba[..., 1] = tone
     rgba[..., 2] = tone * (1.02 + 0.03 * black)
     rgba[..., 3] = mask8.astype(np.float32) / 255.0
@@ -303,8 +319,9 @@ def _sea_small(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, int]:
     w, h = size
     horizon = int(rng.uniform(0.04, 0.35) * h) if rng.random() < 0.45 else -1
     deep = np.array([rng.uniform(0.02, 0.18), rng.uniform(0.12, 0.35), rng.uniform(0.25, 0.55)], np.float32)
-    if rng.random() < 0.3:  # grey/green seas
-        deep = np.full(3, rng.uniform(0.15, 0.45), np.float32) + rng.normal(0, 0.03, 3).astype(np.float32)
+    if rng.random() < 0.3:  # overcast grey-blue seas
+        g = rng.uniform(0.15, 0.45)
+        deep = np.float32([g * 0.85, g * 0.95, g * 1.08]) + rng.normal(0, 0.015, 3).astype(np.float32)
     light = np.clip(deep * rng.uniform(1.3, 2.0) + 0.05, 0, 1)
     rows = np.linspace(0, 1, h, dtype=np.float32)[:, None]
     start = max(horizon, 0) / h
@@ -315,24 +332,23 @@ def _sea_small(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, int]:
     base = np.broadcast_to(base, (h, w, 3))
     # Waves: horizontally stretched noise, finer near the horizon (perspective), plus crests.
     near = t
-    coarse = _smooth_noise(rng, max(2, h // 14), max(2, w // 45), h, w)
-    fine = _smooth_noise(rng, max(2, int(h / 3.5)), max(2, w // 20), h, w)
+    coarse = _smooth_noise(rng, max(2, h // 12), max(2, w // 30), h, w)
+    fine = _smooth_noise(rng, max(2, h // 3), max(2, w // 9), h, w)
     waves = (near * coarse + (1.2 - near) * fine) * rng.uniform(0.04, 0.11)
     sea = base + waves[..., None]
-    crest = np.clip((fine - rng.uniform(1.4, 2.6)) * 0.6, 0, 1) * rng.uniform(0.3, 1.0)
+    crest = np.clip((fine - rng.uniform(1.8, 2.8)) * 0.6, 0, 1) * rng.uniform(0.2, 0.8)
     sea = sea + crest[..., None]
     # Glare: glitter where the fine waves peak, inside a soft patch.
     if rng.random() < 0.4:
         gx, gy = rng.uniform(0, w), rng.uniform(max(horizon, 0), h)
         yy, xx = np.ogrid[0:h, 0:w]
         patch = np.exp(-(((xx - gx) / (0.25 * w)) ** 2 + ((yy - gy) / (0.15 * h)) ** 2)).astype(np.float32)
-        sparkle = np.clip(_smooth_noise(rng, int(h / 1.5), w // 3, h, w) - 1.2, 0, 1) * 2
+        sparkle = np.clip(_smooth_noise(rng, int(h / 1.5), w // 3, h, w) - 1.8, 0, 1) * 2
         sea = sea + (patch * (0.15 + sparkle))[..., None] * rng.uniform(0.3, 0.9)
     sea = np.ascontiguousarray(sea, np.float32)
     if horizon > 0:
-        sky_top = np.array(
-            [rng.uniform(0.45, 0.7), rng.uniform(0.6, 0.8), rng.uniform(0.75, 0.95)], np.float32
-        )
+        g, blue = rng.uniform(0.5, 0.75), rng.uniform(0.0, 0.2)
+        sky_top = np.float32([g, g + 0.4 * blue, g + blue])
         sky_bot = np.clip(sky_top + 0.15, 0, 1)
         tt = np.linspace(0, 1, horizon, dtype=np.float32)[:, None, None]
         sky = sky_top * (1 - tt) + sky_bot * tt
@@ -352,7 +368,7 @@ def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     Tone changes are one 256-entry lookup table per channel on uint8 (much faster than float
     powers over the whole frame).
     """
-    img8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    img8 = cv2.convertScaleAbs(np.clip(img, 0, 1, out=img), alpha=255.0)  # rounds and saturates
     gain = rng.uniform(0.7, 1.25)
     gamma = rng.uniform(0.75, 1.35)
     contrast = rng.uniform(0.75, 1.2)
@@ -375,11 +391,14 @@ def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         m = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
         kern = cv2.warpAffine(kern, m, (k, k))
         img8 = cv2.filter2D(img8, -1, kern / max(float(kern.sum()), 1e-6))
-    # Sensor noise (luminance), added in int16 to avoid wrap-around.
+    # Sensor noise (luminance): positive and negative parts added with uint8 saturation.
     sigma = rng.uniform(0.5, 8.0)
-    noise = (rng.standard_normal(img8.shape[:2], dtype=np.float32) * sigma).astype(np.int16)
-    out = img8.astype(np.int16) + noise[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8)
+    noise = rng.standard_normal(img8.shape[:2], dtype=np.float32)
+    noise *= sigma
+    pos = cv2.convertScaleAbs(np.maximum(noise, 0))
+    neg = cv2.convertScaleAbs(np.minimum(noise, 0))
+    img8 = cv2.add(img8, cv2.merge([pos, pos, pos]))
+    return cv2.subtract(img8, cv2.merge([neg, neg, neg]))
 
 
 def render_sea(rng: np.random.Generator, size: Size = (768, 512)) -> np.ndarray:
@@ -465,9 +484,10 @@ def render_fluke_photo(
     # Lighting on the fluke: overall level and a gradient across it; sometimes backlit.
     level = rng.uniform(0.75, 1.15) * (0.45 if rng.random() < 0.08 else 1.0)
     gdir = rng.normal(0, 1, 2)
-    yy, xx = np.ogrid[0:rh, 0:rw]
-    grad = (1 + 0.15 * ((xx - rw / 2) * gdir[0] / w + (yy - rh / 2) * gdir[1] / h)) * level
-    rgb = rgb * grad[..., None].astype(np.float32)
+    yy = np.arange(rh, dtype=np.float32)[:, None]
+    xx = np.arange(rw, dtype=np.float32)[None, :]
+    grad = (1 + 0.15 * ((xx - rw / 2) * (gdir[0] / w) + (yy - rh / 2) * (gdir[1] / h))) * level
+    rgb *= grad.astype(np.float32)[..., None]
 
     # Waterline: horizontal through the lower part of the fluke, with a ripple.
     pw = identity.peduncle_width * 0.485 * TEMPLATE_W
@@ -480,7 +500,7 @@ def render_fluke_photo(
     water_y = top + rng.uniform(0.65, 1.0) * max(1.0, bottom - top)
     amp, freq, ph = rng.uniform(0.5, 4), rng.uniform(0.01, 0.05), rng.uniform(0, 2 * np.pi)
     wl = water_y + amp * np.sin(xx * freq + ph)
-    alpha = alpha * (yy < wl).astype(np.float32)
+    alpha[yy >= wl] = 0.0
 
     visible = alpha > 0.5
     cols = np.flatnonzero(visible.any(axis=0))
@@ -491,16 +511,22 @@ def render_fluke_photo(
     box = (bx0 + rx0, by0 + ry0, bx1 + rx0, by1 + ry0)
 
     roi = sea[ry0:ry1, rx0:rx1]
-    a3 = alpha[..., None]
-    img = roi * (1 - a3) + rgb * a3
+    img = rgb
+    img -= roi
+    img *= alpha[..., None]
+    img += roi
 
     # Foam along the waterline and spray / splash over the lower fluke.
-    foam = np.zeros((rh, rw), np.float32)
-    for _ in range(int(rng.integers(3, 25))):
-        fx = int(rng.uniform(bx0 - 0.1 * (bx1 - bx0), bx1 + 0.1 * (bx1 - bx0)))
-        fy = int(water_y + rng.normal(2, 5))
-        axes = (int(rng.uniform(4, 30)), int(rng.uniform(2, 8)))
-        cv2.ellipse(foam, (fx, fy), axes, 0, 0, 360, float(rng.uniform(0.4, 1)), -1)
+    # White water: a ragged band around the waterline, strongest where the body enters the water.
+    px_c = float(base[:, 0].mean())
+    thick = rng.uniform(3, 16)
+    spread = rng.uniform(0.15, 0.7) * (bx1 - bx0)
+    band = np.exp(-(((yy - water_y - thick * 0.5) / thick) ** 2)) * np.exp(-(((xx - px_c) / spread) ** 2))
+    rag = _smooth_noise(rng, max(2, rh // 6), max(2, rw // 10), rh, rw)
+    rag *= 0.9
+    rag += 1.2
+    rag *= band * rng.uniform(0.4, 1.3)
+    foam = np.clip(rag, 0, 1, out=rag)
     if rng.random() < 0.5:  # water pouring off the trailing edge / spray droplets
         n = int(rng.integers(50, 400))
         px = rng.uniform(bx0, bx1, n).astype(np.int32)
@@ -509,10 +535,9 @@ def render_fluke_photo(
         val = rng.uniform(0.3, 0.9, n)
         for x, y, r, v in zip(px.tolist(), py.tolist(), rad.tolist(), val.tolist(), strict=True):
             cv2.circle(foam, (x, y), r, v, -1)
-    foam = cv2.GaussianBlur(foam, (0, 0), rng.uniform(1.0, 3.0))
-    foam *= (_smooth_noise(rng, max(2, rh // 16), max(2, rw // 16), rh, rw) * 0.5 + 0.8).clip(0, 1)
-    img = img * (1 - foam[..., None]) + 0.95 * foam[..., None]
-    sea[ry0:ry1, rx0:rx1] = img
+    foam = cv2.GaussianBlur(foam, (0, 0), rng.uniform(0.8, 2.0))
+    f3 = foam[..., None]
+    roi[...] = img + f3 * (0.95 - img)  # roi is a view into sea
     return _finish(sea, rng), box
 
 
