@@ -18,6 +18,16 @@ from model.bundle import (  # noqa: F401
     staging_dir,
     verify_bundle,
 )
+from model.errors import (  # noqa: F401
+    BundleError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FlukeidError,
+    ImageError,
+    Interrupted,
+)
+from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
 
 # --- section: data (records, synthetic flukes) ----------------------------------------------
 from model.data.records import LabelledSet, Record, read_labels, write_labels  # noqa: F401
@@ -28,19 +38,12 @@ from model.data.synthetic import (  # noqa: F401
     render_fluke_photo,
     render_sea,
 )
-from model.errors import (  # noqa: F401
-    BundleError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    FlukeidError,
-    ImageError,
-    Interrupted,
-)
 
 # --- section: training, evaluation, export (torch, imported lazily) --------------------------
+
 # --- section: inference, matching, heatmaps (torch-free) -------------------------------------
-from model.heatmap import (  # noqa: F401
+# isort: split
+from model.heatmap import (  # noqa: E402, F401
     PairEvidence,
     draw_pair_evidence,
     figure5_overlay,
@@ -49,15 +52,14 @@ from model.heatmap import (  # noqa: F401
     photo_heatmaps,
     std_map,
 )
-from model.inference import Engine, cuda_available  # noqa: F401
-from model.matching import (  # noqa: F401
+from model.inference import Engine, cuda_available  # noqa: E402, F401
+from model.matching import (  # noqa: E402, F401
     Candidate,
     GalleryIndex,
     MatchResult,
     calibrate_threshold,
     match,
 )
-from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
 
 # --- section: detector -----------------------------------------------------------------------
 # isort: split
