@@ -323,7 +323,8 @@ def undo(catalog: Catalog, *, who: str | None = None) -> Done | None:
         target = catalog.undo_target(UNDOABLE)
         if target is None:
             return None
-        return _record(catalog, "undo", target.photo_id, who, f"Undo: {target.description}",
+        return _record(catalog, "undo", target.photo_id, who,
+                       f"Undo: {target.description.removeprefix('Redo: ')}",
                        lambda aid: (_invert(catalog, target.effects, aid, who, "undo"), None, None),
                        reverses=target.id)
 

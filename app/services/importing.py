@@ -454,36 +454,11 @@ def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, float]:
 
 
 def embed_missing(catalog: Catalog, engine, progress: ProgressFn | None = None,
-                  should_stop: StopFn | None = None) -> ImportReport:
-    """Embed every photo that has no embedding under ``engine.version`` (its current box, or the whole photo).
+                  should_stop: StopFn | None = None) -> dict:
+    """Embed every photo with no embedding under ``engine.version``; see :func:`app.services.matching.embed_missing`."""
+    from app.services.matching import embed_missing as _embed
 
-    Returns a report whose ``imported`` lists the photos embedded and ``errors`` the photos that
-    could not be read. Raises Interrupted when stopped (embeddings already stored stay).
-    """
-    report = ImportReport()
-    todo = catalog.photos_missing_embedding(engine.version)
-    t0 = time.perf_counter()
-    for i, pid in enumerate(todo):
-        if should_stop is not None and should_stop():
-            report.cancelled = True
-            err = Interrupted(f"embedding stopped after {i} of {len(todo)} photos")
-            err.report = report  # type: ignore[attr-defined]
-            raise err
-        if progress is not None:
-            progress(i / max(len(todo), 1), f"embedding {i + 1}/{len(todo)}")
-        try:
-            image, scale = _photo_image(catalog, pid)
-        except ImageError as exc:
-            report.errors.append((exc.path, exc.problem))
-            continue
-        cur = catalog.current_box(pid)
-        box = _scale_box(cur.box, 1.0 / scale) if cur is not None and cur.box is not None else None
-        catalog.put_embedding(pid, engine.version, np.asarray(engine.embed([image], [box]))[0])
-        report.imported.append(pid)
-    report.seconds = time.perf_counter() - t0
-    if progress is not None:
-        progress(1.0, f"{len(report.imported)} photos embedded")
-    return report
+    return _embed(catalog, engine, progress=progress, should_stop=should_stop)
 
 
 def detect_missing(catalog: Catalog, detector, progress: ProgressFn | None = None,

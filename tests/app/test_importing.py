@@ -93,7 +93,7 @@ def test_detector_and_engine_fill_box_and_embedding(catalog, tmp_path):
 def test_embed_missing_fills_later(catalog, photos):
     import_photos(catalog, photos)
     rep = embed_missing(catalog, FakeEngine())
-    assert len(rep.imported) == 5 and catalog.photos_missing_embedding("fake-1") == []
+    assert len(rep["embedded"]) == 5 and catalog.photos_missing_embedding("fake-1") == []
 
 
 def test_copy_into_catalog(catalog, photos):

@@ -1,0 +1,162 @@
+"""``flukeid new|import|match|export|stats``: the catalog from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("new", help="create an empty catalog folder")
+    p.add_argument("catalog", help="folder to create the catalog in")
+    p.set_defaults(func=_new)
+
+    p = subparsers.add_parser("import", help="import photos (folders are searched recursively)")
+    p.add_argument("catalog", help="catalog folder")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="photo files or folders")
+    p.add_argument("--copy", action="store_true", help="copy the photos into the catalog")
+    p.add_argument("--labels", metavar="CSV",
+                   help="a labelled catalog: labels.csv (image,individual_id[,x0,y0,x1,y1]) or Kaggle train.csv")
+    p.add_argument("--images", metavar="DIR", help="folder the --labels image names are relative to")
+    p.add_argument("--no-detect", action="store_true", help="do not run the fluke detector")
+    p.add_argument("--no-embed", action="store_true", help="do not embed with the active model")
+    p.set_defaults(func=_import)
+
+    p = subparsers.add_parser("match", help="print the 5 most likely individuals for a photo")
+    p.add_argument("catalog", help="catalog folder")
+    p.add_argument("photo", help="a photo file (in the catalog or not) or a catalog photo id")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle folder (default: the catalog's active model)")
+    p.add_argument("-k", type=int, default=5, help="how many individuals (default 5)")
+    p.set_defaults(func=_match)
+
+    p = subparsers.add_parser("export", help="export identifications, Kaggle Image,Id or sightings as CSV")
+    p.add_argument("catalog", help="catalog folder")
+    p.add_argument("--format", required=True, choices=["identifications", "kaggle", "sightings"])
+    p.add_argument("--out", required=True, metavar="FILE", help="CSV file to write")
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser("stats", help="counts of photos, individuals, decisions, models")
+    p.add_argument("catalog", help="catalog folder")
+    p.set_defaults(func=_stats)
+
+
+def _new(args: argparse.Namespace) -> int:
+    from app.catalog import Catalog
+
+    with Catalog.create(args.catalog) as cat:
+        print(f"created catalog {cat.root}")
+    return 0
+
+
+class _Bar:
+    """A one-line text progress bar on stderr."""
+
+    def __init__(self, width: int = 30):
+        self.width = width
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, fraction: float, message: str) -> None:
+        pct = int(fraction * 100)
+        if not self.tty and pct // 10 == self.last // 10 and fraction < 1.0:
+            return
+        self.last = pct
+        fill = int(fraction * self.width)
+        line = f"[{'#' * fill}{'.' * (self.width - fill)}] {pct:3d}% {message[:60]}"
+        sys.stderr.write(("\r" + line.ljust(100)) if self.tty else line + "\n")
+        if fraction >= 1.0 and self.tty:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _import(args: argparse.Namespace) -> int:
+    from app.catalog import Catalog
+    from app.services import importing, matching
+
+    if not args.paths and not args.labels:
+        print("flukeid import: give photo files/folders and/or --labels CSV", file=sys.stderr)
+        return 2
+    with Catalog.open(args.catalog) as cat:
+        detector = engine = None
+        if not args.no_detect:
+            from model.api import default_detector
+
+            detector = default_detector()
+        if not args.no_embed:
+            engine = matching.load_engine(cat)
+            if engine is None:
+                print("no active model: photos are imported without embeddings", file=sys.stderr)
+        reports = []
+        bar = _Bar()
+        if args.labels:
+            reports.append(importing.import_labelled(cat, args.labels, args.images, detector=detector,
+                                                     engine=engine, copy=args.copy, progress=bar))
+        if args.paths:
+            reports.append(importing.import_photos(cat, args.paths, detector=detector, engine=engine,
+                                                   copy=args.copy, progress=bar))
+        for rep in reports:
+            for path, problem in rep.errors:
+                print(f"error: {path}: {problem}", file=sys.stderr)
+            for path, existing in rep.duplicates:
+                print(f"duplicate: {path} (same as photo {existing})", file=sys.stderr)
+            print(rep.summary() + f" in {rep.seconds:.1f} s")
+    return 1 if any(r.errors for r in reports) and not any(r.imported for r in reports) else 0
+
+
+def _match(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.catalog import Catalog
+    from app.services import importing, matching
+
+    with Catalog.open(args.catalog, mode="auto") as cat:
+        engine = matching.require_engine(cat, bundle=args.model)
+        path = Path(args.photo)
+        if path.is_file():
+            existing = cat.photo_by_sha(importing.sha256_of(path))
+            if existing is not None:
+                result, label = matching.match_photo(cat, existing.id, engine, k=args.k), f"photo {existing.id}"
+            else:
+                from model.api import default_detector
+
+                result = matching.match_file(cat, path, engine, detector=default_detector(), k=args.k)
+                label = path.name
+        elif args.photo.isdigit():
+            result, label = matching.match_photo(cat, int(args.photo), engine, k=args.k), f"photo {args.photo}"
+        else:
+            print(f"flukeid match: {args.photo}: no such file or catalog photo id", file=sys.stderr)
+            return 2
+        codes = {i.id: i.code for i in cat.individuals(include_merged=True)}
+        print(f"{label}: model {engine.version} ({engine.provider})")
+        if not result.candidates:
+            print("  no identified photos with embeddings in the catalog yet")
+        for c in result.candidates:
+            print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} score {c.score:.3f}  "
+                  f"(best photo {c.best_photo_id})")
+        if result.suggest_new:
+            print(f"  -> probably a new individual (best score {result.best_score:.3f} < "
+                  f"threshold {result.threshold:.3f})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from app.catalog import Catalog
+    from app.services import exporting
+
+    with Catalog.open(args.catalog, mode="auto") as cat:
+        n = exporting.export(cat, args.format, args.out)
+    print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from app.catalog import Catalog
+
+    with Catalog.open(args.catalog, mode="auto") as cat:
+        stats = cat.stats()
+        if cat.readonly:
+            stats["note"] = cat.readonly_reason
+    width = max(len(k) for k in stats)
+    for k, v in stats.items():
+        print(f"{k.replace('_', ' '):<{width}}  {v if v is not None else '-'}")
+    return 0

@@ -1,0 +1,93 @@
+"""Exports for other tools: identifications CSV, Kaggle ``Image,Id``, sightings table (individual x date).
+
+Every cell is escaped against spreadsheet formula injection, and every file is written to a
+temporary name, fsynced and renamed, so a crash never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from app.catalog import Catalog
+from app.catalog.csv_io import write_csv_atomic
+
+FORMATS = ("identifications", "kaggle", "sightings")
+IDENTIFICATION_COLUMNS = ["image", "individual_id", "date", "latitude", "longitude", "x0", "y0", "x1", "y1",
+                          "decision", "who", "when", "model_version", "sha256"]
+
+
+def _codes(catalog: Catalog) -> dict[int, str]:
+    return {i.id: i.code for i in catalog.individuals(include_merged=True)}
+
+
+def export_identifications(catalog: Catalog, out: str | Path, *, include_unidentified: bool = True) -> int:
+    """Write one row per photo: its file, current individual, date, position, box and how it was decided.
+
+    The columns start with ``image, individual_id`` and include ``x0..y1``, so the file is also a
+    labels.csv that :func:`app.services.importing.import_labelled` reads back. Returns the row count.
+    """
+    codes = _codes(catalog)
+    current = {i.photo_id: i for i in catalog.current_identifications()}
+
+    def rows():
+        for ph in catalog.iter_photos():
+            ident = current.get(ph.id)
+            ind = codes.get(ident.individual_id) if ident and ident.individual_id is not None else None
+            if ind is None and not include_unidentified:
+                continue
+            box = catalog.current_box(ph.id)
+            coords = box.box if box is not None and box.box is not None else (None,) * 4
+            yield [str(catalog.resolve_path(ph)), ind or "", ph.taken_at, ph.latitude, ph.longitude, *coords,
+                   ident.how if ident else "", ident.who if ident else "", ident.at if ident else "",
+                   ident.model_version if ident else "", ph.sha256]
+
+    return write_csv_atomic(out, IDENTIFICATION_COLUMNS, rows())
+
+
+def export_kaggle(catalog: Catalog, out: str | Path) -> int:
+    """Kaggle-style ``Image,Id``: file name and individual code (``new_whale`` when unidentified)."""
+    codes = _codes(catalog)
+    current = {i.photo_id: i.individual_id for i in catalog.current_identifications()}
+
+    def rows():
+        for ph in catalog.iter_photos():
+            ind = current.get(ph.id)
+            yield [Path(ph.path).name, codes.get(ind, "new_whale") if ind is not None else "new_whale"]
+
+    return write_csv_atomic(out, ["Image", "Id"], rows())
+
+
+def sightings(catalog: Catalog) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
+    """(individual codes, dates, {(code, date): photos}) for identified photos; date ``unknown`` if none."""
+    codes = _codes(catalog)
+    current = {i.photo_id: i.individual_id for i in catalog.current_identifications() if i.individual_id}
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for ph in catalog.iter_photos():
+        ind = current.get(ph.id)
+        if ind is None:
+            continue
+        date = ph.taken_at[:10] if ph.taken_at else "unknown"
+        counts[(codes[ind], date)] += 1
+    inds = sorted({c for c, _ in counts})
+    dates = sorted({d for _, d in counts}, key=lambda d: (d == "unknown", d))
+    return inds, dates, dict(counts)
+
+
+def export_sightings(catalog: Catalog, out: str | Path) -> int:
+    """Capture history for capture-recapture work: one row per individual, one column per date (photo counts)."""
+    inds, dates, counts = sightings(catalog)
+    return write_csv_atomic(out, ["individual_id", *dates],
+                            ([c, *(counts.get((c, d), 0) for d in dates)] for c in inds))
+
+
+def export(catalog: Catalog, fmt: str, out: str | Path) -> int:
+    """Export in one of :data:`FORMATS`; returns the number of rows written.
+
+    Raises:
+        ValueError: an unknown format.
+    """
+    fns = {"identifications": export_identifications, "kaggle": export_kaggle, "sightings": export_sightings}
+    if fmt not in fns:
+        raise ValueError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return fns[fmt](catalog, out)

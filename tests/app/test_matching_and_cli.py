@@ -1,0 +1,51 @@
+"""Matching through the catalog (fake engine) and the catalog CLI commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli import main
+from app.services import decisions as D
+from app.services import matching
+from app.services.importing import import_photos
+from tests.app.conftest import FakeEngine, write_photo
+
+
+def test_match_photo_ranks_identified_individuals(catalog, tmp_path):
+    eng = FakeEngine()
+    ps = [write_photo(tmp_path / f"p{i}.jpg", i) for i in range(4)]
+    ids = import_photos(catalog, ps, engine=eng).imported
+    for pid in ids[:3]:
+        D.new_individual(catalog, pid)
+    # the query is a near copy of photo 1 (same content, re-saved)
+    q = write_photo(tmp_path / "q.png", 1, fmt="PNG")
+    qid = import_photos(catalog, [q], engine=eng).imported[0]
+    res = matching.match_photo(catalog, qid, eng, k=5)
+    assert [c.rank for c in res.candidates] == [1, 2, 3]
+    assert res.candidates[0].individual == catalog.current_individual(ids[1])
+    assert res.candidates[0].best_photo_id == ids[1]
+    assert qid not in {c.best_photo_id for c in res.candidates}
+
+
+def test_match_without_model_errors_clearly(catalog):
+    assert matching.load_engine(catalog) is None
+    with pytest.raises(Exception, match="no active model"):
+        matching.require_engine(catalog)
+
+
+def test_cli_new_import_export_stats(tmp_path, capsys):
+    cat = tmp_path / "cat"
+    assert main(["new", str(cat)]) == 0
+    for i in range(3):
+        write_photo(tmp_path / "in" / f"p{i}.jpg", i)
+    (tmp_path / "in" / "bad.jpg").write_text("no")
+    assert main(["import", str(cat), str(tmp_path / "in"), "--no-detect", "--no-embed"]) == 0
+    out = capsys.readouterr()
+    assert "3 photos imported" in out.out and "bad.jpg" in out.err and "100%" in out.err
+    assert main(["stats", str(cat)]) == 0
+    assert "photos" in capsys.readouterr().out
+    assert main(["export", str(cat), "--format", "kaggle", "--out", str(tmp_path / "k.csv")]) == 0
+    assert (tmp_path / "k.csv").read_text().count("new_whale") == 3
+    assert main(["match", str(cat), str(tmp_path / "in" / "p0.jpg")]) == 2
+    assert "no active model" in capsys.readouterr().err
+    assert main(["new", str(cat)]) == 2
