@@ -502,7 +502,7 @@ def render_fluke_photo(
     wl = water_y + amp * np.sin(xx * freq + ph)
     alpha[yy >= wl] = 0.0
 
-    visible = alpha > 0.5
+    visible = alpha > 0.25  # include the anti-aliased fringe of thin tips
     cols = np.flatnonzero(visible.any(axis=0))
     rows = np.flatnonzero(visible.any(axis=1))
     if cols.size == 0:
@@ -529,8 +529,8 @@ def render_fluke_photo(
     foam = np.clip(rag, 0, 1, out=rag)
     if rng.random() < 0.5:  # water pouring off the trailing edge / spray droplets
         n = int(rng.integers(50, 400))
-        px = rng.uniform(bx0, bx1, n).astype(np.int32)
-        py = rng.uniform(by0, water_y, n).astype(np.int32)
+        px = rng.uniform(bx0 + 8, max(bx0 + 9, bx1 - 8), n).astype(np.int32)  # over the fluke
+        py = rng.uniform(by0 + 8, max(by0 + 9, water_y), n).astype(np.int32)
         rad = rng.integers(1, 3, n)
         val = rng.uniform(0.3, 0.9, n)
         for x, y, r, v in zip(px.tolist(), py.tolist(), rad.tolist(), val.tolist(), strict=True):
