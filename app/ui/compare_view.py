@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.ui.image_view import ImageView, link_views
-
-
-@dataclass
-class EvidenceLine:
-    """A matched mark: a point on the query crop and one on the candidate crop (fractions 0..1)."""
-
-    ax: float
-    ay: float
-    bx: float
-    by: float
-    weight: float = 1.0
+from app.ui.viewdata import EvidenceLine  # noqa: F401 - re-exported for the views
 
 
 class _LinesOverlay(QWidget):

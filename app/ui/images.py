@@ -9,6 +9,8 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QImageReader, QPainter, QPixmap
 
+from app.ui.viewdata import CROP_MARGIN, crop_rect
+
 
 def read_qimage(path: str, max_side: int | None = None) -> QImage:
     """Decode a photo (EXIF orientation applied) as a QImage; safe in any thread.
@@ -130,7 +132,7 @@ class ImageCache(QObject):
         return self.pool.waitForDone(msecs)
 
 
-def crop_box(image: QImage, box, source_long_side: int | None, margin: float = 0.08) -> QImage:
+def crop_box(image: QImage, box, source_long_side: int | None, margin: float = CROP_MARGIN) -> QImage:
     """The box (photo pixels, plus a margin) cut out of ``image``, which may be a scaled-down decode.
 
     Args:
@@ -142,16 +144,11 @@ def crop_box(image: QImage, box, source_long_side: int | None, margin: float = 0
     if image.isNull() or box is None:
         return image
     s = max(image.width(), image.height()) / source_long_side if source_long_side else 1.0
-    x0, y0, x1, y1 = (v * s for v in box)
-    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    x0, y0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
-    x1, y1 = min(image.width(), int(x1 + mx)), min(image.height(), int(y1 + my))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return image
+    x0, y0, x1, y1 = crop_rect(tuple(v * s for v in box), image.width(), image.height(), margin)
     return image.copy(x0, y0, x1 - x0, y1 - y0)
 
 
-def read_crop(path: str, box, max_side: int = 1600, margin: float = 0.08) -> QImage:
+def read_crop(path: str, box, max_side: int = 1600, margin: float = CROP_MARGIN) -> QImage:
     """Decode a photo and cut out its box (thread-safe; the view's loader)."""
     reader = QImageReader(path)
     size = reader.size()

@@ -91,7 +91,7 @@ class CandidateCardWidget(QFrame):
         if c is None:
             return
         self.name.setText(c.label)
-        last = f" · last seen {c.last_seen}" if c.last_seen else ""
+        last = f"<br>last seen {c.last_seen}" if c.last_seen else ""
         self.details.setText(f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{last}")
         colour = score_colour(c.score, threshold)
         self.score.setText(f"<span style='color:{colour}'>{c.score:.0%}</span>")

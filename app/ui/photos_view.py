@@ -19,8 +19,9 @@ from PySide6.QtWidgets import (
 from app.ui.images import ImageCache, placeholder_pixmap, read_qimage
 from app.ui.viewdata import STATUS_COLOURS, STATUS_LABELS, PhotoCard
 
-THUMB = 168
-CELL = QSize(THUMB + 16, THUMB + 44)
+THUMB = 176  # longer side of a thumbnail
+THUMB_H = 124  # height of the thumbnail area (most fluke photos are landscape)
+CELL = QSize(THUMB + 16, THUMB_H + 48)
 PHOTO_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -66,7 +67,7 @@ class PhotoListModel(QAbstractListModel):
             return "\n".join(parts)
         if role == Qt.ItemDataRole.DecorationRole:
             key = self._key(p)
-            return self._cache.get(key, lambda path=p.path: read_qimage(path, THUMB))
+            return self._cache.get(key, lambda path=p.thumb or p.path: read_qimage(path, THUMB))
         if role == PHOTO_ROLE:
             return p
         return None
@@ -87,8 +88,8 @@ class PhotoDelegate(QStyledItemDelegate):
     def __init__(self, model: PhotoListModel, parent=None):
         super().__init__(parent)
         self._model = model
-        self._loading = placeholder_pixmap(THUMB, "loading…")
-        self._missing = placeholder_pixmap(THUMB, "photo not found")
+        self._loading = placeholder_pixmap(THUMB_H, "loading…")
+        self._missing = placeholder_pixmap(THUMB_H, "photo not found")
 
     def sizeHint(self, option, index) -> QSize:  # noqa: N802
         return CELL
@@ -105,7 +106,7 @@ class PhotoDelegate(QStyledItemDelegate):
         pm = index.data(Qt.ItemDataRole.DecorationRole)
         if pm is None:
             pm = self._missing if (p.missing or self._model.is_failed(p)) else self._loading
-        area = QRect(r.left() + 4, r.top() + 4, r.width() - 8, THUMB)
+        area = QRect(r.left() + 4, r.top() + 4, r.width() - 8, THUMB_H)
         scaled = pm.scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio,
                            Qt.TransformationMode.SmoothTransformation)
         x = area.left() + (area.width() - scaled.width()) // 2

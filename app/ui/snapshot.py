@@ -77,6 +77,9 @@ def read_snapshot(catalog, progress=None, should_stop=None, check_files: bool = 
             box=box.box if box is not None else None,
             box_confidence=box.confidence if box is not None else None,
         )
+        thumb = catalog.thumbnail_path(ph.sha256)
+        if thumb.is_file():
+            card.thumb = str(thumb)
         if check_files and not Path(path).is_file():
             card.missing = True
             missing.append(card)

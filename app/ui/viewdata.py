@@ -41,6 +41,7 @@ class PhotoCard:
     box: Box | None = None  # photo pixels
     box_confidence: float | None = None
     missing: bool = False
+    thumb: str | None = None  # the catalog's small copy, when it has one
 
     @property
     def file_name(self) -> str:
@@ -89,3 +90,29 @@ class IndividualRow:
     @property
     def label(self) -> str:
         return f"{self.code} — {self.name}" if self.name else self.code
+
+
+@dataclass
+class EvidenceLine:
+    """A matched mark: a point on the query crop and one on the candidate crop (fractions 0..1)."""
+
+    ax: float
+    ay: float
+    bx: float
+    by: float
+    weight: float = 1.0
+
+
+CROP_MARGIN = 0.08  # the views show a photo's box plus this fraction of its size on each side
+
+
+def crop_rect(box: Box | None, width: int, height: int, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) pixel rectangle a view shows for ``box`` on a width x height image."""
+    if box is None:
+        return 0, 0, width, height
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    r = max(0, int(x0 - mx)), max(0, int(y0 - my)), min(width, int(x1 + mx)), min(height, int(y1 + my))
+    if r[2] - r[0] < 2 or r[3] - r[1] < 2:
+        return 0, 0, width, height
+    return r

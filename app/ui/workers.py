@@ -35,7 +35,7 @@ class JobSignals(QObject):
     finished = Signal()
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """A handle on a submitted job: its signals and a way to ask it to stop."""
 

@@ -1,0 +1,104 @@
+"""Start the desktop app: QApplication, theme, main window; and the screenshot mode."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings
+from PySide6.QtWidgets import QApplication
+
+from app.ui.main_window import APP, ORG, VIEWS, MainWindow
+from app.ui.theme import apply_theme
+
+SCREENSHOT_NAMES = {"photos": "photos", "boxes": "box_review", "match": "match_review",
+                    "individuals": "individuals"}
+
+
+def application(argv: list[str] | None = None) -> QApplication:
+    """The QApplication (created once), themed."""
+    app = QApplication.instance()
+    if app is None:
+        QCoreApplication.setOrganizationName(ORG)
+        QCoreApplication.setApplicationName(APP)
+        app = QApplication(argv or sys.argv[:1])
+        apply_theme(app)
+    return app  # type: ignore[return-value]
+
+
+def pump(seconds: float, until=None) -> bool:
+    """Run the event loop for up to ``seconds`` or until ``until()`` is true; returns ``until()``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        if until is not None and until():
+            return True
+        time.sleep(0.01)
+    return bool(until and until())
+
+
+def wait_idle(window: MainWindow, seconds: float = 120.0) -> bool:
+    """Pump events until no job, write or image load is pending."""
+    def idle() -> bool:
+        return (not window.jobs.running and not window.writer.running and not window.light.running
+                and window.cache.pool.activeThreadCount() == 0 and not window._refresh_pending)
+
+    pump(0.2)
+    ok = pump(seconds, idle)
+    pump(0.3)
+    return ok and pump(seconds, idle)
+
+
+def run_gui(catalog: str | None = None, *, view: str | None = None, settings: QSettings | None = None) -> int:
+    """Open the window (on ``catalog`` or the last one used) and run until it closes."""
+    app = application()
+    window = MainWindow(settings)
+    window.show()
+    target = catalog or window.settings.value("last_catalog")
+    if target and (Path(str(target)) / "catalog.sqlite").is_file():
+        window.open_catalog(str(target))
+    elif catalog:
+        window.notify(f"{catalog}: not a flukeid catalog (no catalog.sqlite)", "error")
+    if view:
+        window.catalog_opened.connect(lambda _p: window.show_view(view))
+    return app.exec()
+
+
+def take_screenshots(catalog: str, out_dir: str | Path, *, settings: QSettings | None = None,
+                     size: tuple[int, int] = (1440, 900)) -> list[Path]:
+    """Open ``catalog``, render each main view to ``out_dir/<view>.png``, and return the files."""
+    _app = application()  # keep a reference while the window lives
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    window = MainWindow(settings or QSettings(str(out / ".screenshot-settings.ini"), QSettings.Format.IniFormat),
+                        confirm_dialogs=False)
+    window.resize(*size)
+    window.show()
+    window.open_catalog(catalog)
+    pump(60, lambda: window.session is not None and window.snapshot is not None)
+    wait_idle(window)
+    files = []
+    for name in VIEWS:
+        window.show_view(name)
+        if name == "match":
+            pump(30, lambda: window.match_review.task is not None)
+            wait_idle(window)
+            review = window.match_review
+            if review.task is not None and review.task.candidates:
+                review.heatmap_box.setChecked(True)
+                wait_idle(window)
+        if name == "individuals" and window.individuals_view.table.rowCount():
+            window.individuals_view.table.sortItems(2, order=window.individuals_view.table.horizontalHeader()
+                                                    .sortIndicatorOrder().DescendingOrder)
+            window.individuals_view.table.selectRow(0)
+            wait_idle(window)
+        pump(0.5)
+        wait_idle(window)
+        path = out / f"{SCREENSHOT_NAMES[name]}.png"
+        window.grab().save(str(path))
+        files.append(path)
+    window.close()
+    window.deleteLater()
+    pump(0.2)
+    return files

@@ -1,0 +1,855 @@
+"""The main window: a thin shell that composes the views, builds the actions and connects signals.
+
+All catalog work runs through :class:`~app.ui.workers.JobRunner`: reads and slow jobs (import,
+matching, heatmaps, export) on a pool, decisions on a single writer thread so the history keeps
+the order of the undo stack. The GUI thread only paints and reacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import __version__
+from app.ui import session as sessions
+from app.ui.box_review import BoxReviewView
+from app.ui.compare_view import EvidenceLine
+from app.ui.dialogs import ExportDialog, ask_relink
+from app.ui.images import ImageCache, numpy_to_qimage
+from app.ui.individuals_view import IndividualsView
+from app.ui.match_review import MatchReviewView
+from app.ui.photos_view import PhotosView
+from app.ui.snapshot import Snapshot
+from app.ui.undo import DecisionCommand
+from app.ui.viewdata import CandidateCard, MatchTask
+from app.ui.workers import JobRunner
+
+ORG, APP = "flukeid", "flukeid"
+MAX_RECENT = 8
+VIEWS = ("photos", "boxes", "match", "individuals")
+
+
+class NotificationBar(QFrame):
+    """A dismissable message strip above the views (errors stay until closed)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("notification")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_btn = QPushButton()
+        self.action_btn.setVisible(False)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.hide)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 4, 4, 4)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(self.action_btn)
+        lay.addWidget(close)
+        self._action: Callable[[], None] | None = None
+        self.action_btn.clicked.connect(self._run_action)
+        self.hide()
+
+    def show_message(self, text: str, kind: str = "info", action: tuple[str, Callable] | None = None) -> None:
+        self.setProperty("kind", kind)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.label.setText(text)
+        self._action = action[1] if action else None
+        self.action_btn.setVisible(action is not None)
+        if action:
+            self.action_btn.setText(action[0])
+        self.show()
+
+    def _run_action(self) -> None:
+        if self._action:
+            self._action()
+
+
+class MainWindow(QMainWindow):
+    """flukeid's window.
+
+    Args:
+        settings: where window state and recent catalogs are kept (tests pass a temp file).
+        confirm_dialogs: show modal confirmations (tests turn them off).
+    """
+
+    catalog_opened = Signal(str)
+    snapshot_applied = Signal()
+    match_shown = Signal(object)
+    decision_written = Signal(str)
+
+    def __init__(self, settings: QSettings | None = None, parent=None, *, confirm_dialogs: bool = True):
+        super().__init__(parent)
+        self.settings = settings or QSettings(ORG, APP)
+        self.confirm_dialogs = confirm_dialogs
+        self.session: sessions.Session | None = None
+        self.snapshot: Snapshot | None = None
+        self.jobs = JobRunner(self, max_threads=2)
+        self.writer = JobRunner(self, max_threads=1)
+        self.light = JobRunner(self, max_threads=1)  # heatmaps and evidence, so imports cannot starve them
+        self.cache = ImageCache(self)
+        self.undo_stack = QUndoStack(self)
+        self._match_queue: list[int] = []
+        self._skipped: list[int] = []
+        self._match_busy = False
+        self._prefetched: MatchTask | None = None
+        self._relink_asked = False
+        self._refresh_pending = False
+        self._job = None
+        self.setWindowTitle("flukeid")
+        self.resize(1400, 900)
+        self._build_views()
+        self._build_status()
+        self._build_actions()
+        for runner in (self.jobs, self.writer, self.light):
+            runner.job_failed.connect(self._on_job_failed)
+        self._restore_state()
+        self._update_actions()
+
+    # ================================================================ construction
+    def _build_views(self) -> None:
+        self.photos_view = PhotosView(self.cache)
+        self.box_review = BoxReviewView(self.cache)
+        self.match_review = MatchReviewView(self.cache)
+        self.individuals_view = IndividualsView(self.cache)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.photos_view, "Photos")
+        self.tabs.addTab(self.box_review, "Box review")
+        self.tabs.addTab(self.match_review, "Match review")
+        self.tabs.addTab(self.individuals_view, "Individuals")
+        self.tabs.currentChanged.connect(self._on_tab)
+        self.notification = NotificationBar()
+        self.welcome = QLabel(
+            "<h2>flukeid</h2><p>Identify humpback whales from photos of their tail flukes.</p>"
+            "<p><b>File ▸ New catalog…</b> to start, <b>File ▸ Open catalog…</b> to continue, "
+            "or run <code>flukeid demo</code> to try it on synthetic flukes.</p>")
+        self.welcome.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.welcome.setObjectName("hint")
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(6, 6, 6, 0)
+        lay.addWidget(self.notification)
+        lay.addWidget(self.tabs, 1)
+        lay.addWidget(self.welcome, 1)
+        self.setCentralWidget(central)
+        self.tabs.setVisible(False)
+
+        self.photos_view.photo_activated.connect(self._open_photo)
+        self.individuals_view.photo_activated.connect(self._open_photo)
+        self.box_review.box_accepted.connect(self._on_box_accepted)
+        self.box_review.junk_marked.connect(self._on_junk)
+        self.match_review.confirmed.connect(self._on_confirm)
+        self.match_review.rejected.connect(self._on_reject)
+        self.match_review.new_individual.connect(self._on_new_individual)
+        self.match_review.skipped.connect(self._on_skip)
+        self.match_review.heatmap_requested.connect(self._on_heatmap_requested)
+        self.match_review.evidence_requested.connect(self._on_evidence_requested)
+        self.individuals_view.rename_requested.connect(self._on_rename)
+        self.individuals_view.notes_changed.connect(self._on_notes)
+        self.individuals_view.merge_requested.connect(self._on_merge)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.counts_label = QLabel("No catalog")
+        self.model_label = QLabel("")
+        self.device_label = QLabel("")
+        self.job_label = QLabel("")
+        self.job_progress = QProgressBar()
+        self.job_progress.setRange(0, 1000)
+        self.job_progress.setFixedWidth(180)
+        self.job_progress.setFixedHeight(14)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self.cancel_job)
+        for w in (self.job_label, self.job_progress, self.cancel_btn):
+            w.setVisible(False)
+        sb.addWidget(self.counts_label, 1)
+        sb.addPermanentWidget(self.job_label)
+        sb.addPermanentWidget(self.job_progress)
+        sb.addPermanentWidget(self.cancel_btn)
+        sb.addPermanentWidget(self.model_label)
+        sb.addPermanentWidget(self.device_label)
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+            a.setToolTip(tip)
+        a.triggered.connect(slot)
+        return a
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        self.new_act = self._action("&New catalog…", self.new_catalog_dialog, QKeySequence.StandardKey.New)
+        self.open_act = self._action("&Open catalog…", self.open_catalog_dialog, QKeySequence.StandardKey.Open)
+        self.import_act = self._action("&Import photos…", self.import_photos_dialog, "Ctrl+I",
+                                       "Add field photos (a folder or files) to the catalog")
+        self.import_labelled_act = self._action("Import &labelled catalog…", self.import_labelled_dialog,
+                                                None, "Bring in past work: labels.csv or Kaggle train.csv")
+        self.export_act = self._action("&Export…", self.export_dialog, "Ctrl+E")
+        self.relink_act = self._action("&Relink moved photos…", self.relink_dialog)
+        quit_act = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        m = mb.addMenu("&File")
+        for a in (self.new_act, self.open_act):
+            m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        m.addSeparator()
+        for a in (self.import_act, self.import_labelled_act, self.export_act, self.relink_act):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(quit_act)
+
+        self.undo_act = self.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_act.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_act = self.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_act.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Y")])
+        m = mb.addMenu("&Edit")
+        m.addAction(self.undo_act)
+        m.addAction(self.redo_act)
+
+        m = mb.addMenu("&View")
+        self.view_acts = []
+        for i, name in enumerate(("&Photos", "&Box review", "&Match review", "&Individuals")):
+            a = self._action(name, lambda _=False, i=i: self.show_view(VIEWS[i]), f"Ctrl+{i + 1}")
+            m.addAction(a)
+            self.view_acts.append(a)
+        m.addSeparator()
+        self.refresh_act = self._action("Re&fresh", self.refresh, QKeySequence.StandardKey.Refresh)
+        m.addAction(self.refresh_act)
+
+        m = mb.addMenu("&Model")
+        self.retrain_act = self._action("&Retrain…", self.open_retrain_dialog)
+        self.versions_act = self._action("Model &versions…", self.open_model_versions)
+        self.device_act = self._action("&Device…", self.show_device)
+        for a in (self.retrain_act, self.versions_act, self.device_act):
+            m.addAction(a)
+
+        m = mb.addMenu("&Help")
+        m.addAction(self._action("&User guide", self.open_user_guide, QKeySequence.StandardKey.HelpContents))
+        m.addAction(self._action("&About flukeid", self.about))
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        for a in (self.open_act, self.import_act):
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in self.view_acts:
+            tb.addAction(a)
+        tb.addSeparator()
+        tb.addAction(self.undo_act)
+        tb.addAction(self.redo_act)
+        tb.addSeparator()
+        tb.addAction(self.export_act)
+        self._fill_recent()
+
+    # ================================================================ settings
+    def _restore_state(self) -> None:
+        geo = self.settings.value("window/geometry")
+        state = self.settings.value("window/state")
+        try:
+            if geo is not None:
+                self.restoreGeometry(geo)
+            if state is not None:
+                self.restoreState(state)
+        except TypeError:  # garbage in the settings file: ignore it
+            pass
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.sync()
+        for runner in (self.jobs, self.light):
+            runner.cancel_all()
+        for runner in (self.writer, self.jobs, self.light):
+            runner.wait(30000)
+        self.cache.wait(5000)
+        if self.session is not None:
+            self.session.close()
+        super().closeEvent(event)
+
+    def recent_catalogs(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def _remember(self, path: str) -> None:
+        recent = [path] + [p for p in self.recent_catalogs() if p != path]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self.settings.setValue("last_catalog", path)
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_catalogs()
+        for path in recent:
+            self.recent_menu.addAction(path, lambda p=path: self.open_catalog(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # ================================================================ jobs and messages
+    def notify(self, text: str, kind: str = "info", action=None) -> None:
+        """Show a message in the notification bar (errors stay until closed)."""
+        self.notification.show_message(text, kind, action)
+        if kind == "info" and action is None:
+            QTimer.singleShot(6000, lambda t=text: self._hide_if(t))
+
+    def _hide_if(self, text: str) -> None:
+        if self.notification.label.text() == text:
+            self.notification.hide()
+
+    def _on_job_failed(self, name: str, exc: BaseException) -> None:
+        self.notify(f"<b>{name} failed:</b> {_plain(exc)}", "error")
+
+    def run_job(self, name: str, fn, on_result=None, *, cancellable: bool = True, on_error=None):
+        """Run a slow job with the status-bar progress and cancel button."""
+        def progress(f: float, msg: str) -> None:
+            self.job_label.setText(msg or name)
+            self.job_progress.setValue(int(max(0.0, min(1.0, f)) * 1000))
+
+        def finished() -> None:
+            if self._job is job:
+                self._job = None
+                for w in (self.job_label, self.job_progress, self.cancel_btn):
+                    w.setVisible(False)
+
+        job = self.jobs.submit(name, fn, on_result=on_result, on_progress=progress, on_error=on_error,
+                               on_cancelled=lambda: self.notify(f"{name} cancelled.", "info"),
+                               on_finished=finished)
+        self._job = job
+        self.job_label.setText(name + "…")
+        self.job_progress.setValue(0)
+        self.job_label.setVisible(True)
+        self.job_progress.setVisible(True)
+        self.cancel_btn.setVisible(cancellable)
+        return job
+
+    def cancel_job(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.job_label.setText("cancelling…")
+
+    def write(self, label: str, fn: Callable) -> None:
+        """Record a change through the services, in order, off the GUI thread."""
+        session = self.session
+        if session is None:
+            return
+
+        def done(result) -> None:
+            self.decision_written.emit(label)
+            self.refresh()
+
+        def failed(exc) -> None:
+            # the stack no longer mirrors the catalog's history: start afresh
+            self.undo_stack.clear()
+            self.refresh()
+
+        self.writer.submit(label, lambda progress, should_stop: fn(session.catalog), on_result=done,
+                           on_error=failed)
+
+    # ================================================================ catalogs
+    def new_catalog_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the new catalog (empty)")
+        if folder:
+            self.open_catalog(folder, create=True)
+
+    def open_catalog_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open catalog folder")
+        if folder:
+            self.open_catalog(folder)
+
+    def open_catalog(self, path: str | Path, *, create: bool = False) -> None:
+        """Open (or create) a catalog in the background; problems are shown, never raised."""
+        path = str(path)
+
+        def opened(session: sessions.Session) -> None:
+            if self.session is not None:
+                self.session.close()
+            self.session = session
+            self.undo_stack.clear()
+            self.cache.clear()
+            self._match_queue, self._skipped, self._prefetched = [], [], None
+            self._relink_asked = False
+            self.match_review.set_task(None)
+            self.setWindowTitle(f"flukeid — {Path(path).name}")
+            self.tabs.setVisible(True)
+            self.welcome.setVisible(False)
+            self._remember(path)
+            if session.catalog.readonly:
+                self.notify(f"Opened read-only: {session.catalog.readonly_reason}. You can look, not change.",
+                            "warning")
+            self._update_status()
+            self._update_actions()
+            self.catalog_opened.emit(path)
+            self.refresh()
+            self._load_engine()
+
+        def failed(exc) -> None:
+            self._show_open_error(path, exc)
+
+        self.jobs.submit("Opening the catalog", lambda p, s: sessions.Session.open(path, create=create),
+                         on_result=opened, on_error=failed, report_errors=False)
+
+    def _show_open_error(self, path: str, exc: BaseException) -> None:
+        text = _plain(exc)
+        if "newer" in text:
+            title, hint = ("Catalog from a newer flukeid",
+                           "This catalog was saved by a newer version of flukeid. Nothing was changed. "
+                           "Install the newer version to open it, or open another catalog.")
+        elif "open for writing by" in text:
+            title, hint = ("Catalog in use", "Another flukeid has this catalog open for writing. "
+                           "Close it there, or open the catalog read-only.")
+        else:
+            title, hint = "Cannot open the catalog", "Nothing was changed."
+        self.notify(f"<b>{title}.</b> {text}", "error",
+                    ("Open another…", self.open_catalog_dialog))
+        if self.confirm_dialogs:
+            QMessageBox.warning(self, title, f"{text}\n\n{hint}")
+
+    def _load_engine(self) -> None:
+        session = self.session
+        if session is None:
+            return
+
+        def loaded(engine) -> None:
+            self._update_status()
+            if engine is None:
+                self.notify("This catalog has no active model yet: photos can be imported and boxed, "
+                            "matching starts once a model is added (Model ▸ Model versions).", "warning")
+            self._refill_match_queue()
+
+        self.jobs.submit("Loading the model", lambda p, s: session.load_engine(), on_result=loaded)
+
+    def refresh(self) -> None:
+        """Re-read the catalog in the background and update every view."""
+        session = self.session
+        if session is None:
+            return
+        if self._refresh_pending:
+            self._refresh_again = True
+            return
+        self._refresh_pending = True
+        self._refresh_again = False
+
+        def done(snap: Snapshot) -> None:
+            self._refresh_pending = False
+            if session is self.session:
+                self._apply_snapshot(snap)
+            if self._refresh_again:
+                self.refresh()
+
+        def failed(exc) -> None:
+            self._refresh_pending = False
+
+        self.jobs.submit("Reading the catalog", lambda p, s: session.snapshot(p, s), on_result=done,
+                         on_error=failed)
+
+    def _apply_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        self.photos_view.set_photos(snap.photos)
+        self.box_review.set_queue(snap.box_queue)
+        identified = [p for p in snap.photos if p.individual_id is not None]
+        self.individuals_view.set_individuals(snap.individuals, identified)
+        self._update_status()
+        self._refill_match_queue()
+        if snap.missing and not self._relink_asked:
+            self._relink_asked = True
+            n = len(snap.missing)
+            self.notify(f"<b>{n} of {len(snap.photos)} photos were not found</b> where they were imported "
+                        f"from (e.g. {snap.missing[0].path}). If you moved the folder, relink them.",
+                        "warning", ("Relink…", self.relink_dialog))
+        self.snapshot_applied.emit()
+
+    def _update_status(self) -> None:
+        s = self.session
+        if s is None:
+            self.counts_label.setText("No catalog")
+            return
+        st = self.snapshot.stats if self.snapshot else {}
+        boxes = len(self.snapshot.box_queue) if self.snapshot else 0
+        self.counts_label.setText(
+            f"{Path(s.catalog.root).name}: {st.get('photos', 0):,} photos · "
+            f"{st.get('individuals', 0):,} individuals · {st.get('identified_photos', 0):,} identified · "
+            f"{st.get('unidentified_photos', 0):,} to identify · {boxes:,} boxes to check")
+        self.model_label.setText(f"Model: {s.model_version or 'none'}")
+        self.device_label.setText(f"Inference: {s.device or '—'}")
+        self.tabs.setTabText(1, f"Box review ({boxes})" if boxes else "Box review")
+        todo = st.get("unidentified_photos", 0)
+        self.tabs.setTabText(2, f"Match review ({todo})" if todo else "Match review")
+
+    def _update_actions(self) -> None:
+        has = self.session is not None
+        writable = has and not self.session.catalog.readonly
+        for a in (self.import_act, self.import_labelled_act, self.relink_act):
+            a.setEnabled(writable)
+        for a in (self.export_act, self.refresh_act, self.versions_act, *self.view_acts):
+            a.setEnabled(has)
+        self.retrain_act.setEnabled(writable and _retrain_available())
+        if not self.retrain_act.isEnabled():
+            self.retrain_act.setToolTip("coming" if not _retrain_available() else "open a catalog first")
+
+    def show_view(self, name: str) -> None:
+        """Switch to a view: photos, boxes, match or individuals."""
+        self.tabs.setCurrentIndex(VIEWS.index(name))
+
+    def _on_tab(self, index: int) -> None:
+        widget = self.tabs.widget(index)
+        widget.setFocus()
+        if widget is self.match_review and self.match_review.task is None:
+            self._show_next_match()
+
+    def _open_photo(self, photo_id: int) -> None:
+        snap = self.snapshot
+        p = snap.photo(photo_id) if snap else None
+        if p is None:
+            return
+        if p.status in ("unidentified", "box"):
+            self.show_view("match")
+            self._show_match(photo_id)
+
+    # ================================================================ import / export / relink
+    def import_photos_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import a folder of photos (sub-folders too)")
+        if folder:
+            self.import_photos([folder])
+
+    def import_photos(self, paths: list[str]) -> None:
+        """Import photos (files or folders) in the background, with progress and cancel."""
+        session = self.session
+        if session is None:
+            return
+
+        def done(report) -> None:
+            self.notify(sessions.describe_import(report), "warning" if sessions.import_had_errors(report) else "info")
+            self.refresh()
+
+        self.run_job("Importing photos", lambda p, s: session.import_photos(paths, p, s), done,
+                     on_error=lambda exc: self.refresh())
+
+    def import_labelled_dialog(self) -> None:
+        csv, _ = QFileDialog.getOpenFileName(self, "Labelled catalog (labels.csv or Kaggle train.csv)", "",
+                                             "CSV files (*.csv)")
+        if not csv:
+            return
+        images = QFileDialog.getExistingDirectory(self, "Folder holding the photos named in the CSV",
+                                                  str(Path(csv).parent))
+        if images:
+            self.import_labelled(csv, images)
+
+    def import_labelled(self, csv: str, images_dir: str) -> None:
+        session = self.session
+        if session is None:
+            return
+        self.run_job("Importing a labelled catalog", lambda p, s: session.import_labelled(csv, images_dir, p, s),
+                     lambda report: (self.notify(sessions.describe_import(report)), self.refresh()))
+
+    def export_dialog(self) -> None:
+        if self.session is None:
+            return
+        dlg = ExportDialog(self, str(Path.home() / "flukeid-export.csv"))
+        if dlg.exec():
+            fmt, path = dlg.choice()
+            if path:
+                self.export(fmt, path)
+
+    def export(self, fmt: str, path: str) -> None:
+        """Export in the background; the file appears only when complete."""
+        session = self.session
+        if session is None:
+            return
+        self.run_job("Exporting", lambda p, s: session.export(fmt, path, p, s),
+                     lambda result: self.notify(f"Exported to {path}.", "info"))
+
+    def relink_dialog(self) -> None:
+        if self.session is None or self.snapshot is None:
+            return
+        missing = self.snapshot.missing
+        if not missing:
+            self.notify("Every photo is where the catalog expects it.", "info")
+            return
+        folder = ask_relink(self, len(missing), len(self.snapshot.photos), missing[0].path)
+        if folder:
+            self.relink(folder)
+
+    def relink(self, folder: str) -> None:
+        session = self.session
+        if session is None:
+            return
+
+        def done(n) -> None:
+            self.notify(f"Relinked {n} photo{'s' if n != 1 else ''}.", "info")
+            self._relink_asked = False
+            self.cache.clear()
+            self.refresh()
+
+        self.run_job("Relinking photos", lambda p, s: session.relink(folder, p, s), done)
+
+    # ================================================================ box review
+    def _on_box_accepted(self, photo_id: int, box) -> None:
+        from app.services import decisions
+
+        p = self.snapshot.photo(photo_id) if self.snapshot else None
+        same = p is not None and p.box is not None and all(abs(a - b) <= 1.0 for a, b in zip(p.box, box))
+        if same:
+            cmd = DecisionCommand("Accept box", lambda cat: decisions.confirm_box(cat, photo_id), self.write)
+        else:
+            cmd = DecisionCommand("Redraw box", lambda cat: decisions.set_box(cat, photo_id, box), self.write)
+        self.undo_stack.push(cmd)
+
+    def _on_junk(self, photo_id: int) -> None:
+        from app.services import decisions
+
+        self.undo_stack.push(DecisionCommand("Mark as no fluke", lambda cat: decisions.mark_junk(cat, photo_id),
+                                             self.write))
+
+    # ================================================================ match review
+    def _refill_match_queue(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        ids = [pid for pid in snap.unidentified_ids if pid not in self._skipped]
+        ids += [pid for pid in self._skipped if pid in set(snap.unidentified_ids)]
+        self._match_queue = ids
+        current = self.match_review.task
+        if current is not None and current.photo.photo_id not in set(ids):
+            self.match_review.set_task(None)
+        if self.match_review.task is None and self.tabs.currentWidget() is self.match_review:
+            self._show_next_match()
+        elif self._prefetched is None:
+            self._prefetch()
+
+    def _next_id(self, after: int | None = None) -> int | None:
+        for pid in self._match_queue:
+            if pid != after:
+                return pid
+        return None
+
+    def _show_next_match(self) -> None:
+        current = self.match_review.task
+        pid = self._next_id(current.photo.photo_id if current else None)
+        if pid is None:
+            self.match_review.set_task(None)
+            return
+        pre = self._prefetched
+        if pre is not None and pre.photo.photo_id == pid:
+            self._prefetched = None
+            pre.remaining = len(self._match_queue)
+            self.match_review.set_task(pre)
+            self.match_shown.emit(pre)
+            self._prefetch()
+            return
+        self._show_match(pid)
+
+    def _show_match(self, photo_id: int) -> None:
+        session = self.session
+        if session is None or session.engine is None:
+            return
+        remaining = len(self._match_queue)
+
+        def done(task: MatchTask) -> None:
+            self._match_busy = False
+            if session is not self.session:
+                return
+            task.remaining = remaining
+            self.match_review.set_task(task)
+            self.match_shown.emit(task)
+            self._prefetch()
+
+        def failed(exc) -> None:
+            self._match_busy = False
+
+        self._match_busy = True
+        self.light.submit("Matching the photo", lambda p, s: session.match(photo_id), on_result=done,
+                          on_error=failed)
+
+    def _prefetch(self) -> None:
+        session = self.session
+        if session is None or session.engine is None:
+            return
+        current = self.match_review.task
+        pid = self._next_id(current.photo.photo_id if current else None)
+        if pid is None or (self._prefetched is not None and self._prefetched.photo.photo_id == pid):
+            return
+
+        def done(task: MatchTask) -> None:
+            if session is self.session:
+                self._prefetched = task
+
+        self.light.submit("Matching the next photo", lambda p, s: session.match(pid), on_result=done,
+                          report_errors=False)
+
+    def _after_decision(self, photo_id: int) -> None:
+        self._match_queue = [p for p in self._match_queue if p != photo_id]
+        self._show_next_match()
+
+    def _on_confirm(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
+        from app.services import decisions
+
+        version = self.session.model_version if self.session else None
+        self.undo_stack.push(DecisionCommand(
+            f"Confirm {cand.label}",
+            lambda cat: decisions.confirm(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
+                                          model_version=version),
+            self.write))
+        self._prefetched = None  # its candidates may now be out of date
+        self._after_decision(photo_id)
+
+    def _on_reject(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
+        from app.services import decisions
+
+        version = self.session.model_version if self.session else None
+        self.undo_stack.push(DecisionCommand(
+            f"Reject {cand.label}",
+            lambda cat: decisions.reject(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
+                                         model_version=version),
+            self.write))
+
+    def _on_new_individual(self, photo_id: int) -> None:
+        from app.services import decisions
+
+        version = self.session.model_version if self.session else None
+        self.undo_stack.push(DecisionCommand(
+            "New individual",
+            lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write))
+        self._prefetched = None
+        self._after_decision(photo_id)
+
+    def _on_skip(self, photo_id: int) -> None:
+        from app.services import decisions
+
+        version = self.session.model_version if self.session else None
+        self.undo_stack.push(DecisionCommand(
+            "Skip photo", lambda cat: decisions.skip(cat, photo_id, model_version=version), self.write))
+        self._skipped = [p for p in self._skipped if p != photo_id] + [photo_id]
+        self._match_queue = [p for p in self._match_queue if p != photo_id] + [photo_id]
+        self._show_next_match()
+
+    def _on_heatmap_requested(self, photo_id: int, path: str, box) -> None:
+        session = self.session
+        if session is None or session.engine is None:
+            self.match_review.heatmap_failed(photo_id, "no model loaded")
+            return
+
+        def done(rgba) -> None:
+            self.match_review.set_heatmap(photo_id, numpy_to_qimage(rgba))
+
+        self.light.submit("Heatmap", lambda p, s: session.heatmap(path, box), on_result=done,
+                          on_error=lambda exc: self.match_review.heatmap_failed(photo_id, _plain(exc)),
+                          report_errors=False)
+
+    def _on_evidence_requested(self, query_id: int, cand: CandidateCard) -> None:
+        session = self.session
+        task = self.match_review.task
+        if session is None or session.engine is None or task is None:
+            return
+        q = task.photo
+
+        def done(lines: list[EvidenceLine]) -> None:
+            self.match_review.set_evidence(query_id, cand.photo_id, lines)
+
+        self.light.submit("Pair evidence",
+                          lambda p, s: session.evidence(q.path, q.box, cand.photo_path, cand.photo_box),
+                          on_result=done, report_errors=False)
+
+    # ================================================================ individuals
+    def _on_rename(self, individual_id: int, name: str) -> None:
+        from app.services import decisions
+
+        self.undo_stack.push(DecisionCommand(
+            "Rename individual", lambda cat: decisions.rename_individual(cat, individual_id, name=name), self.write))
+
+    def _on_notes(self, individual_id: int, notes: str) -> None:
+        from app.services import decisions
+
+        self.undo_stack.push(DecisionCommand(
+            "Edit notes", lambda cat: decisions.rename_individual(cat, individual_id, notes=notes), self.write))
+
+    def _on_merge(self, source_id: int, target_id: int) -> None:
+        from app.services import decisions
+
+        self.undo_stack.push(DecisionCommand(
+            "Merge individuals", lambda cat: decisions.merge_individuals(cat, target_id, source_id), self.write))
+
+    # ================================================================ model menu, help
+    def open_retrain_dialog(self) -> None:
+        if self.session is None:
+            return
+        from app.ui.retrain_dialog import RetrainDialog
+
+        dlg = RetrainDialog(self.session.catalog, self)
+        dlg.model_activated.connect(lambda _v: self._load_engine())
+        dlg.exec()
+
+    def open_model_versions(self) -> None:
+        if self.session is None:
+            return
+        from app.ui.model_versions import ModelVersionsDialog
+
+        dlg = ModelVersionsDialog(self.session.catalog, self)
+        dlg.model_activated.connect(lambda _v: self._load_engine())
+        dlg.exec()
+
+    def show_device(self) -> None:
+        s = self.session
+        text = (f"Inference runs on: <b>{s.device}</b>" if s and s.device else "No model loaded yet.")
+        QMessageBox.information(self, "Device", f"{text}<br><br>flukeid uses the GPU (CUDA) when "
+                                "onnxruntime finds a working one, and the CPU otherwise. Training "
+                                "runs in its own process (Model ▸ Retrain…).")
+
+    def open_user_guide(self) -> None:
+        guide = Path(__file__).resolve().parents[2] / "docs" / "USER_GUIDE.md"
+        if guide.is_file():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(guide)))
+        else:
+            QMessageBox.information(self, "User guide", _GUIDE)
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About flukeid",
+                          f"<h3>flukeid {__version__}</h3><p>Photo-identification of humpback whales "
+                          "from their tail flukes, with a Siamese network.</p>")
+
+
+_GUIDE = """1. File ▸ Import photos…: the detector draws a box around each fluke.
+2. Box review: Enter accepts the box, drag its corners or draw a new one, J = no fluke, S = skip.
+3. Match review: compare the photo with the five most likely individuals.
+   1-5 confirm, R rejects the shown candidate, N declares a new individual, S skips,
+   H shows the heatmap, E the evidence lines, Up/Down compare another candidate.
+4. Edit ▸ Undo (Ctrl+Z) reverses any decision; nothing is ever deleted from the history.
+5. File ▸ Export… writes identifications, Kaggle-style labels or a sightings table."""
+
+
+def _plain(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _retrain_available() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("app.ui.retrain_dialog") is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,256 @@
+"""An open catalog plus its loaded model: the Qt-free work behind the window's jobs.
+
+Every method here may run in a worker thread (the catalog serialises its connection). Writes go
+through :mod:`app.services`; reads use the catalog's record API.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from app.catalog import Catalog
+from app.ui.snapshot import Snapshot, individual_label, read_snapshot
+from app.ui.viewdata import CandidateCard, EvidenceLine, MatchTask, PhotoCard, crop_rect
+
+HEATMAP_SIDE = 768  # crops are reduced to this longer side before heatmaps (fast, plenty for a view)
+
+
+class Session:
+    """A catalog opened by the window, and the engine of its active model (loaded on demand)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.engine = None
+        self.detector = None
+        self._gallery = None
+        self._gallery_key = None
+        self._crops: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, folder: str | Path, *, create: bool = False) -> Session:
+        """Open a catalog folder (read-only if another flukeid writes to it); ``create`` makes a new one.
+
+        Raises:
+            CatalogError: not a catalog, damaged, or saved by a newer flukeid (clear message).
+        """
+        if create and not (Path(folder) / "catalog.sqlite").exists():
+            return cls(Catalog.create(folder))
+        return cls(Catalog.open(folder, mode="auto"))
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    @property
+    def model_version(self) -> str | None:
+        if self.engine is not None:
+            return self.engine.version
+        m = self.catalog.active_model()
+        return m.version if m else None
+
+    @property
+    def device(self) -> str | None:
+        return self.engine.provider if self.engine is not None else None
+
+    def load_engine(self):
+        """Load the active model bundle (None when the catalog has no model yet)."""
+        from model.api import Engine
+
+        model = self.catalog.active_model()
+        if model is None:
+            self.engine = None
+            return None
+        engine = Engine.load(self.catalog.model_path(model))
+        with self._lock:
+            self.engine = engine
+            self._gallery = None
+            self._crops.clear()
+        return engine
+
+    def load_detector(self):
+        """The default fluke detector (the shipped one, or the classical fallback)."""
+        if self.detector is None:
+            from model.api import default_detector
+
+            self.detector = default_detector()
+        return self.detector
+
+    # -- reading --------------------------------------------------------------------------
+    def snapshot(self, progress=None, should_stop=None) -> Snapshot:
+        """Photos, individuals and counts for the views."""
+        return read_snapshot(self.catalog, progress, should_stop)
+
+    # -- import, export, relink -------------------------------------------------------------
+    def import_photos(self, paths: list[str], progress, should_stop):
+        """Import files or folders with the default detector and the active model."""
+        from app.services import importing
+
+        return importing.import_photos(self.catalog, paths, detector=self.load_detector(), engine=self.engine,
+                                       progress=progress, should_stop=should_stop)
+
+    def import_labelled(self, csv: str, images_dir: str | None, progress, should_stop):
+        """Import a labels.csv / Kaggle train.csv with its photos."""
+        from app.services import importing
+
+        return importing.import_labelled(self.catalog, csv, images_dir, detector=self.load_detector(),
+                                         engine=self.engine, progress=progress, should_stop=should_stop)
+
+    def export(self, fmt: str, path: str, progress=None, should_stop=None):
+        """Write an export file (identifications, kaggle or sightings)."""
+        from app.services import exporting
+
+        return exporting.export(self.catalog, fmt, path)
+
+    def relink(self, folder: str, progress, should_stop) -> int:
+        """Find moved photos under ``folder`` by content (SHA-256) and point the catalog at them."""
+        from app.services import importing
+
+        return importing.relink(self.catalog, folder, progress=progress, should_stop=should_stop)
+
+    # -- matching -------------------------------------------------------------------------
+    def _gallery_for(self):
+        """The identified photos' embeddings as a GalleryIndex, rebuilt when the catalog changed."""
+        from model.api import GalleryIndex
+
+        cat = self.catalog
+        last = cat.actions(limit=1)
+        key = (self.engine.version, last[0].id if last else 0, cat.photo_count(),
+               len(cat.photos_missing_embedding(self.engine.version)))
+        with self._lock:
+            if self._gallery is not None and self._gallery_key == key:
+                return self._gallery
+        individuals = {i.id: i for i in cat.individuals(include_merged=True)}
+
+        def resolve(iid):
+            seen = set()
+            while iid in individuals and individuals[iid].merged_into and iid not in seen:
+                seen.add(iid)
+                iid = individuals[iid].merged_into
+            return iid
+
+        current = {c.photo_id: resolve(c.individual_id) for c in cat.current_identifications()
+                   if c.individual_id is not None}
+        ids, mat = cat.embeddings(self.engine.version, list(current))
+        info: dict[int, dict] = {}
+        dates: dict[int, str | None] = {}
+        for pid in current:
+            ph = cat.photo(pid)
+            dates[pid] = (ph.taken_at or "")[:10] or None
+            d = info.setdefault(current[pid], {"count": 0, "last": None})
+            d["count"] += 1
+            if dates[pid]:
+                d["last"] = max(d["last"] or dates[pid], dates[pid])
+        gallery = GalleryIndex.build(mat, ids, [current[p] for p in ids]) if ids else None
+        built = (gallery, info, individuals)
+        with self._lock:
+            self._gallery, self._gallery_key = built, key
+        return built
+
+    def photo_card(self, photo_id: int) -> PhotoCard:
+        ph = self.catalog.photo(photo_id)
+        box = self.catalog.current_box(photo_id)
+        return PhotoCard(photo_id=photo_id, path=str(self.catalog.resolve_path(ph)), status="unidentified",
+                         date=(ph.taken_at or "")[:10] or None, box=box.box if box else None,
+                         box_confidence=box.confidence if box else None)
+
+    def query_embedding(self, photo: PhotoCard) -> np.ndarray:
+        emb = self.catalog.embedding(photo.photo_id, self.engine.version)
+        if emb is not None:
+            return emb
+        from model.api import load_image
+
+        return self.engine.embed([load_image(photo.path)], [photo.box])[0]
+
+    def match(self, photo_id: int, k: int = 5) -> MatchTask:
+        """The query photo and its top-k individuals with their best photos."""
+        from model.api import match
+
+        if self.engine is None:
+            raise RuntimeError("no model is loaded")
+        photo = self.photo_card(photo_id)
+        gallery, info, individuals = self._gallery_for()
+        q = self.query_embedding(photo)
+        if gallery is None:
+            return MatchTask(photo, [], True, self.engine.new_individual_threshold,
+                             model_version=self.engine.version)
+        result = match(self.engine, q, gallery, k)
+        cards = []
+        for c in result.candidates:
+            ind = individuals[c.individual]
+            best = self.catalog.photo(c.best_photo_id)
+            box = self.catalog.current_box(c.best_photo_id)
+            d = info.get(c.individual, {})
+            cards.append(CandidateCard(
+                individual_id=int(c.individual), label=individual_label(ind.code, ind.name), score=float(c.score),
+                photo_id=int(c.best_photo_id), photo_path=str(self.catalog.resolve_path(best)),
+                photo_box=box.box if box else None, photo_count=d.get("count", 0), last_seen=d.get("last")))
+        return MatchTask(photo, cards, result.suggest_new, result.threshold, model_version=self.engine.version)
+
+    # -- heatmaps and pair evidence ---------------------------------------------------------
+    def _crop_maps(self, path: str, box):
+        """(crop RGB, box in crop pixels, embedding, feature map) for the crop a view shows."""
+        import cv2
+
+        from model.api import load_image
+
+        key = (path, tuple(box) if box else None, self.engine.version)
+        with self._lock:
+            hit = self._crops.get(key)
+        if hit is not None:
+            return hit
+        image = load_image(path)
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = crop_rect(box, w, h)
+        crop = image[y0:y1, x0:x1]
+        cbox = None if box is None else (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+        s = HEATMAP_SIDE / max(crop.shape[:2])
+        if s < 1.0:
+            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s))),
+                              interpolation=cv2.INTER_AREA)
+            cbox = None if cbox is None else tuple(v * s for v in cbox)
+        emb, fmap = self.engine.embed_with_maps([crop], [cbox])
+        value = (np.ascontiguousarray(crop), cbox, emb[0], fmap[0])
+        with self._lock:
+            self._crops[key] = value
+            while len(self._crops) > 24:
+                self._crops.popitem(last=False)
+        return value
+
+    def heatmap(self, path: str, box) -> np.ndarray:
+        """The paper's Figure-5 map over the shown crop (RGB uint8; the view sets its opacity)."""
+        from model.api import figure5_overlay, photo_heatmaps
+
+        crop, cbox, _emb, fmap = self._crop_maps(path, box)
+        std, mx = photo_heatmaps(fmap, crop.shape[:2], cbox, self.engine.preprocessing)
+        return figure5_overlay(crop, std, mx, opacity=1.0)
+
+    def evidence(self, query_path: str, query_box, cand_path: str, cand_box) -> list[EvidenceLine]:
+        """Lines joining the marks that raise the pair's score most (fractions of each crop)."""
+        from model.api import pair_evidence
+
+        ca, ba, ea, fa = self._crop_maps(query_path, query_box)
+        cb, bb, eb, fb = self._crop_maps(cand_path, cand_box)
+        ev = pair_evidence(self.engine.score_pairs, ea, fa, ca.shape[:2], ba, eb, fb, cb.shape[:2], bb,
+                           self.engine.preprocessing)
+        (ha, wa), (hb, wb) = ca.shape[:2], cb.shape[:2]
+        return [EvidenceLine(xa / wa, ya / ha, xb / wb, yb / hb, float(wt))
+                for ((xa, ya), (xb, yb)), wt in zip(ev.lines, ev.weights)]
+
+
+def describe_import(report) -> str:
+    """One line for the notification bar."""
+    text = report.summary() if hasattr(report, "summary") else str(report)
+    errors = getattr(report, "errors", [])
+    if errors:
+        shown = "; ".join(f"{Path(f).name}: {p}" for f, p in errors[:3])
+        text += f". Problems: {shown}" + (" …" if len(errors) > 3 else "")
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def import_had_errors(report) -> bool:
+    return bool(getattr(report, "errors", []))
