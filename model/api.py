@@ -40,6 +40,26 @@ from model.data.synthetic import (  # noqa: F401
 )
 
 # --- section: training, evaluation, export (torch, imported lazily) --------------------------
+# isort: split
+from model.evaluate import (  # noqa: F401  (torch-free; the classifier imports torch lazily)
+    PROTOCOLS,
+    EvalResult,
+    Metrics,
+    Split,
+    evaluate_bundle,
+    evaluate_random,
+    evaluate_scores,
+    format_result,
+    make_split,
+)
+
+
+def evaluate_classifier(records, cfg, seed: int = 0, **kwargs):
+    """The paper's classifier baseline on the seed protocol (imports torch; see model.training.classifier)."""
+    from model.training.classifier import evaluate_classifier as _evaluate_classifier
+
+    return _evaluate_classifier(records, cfg, seed, **kwargs)
+
 
 # --- section: inference, matching, heatmaps (torch-free) -------------------------------------
 # isort: split

@@ -165,3 +165,28 @@ def test_evaluate_bundle_runs_on_tiny_bundle(tiny_bundle, tmp_path):
     assert 0.0 <= res.overall.top1 <= res.overall.top5 <= 1.0
     assert res.info["gallery_photos"] == 8
     assert "top-5" in ev.format_result(res)
+
+
+def test_cli_evaluate_prints_metrics(tiny_bundle, tmp_path, capsys):
+    import cv2
+
+    from app.cli import main
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "images").mkdir()
+    rows = ["image,individual_id,id_known"]
+    for k in range(3):
+        for j in range(3):
+            cv2.imwrite(str(tmp_path / "images" / f"w{k}_{j}.png"), (rng.random((30, 40)) * 255).astype(np.uint8))
+            rows.append(f"w{k}_{j}.png,w{k},1")
+    rows.append("missing.png,w9,1")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    rc = main(["evaluate", "--bundle", str(tiny_bundle), "--data", str(tmp_path / "labels.csv"),
+               "--images", str(tmp_path / "images"), "--protocol", "seed", "--device", "cpu"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "top-1" in out.out and "top-5" in out.out and "MAP@5" in out.out and "queries 3" in out.out
+    assert "missing.png" in out.err
+    rc = main(["evaluate", "--bundle", str(tmp_path / "nope"), "--data", str(tmp_path / "labels.csv"),
+               "--images", str(tmp_path / "images")])
+    assert rc == 2 and "nope" in capsys.readouterr().err
