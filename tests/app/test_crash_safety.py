@@ -172,3 +172,64 @@ def test_sigkill_during_decisions(tmp_path, photo_dir):
             for a in actions.values():
                 assert a.effects, f"action {a.id} is half-written"
     assert len(all_acked) >= DECISION_KILLS  # the children did real work between kills
+
+
+EXPORT_KILLS = 6
+
+
+def _export_child(fd: int, folder: str, out: str) -> None:
+    try:
+        from app.services import exporting
+
+        cat = Catalog.open(folder, mode="read")
+        while True:
+            exporting.export_identifications(cat, out)
+            os.write(fd, b"exported\n")
+    finally:
+        os._exit(0)
+
+
+def test_sigkill_during_export_never_leaves_a_partial_file(tmp_path, photo_dir):
+    folder = tmp_path / "cat"
+    with Catalog.create(folder) as cat:
+        import_photos(cat, [photo_dir], detector=FakeDetector())
+    out = tmp_path / "out" / "ids.csv"
+    out.parent.mkdir()
+    rng = random.Random(11)
+    for _ in range(EXPORT_KILLS):
+        _run_and_kill(_export_child, (str(folder), str(out)), rng.randint(0, 3), rng.uniform(0, 0.02))
+        if out.exists():
+            lines = out.read_text().splitlines()
+            assert len(lines) == 41 and lines[0].startswith("image,individual_id")
+
+
+def _holder_child(fd: int, folder: str) -> None:
+    try:
+        Catalog.open(folder)
+        os.write(fd, b"holding\n")
+        time.sleep(30)
+    finally:
+        os._exit(0)
+
+
+def test_second_process_is_refused_naming_the_first(tmp_path):
+    from app.catalog import CatalogLockedError
+
+    folder = tmp_path / "cat"
+    Catalog.create(folder).close()
+    r, w = os.pipe()
+    proc = mp.get_context("fork").Process(target=_holder_child, args=(w, str(folder)), daemon=True)
+    proc.start()
+    os.close(w)
+    assert os.read(r, 100) == b"holding\n"
+    try:
+        with pytest.raises(CatalogLockedError, match=f"process {proc.pid}"):
+            Catalog.open(folder)
+        with Catalog.open(folder, mode="auto") as ro:
+            assert ro.readonly and str(proc.pid) in ro.readonly_reason
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(5)
+        os.close(r)
+    with Catalog.open(folder) as cat:  # the dead holder's lock is gone with it
+        assert not cat.readonly
