@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import sqlite_utils
@@ -189,8 +190,17 @@ class Catalog:
     def _connect(db_path: Path, *, readonly: bool) -> sqlite3.Connection:
         try:
             if readonly:
-                conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None,
-                                       timeout=30, check_same_thread=False)
+                uri = "file:" + quote(str(db_path.absolute()))
+                conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=30,
+                                       check_same_thread=False)
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    # a WAL database in a folder we cannot write (no -shm file can be made):
+                    # read it as an immutable file (nobody can be writing to it from here)
+                    conn.close()
+                    conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                           timeout=30, check_same_thread=False)
             else:
                 conn = sqlite3.connect(db_path, isolation_level=None, timeout=30, check_same_thread=False)
             conn.row_factory = sqlite3.Row

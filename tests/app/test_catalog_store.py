@@ -158,3 +158,34 @@ def test_embeddings_roundtrip_and_missing(catalog):
     ids, mat = catalog.embeddings("m")
     assert ids == [a] and mat.shape == (1, 5) and mat[0, 4] == 4
     assert catalog.photos_missing_embedding("m") == [b]
+
+
+def test_read_mode_with_odd_folder_name(tmp_path):
+    folder = tmp_path / "lab #1 % survey?"
+    with Catalog.create(folder) as cat:
+        cat.add_photo(path="/a.jpg", sha256="a", size=1)
+    with Catalog.open(folder, mode="read") as ro:
+        assert ro.readonly and ro.photo_count() == 1
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            ro.set_meta("x", "y")
+
+
+def test_catalog_usable_from_several_threads(catalog):
+    import threading
+
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(20):
+                catalog.add_photo(path=f"/t{k}/{i}.jpg", sha256=f"{k}-{i}", size=1)
+                catalog.photo_count()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and catalog.photo_count() == 80
