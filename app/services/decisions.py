@@ -342,6 +342,12 @@ def redo(catalog: Catalog, *, who: str | None = None) -> Done | None:
                        redoes=target.id)
 
 
+def rejected_individuals(catalog: Catalog, photo_id: int) -> set[int]:
+    """Individuals the reviewer rejected for this photo (rejections since undone do not count)."""
+    return {d.individual_id for d in catalog.match_decisions(photo_id, effective_only=True)
+            if d.decision == "reject" and d.individual_id is not None}
+
+
 # ---------------------------------------------------------------- history
 def _fmt_box(box) -> str:
     return "none" if box is None else "(" + ", ".join(f"{v:.0f}" for v in box) + ")"

@@ -340,6 +340,9 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                             _identify_imported(catalog, existing, label.individual, who)
                         report.identified += 1
                     continue
+                if path.suffix.lower() in HEIC_EXTENSIONS and not _heic_available():
+                    report.errors.append((str(path), "HEIC photos need pillow-heif (pip install pillow-heif)"))
+                    continue
                 prep = _prepare(catalog, path, sha, detector=detector, engine=engine, copy=copy,
                                 label_box=label.box if label is not None else None)
                 pid = _commit(catalog, prep, engine=engine, detector_used=detector is not None, label=label,
@@ -490,6 +493,19 @@ def detect_missing(catalog: Catalog, detector, progress: ProgressFn | None = Non
         report.imported.append(pid)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def ensure_thumbnail(catalog: Catalog, photo_id: int) -> Path:
+    """The photo's thumbnail file, written now if it is missing (e.g. a catalog copied without them).
+
+    Raises:
+        ImageError: the photo's file cannot be read.
+    """
+    ph = catalog.photo(photo_id)
+    dest = catalog.thumbnail_path(ph.sha256)
+    if not dest.is_file():
+        write_thumbnail(load_image(catalog.resolve_path(ph), max_side=2 * THUMB_SIDE), dest)
+    return dest
 
 
 def relink(catalog: Catalog, new_root: str | Path, progress: ProgressFn | None = None,

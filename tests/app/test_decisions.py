@@ -117,3 +117,12 @@ def test_unknown_ids_raise_clear_errors(catalog, two_photos):
         D.skip(catalog, 99)
     with pytest.raises(CatalogError, match="no individual with id 7"):
         D.confirm(catalog, two_photos[0], 7)
+
+
+def test_rejected_individuals_respect_undo(catalog, two_photos):
+    a, b = two_photos
+    x = D.new_individual(catalog, a).individual_id
+    D.reject(catalog, b, x, rank=1, score=0.2)
+    assert D.rejected_individuals(catalog, b) == {x}
+    D.undo(catalog)
+    assert D.rejected_individuals(catalog, b) == set()

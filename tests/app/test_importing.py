@@ -157,3 +157,17 @@ def test_relink_moved_folder_by_hash(catalog, photos, tmp_path):
     assert len(found) == 5
     assert all(catalog.resolve_path(p).is_file() for p in catalog.photos())
     assert np.all([str(moved) in p.path for p in catalog.photos()])
+
+
+def test_missing_thumbnail_is_rebuilt_and_heic_without_plugin_is_explained(catalog, photos, tmp_path):
+    from app.services.importing import _heic_available, ensure_thumbnail
+
+    pid = import_photos(catalog, photos[:1]).imported[0]
+    thumb = catalog.thumbnail_path(catalog.photo(pid).sha256)
+    thumb.unlink()
+    assert ensure_thumbnail(catalog, pid) == thumb and thumb.stat().st_size > 0
+    if not _heic_available():
+        heic = tmp_path / "x.heic"
+        heic.write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 100)
+        rep = import_photos(catalog, [heic])
+        assert "pillow-heif" in rep.errors[0][1]
