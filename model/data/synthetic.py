@@ -83,6 +83,8 @@ class FlukeIdentity:
     n_spots: int
     n_scars: int
     n_rakes: int
+    softness: float  # blur of the black/white boundary, template pixels
+    mottling: float  # grey mottling of the white areas (0 = clean white)
     white_tone: float
     black_tone: float
 
@@ -152,6 +154,8 @@ def make_identity(seed: int) -> FlukeIdentity:
         n_spots=int(rng.choice([0, 0, 2, 5, 10, 20])),
         n_scars=int(rng.integers(0, 6)),
         n_rakes=int(rng.choice([0, 0, 1, 1, 2, 3])),
+        softness=float(rng.uniform(0.8, 3.5)),
+        mottling=float(rng.choice([0.0, 0.0, rng.uniform(0.05, 0.25)])),
         white_tone=float(rng.uniform(0.78, 0.94)),
         black_tone=float(rng.uniform(0.06, 0.16)),
     )
@@ -241,7 +245,7 @@ def fluke_template(ident: FlukeIdentity) -> np.ndarray:
     # Brushy boundary: a fine noise perturbation, then a touch of blur.
     fine = _smooth_noise(rng, h // 6, w // 6, h, w)
     black = np.clip(black + 0.35 * fine * (np.abs(f - thr) < 0.25), 0, 1)
-    black = cv2.GaussianBlur(black, (0, 0), 1.2)
+    black = cv2.GaussianBlur(black, (0, 0), ident.softness)
 
     layer = np.zeros((h, w), np.float32)  # +1 paints white, -1 paints black
     for _ in range(ident.n_spots):
@@ -289,6 +293,9 @@ def fluke_template(ident: FlukeIdentity) -> np.ndarray:
 
     tone = ident.white_tone + (ident.black_tone - ident.white_tone) * black
     tone = tone + 0.035 * _smooth_noise(rng, h // 3, w // 3, h, w)  # skin texture
+    if ident.mottling:  # grey clouds in the white areas
+        mott = np.clip(_smooth_noise(rng, h // 12, w // 12, h, w), 0, None)
+        tone = tone - ident.mottling * mott * (1 - black)
     tone = tone * (1 - 0.25 * np.exp(-dist / 3.0))  # darker rim
     rgba = np.empty((h, w, 4), np.float32)
     rgba[..., 0] = tone * (1.0 + 0.015 * (1 - black))
@@ -535,7 +542,18 @@ def render_fluke_photo(
     rag += 1.2
     rag *= band * rng.uniform(0.4, 1.3)
     foam = np.clip(rag, 0, 1, out=rag)
-    if rng.random() < 0.5:  # water pouring off the trailing edge / spray droplets
+    if rng.random() < 0.5:  # water streaming off the trailing edge in thin curtains
+        vis_cols = np.flatnonzero(visible.any(axis=0))
+        tops = visible.argmax(axis=0)
+        for x in rng.choice(
+            vis_cols, size=min(len(vis_cols), int(rng.integers(3, 20))), replace=False
+        ).tolist():
+            y_top = int(tops[x]) + 3
+            y_end = int(min(water_y, y_top + rng.uniform(10, 0.9 * max(11, water_y - y_top))))
+            cv2.line(
+                foam, (x, y_top), (x + int(rng.integers(-2, 3)), y_end), float(rng.uniform(0.25, 0.6)), 1
+            )
+    if rng.random() < 0.5:  # spray droplets
         n = int(rng.integers(50, 400))
         px = rng.uniform(bx0 + 8, max(bx0 + 9, bx1 - 8), n).astype(np.int32)  # over the fluke
         py = rng.uniform(by0 + 8, max(by0 + 9, water_y), n).astype(np.int32)
