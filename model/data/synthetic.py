@@ -549,7 +549,7 @@ def render_fluke_photo(
             vis_cols, size=min(len(vis_cols), int(rng.integers(3, 20))), replace=False
         ).tolist():
             y_top = int(tops[x]) + 3
-            y_end = int(min(water_y, y_top + rng.uniform(10, 0.9 * max(11, water_y - y_top))))
+            y_end = int(min(water_y, y_top + rng.uniform(0.3, 0.9) * max(10.0, water_y - y_top)))
             cv2.line(
                 foam, (x, y_top), (x + int(rng.integers(-2, 3)), y_end), float(rng.uniform(0.25, 0.6)), 1
             )
