@@ -141,6 +141,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.individuals_view, "Individuals")
         self.tabs.currentChanged.connect(self._on_tab)
         self.notification = NotificationBar()
+        self._hide_timer = QTimer(self)
+        self._hide_timer.setSingleShot(True)
+        self._hide_timer.timeout.connect(self.notification.hide)
         self.welcome = QLabel(
             "<h2>flukeid</h2><p>Identify humpback whales from photos of their tail flukes.</p>"
             "<p><b>File ▸ New catalog…</b> to start, <b>File ▸ Open catalog…</b> to continue, "
@@ -314,12 +317,9 @@ class MainWindow(QMainWindow):
     def notify(self, text: str, kind: str = "info", action=None) -> None:
         """Show a message in the notification bar (errors stay until closed)."""
         self.notification.show_message(text, kind, action)
+        self._hide_timer.stop()
         if kind == "info" and action is None:
-            QTimer.singleShot(6000, lambda t=text: self._hide_if(t))
-
-    def _hide_if(self, text: str) -> None:
-        if self.notification.label.text() == text:
-            self.notification.hide()
+            self._hide_timer.start(8000)
 
     def _on_job_failed(self, name: str, exc: BaseException) -> None:
         self.notify(f"<b>{name} failed:</b> {_plain(exc)}", "error")

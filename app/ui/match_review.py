@@ -144,7 +144,7 @@ class MatchReviewView(QWidget):
         self.selected = -1
         self.rejected_ranks: set[int] = set()
         self._heatmaps: dict[int, QPixmap] = {}
-        self._evidence: dict[int, list[EvidenceLine]] = {}
+        self._evidence: dict[int, list[EvidenceLine] | None] = {}
 
         self.title = QLabel()
         self.title.setObjectName("viewTitle")
@@ -345,10 +345,9 @@ class MatchReviewView(QWidget):
         self.compare.right.set_pixmap(self._crop(c.photo_path, c.photo_box))
         self.compare.left.fit()
         self._apply_heatmaps()
-        lines = self._evidence.get(rank)
-        self.compare.set_lines(lines or [])
-        if lines is None:
-            self._evidence[rank] = []
+        self.compare.set_lines(self._evidence.get(rank) or [])
+        if rank not in self._evidence:
+            self._evidence[rank] = None  # pending
             self.evidence_requested.emit(t.photo.photo_id, c)
 
     def _step(self, delta: int) -> None:
@@ -430,6 +429,10 @@ class MatchReviewView(QWidget):
                 self._evidence[rank] = list(lines)
                 if rank == self.selected:
                     self.compare.set_lines(lines)
+
+    def evidence_ready(self, rank: int) -> bool:
+        """True once the evidence lines for candidate ``rank`` have arrived."""
+        return self._evidence.get(rank) is not None
 
     def heatmap_failed(self, photo_id: int, message: str) -> None:
         self.heat_status.setText(f"heatmap unavailable: {message}")

@@ -26,8 +26,6 @@ class Session:
         self.catalog = catalog
         self.engine = None
         self.detector = None
-        self._gallery = None
-        self._gallery_key = None
         self._crops: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
 
@@ -59,16 +57,11 @@ class Session:
 
     def load_engine(self):
         """Load the active model bundle (None when the catalog has no model yet)."""
-        from model.api import Engine
+        from app.services import matching
 
-        model = self.catalog.active_model()
-        if model is None:
-            self.engine = None
-            return None
-        engine = Engine.load(self.catalog.model_path(model))
+        engine = matching.load_engine(self.catalog)
         with self._lock:
             self.engine = engine
-            self._gallery = None
             self._crops.clear()
         return engine
 
@@ -110,47 +103,9 @@ class Session:
         """Find moved photos under ``folder`` by content (SHA-256) and point the catalog at them."""
         from app.services import importing
 
-        return importing.relink(self.catalog, folder, progress=progress, should_stop=should_stop)
+        return len(importing.relink(self.catalog, folder, progress=progress, should_stop=should_stop))
 
     # -- matching -------------------------------------------------------------------------
-    def _gallery_for(self):
-        """The identified photos' embeddings as a GalleryIndex, rebuilt when the catalog changed."""
-        from model.api import GalleryIndex
-
-        cat = self.catalog
-        last = cat.actions(limit=1)
-        key = (self.engine.version, last[0].id if last else 0, cat.photo_count(),
-               len(cat.photos_missing_embedding(self.engine.version)))
-        with self._lock:
-            if self._gallery is not None and self._gallery_key == key:
-                return self._gallery
-        individuals = {i.id: i for i in cat.individuals(include_merged=True)}
-
-        def resolve(iid):
-            seen = set()
-            while iid in individuals and individuals[iid].merged_into and iid not in seen:
-                seen.add(iid)
-                iid = individuals[iid].merged_into
-            return iid
-
-        current = {c.photo_id: resolve(c.individual_id) for c in cat.current_identifications()
-                   if c.individual_id is not None}
-        ids, mat = cat.embeddings(self.engine.version, list(current))
-        info: dict[int, dict] = {}
-        dates: dict[int, str | None] = {}
-        for pid in current:
-            ph = cat.photo(pid)
-            dates[pid] = (ph.taken_at or "")[:10] or None
-            d = info.setdefault(current[pid], {"count": 0, "last": None})
-            d["count"] += 1
-            if dates[pid]:
-                d["last"] = max(d["last"] or dates[pid], dates[pid])
-        gallery = GalleryIndex.build(mat, ids, [current[p] for p in ids]) if ids else None
-        built = (gallery, info, individuals)
-        with self._lock:
-            self._gallery, self._gallery_key = built, key
-        return built
-
     def photo_card(self, photo_id: int) -> PhotoCard:
         ph = self.catalog.photo(photo_id)
         box = self.catalog.current_box(photo_id)
@@ -158,37 +113,30 @@ class Session:
                          date=(ph.taken_at or "")[:10] or None, box=box.box if box else None,
                          box_confidence=box.confidence if box else None)
 
-    def query_embedding(self, photo: PhotoCard) -> np.ndarray:
-        emb = self.catalog.embedding(photo.photo_id, self.engine.version)
-        if emb is not None:
-            return emb
-        from model.api import load_image
-
-        return self.engine.embed([load_image(photo.path)], [photo.box])[0]
+    def _individual_summary(self, individual_id: int) -> tuple[int, str | None]:
+        """(photo count, last sighting date) of an individual."""
+        ids = self.catalog.photos_of(individual_id)
+        dates = [d for d in ((self.catalog.photo(p).taken_at or "")[:10] for p in ids) if d]
+        return len(ids), max(dates) if dates else None
 
     def match(self, photo_id: int, k: int = 5) -> MatchTask:
         """The query photo and its top-k individuals with their best photos."""
-        from model.api import match
+        from app.services import matching
 
         if self.engine is None:
             raise RuntimeError("no model is loaded")
         photo = self.photo_card(photo_id)
-        gallery, info, individuals = self._gallery_for()
-        q = self.query_embedding(photo)
-        if gallery is None:
-            return MatchTask(photo, [], True, self.engine.new_individual_threshold,
-                             model_version=self.engine.version)
-        result = match(self.engine, q, gallery, k)
+        result = matching.match_photo(self.catalog, photo_id, self.engine, k=k)
         cards = []
         for c in result.candidates:
-            ind = individuals[c.individual]
-            best = self.catalog.photo(c.best_photo_id)
-            box = self.catalog.current_box(c.best_photo_id)
-            d = info.get(c.individual, {})
+            ind = self.catalog.individual(int(c.individual))
+            best = self.catalog.photo(int(c.best_photo_id))
+            box = self.catalog.current_box(best.id)
+            count, last = self._individual_summary(ind.id)
             cards.append(CandidateCard(
-                individual_id=int(c.individual), label=individual_label(ind.code, ind.name), score=float(c.score),
-                photo_id=int(c.best_photo_id), photo_path=str(self.catalog.resolve_path(best)),
-                photo_box=box.box if box else None, photo_count=d.get("count", 0), last_seen=d.get("last")))
+                individual_id=ind.id, label=individual_label(ind.code, ind.name), score=float(c.score),
+                photo_id=best.id, photo_path=str(self.catalog.resolve_path(best)),
+                photo_box=box.box if box else None, photo_count=count, last_seen=last))
         return MatchTask(photo, cards, result.suggest_new, result.threshold, model_version=self.engine.version)
 
     # -- heatmaps and pair evidence ---------------------------------------------------------
@@ -238,8 +186,10 @@ class Session:
         ev = pair_evidence(self.engine.score_pairs, ea, fa, ca.shape[:2], ba, eb, fb, cb.shape[:2], bb,
                            self.engine.preprocessing)
         (ha, wa), (hb, wb) = ca.shape[:2], cb.shape[:2]
-        return [EvidenceLine(xa / wa, ya / ha, xb / wb, yb / hb, float(wt))
-                for ((xa, ya), (xb, yb)), wt in zip(ev.lines, ev.weights)]
+        lines = [EvidenceLine(xa / wa, ya / ha, xb / wb, yb / hb, float(wt))
+                 for ((xa, ya), (xb, yb)), wt in zip(ev.lines, ev.weights)]
+        # a peak in the padding the network saw around a crop is no mark on the fluke: leave it out
+        return [ln for ln in lines if all(-0.02 <= v <= 1.02 for v in (ln.ax, ln.ay, ln.bx, ln.by))]
 
 
 def describe_import(report) -> str:

@@ -1,0 +1,137 @@
+"""A whole review session driven through the window, as a biologist would, on a synthetic catalog."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.ui.conftest import open_and_wait, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_path):
+    from app.catalog import Catalog
+
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    assert window.session.engine is not None
+    assert "Model: tiny-v1" in window.model_label.text()
+    assert "CPU" in window.device_label.text() or "GPU" in window.device_label.text()
+    assert len(window.snapshot.photos) == 10
+
+    # import the field photos (detector boxes, unchecked)
+    window.import_photos([str(p.parent) for p in new_photos[:1]])
+    wait_idle(qtbot, window)
+    assert len(window.snapshot.photos) == 15
+    assert "5 photos imported" in window.notification.label.text()
+    queue = window.box_review._queue
+    assert len(queue) == 5
+
+    # box review: Enter accepts the box of the photo shown, the next one comes up at once
+    window.show_view("boxes")
+    window.activateWindow()
+    window.box_review.setFocus()
+    first = window.box_review.current()
+    qtbot.keyClick(window.box_review, Qt.Key.Key_Return)
+    assert window.box_review.current() is not None
+    assert window.box_review.current().photo_id != first.photo_id
+    wait_idle(qtbot, window)
+    cat: Catalog = window.session.catalog
+    assert cat.current_box(first.photo_id).confirmed
+
+    # match review: key 1 confirms the top candidate
+    window.show_view("match")
+    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    task = window.match_review.task
+    assert 1 <= len(task.candidates) <= 5
+    scores = [c.score for c in task.candidates]
+    assert scores == sorted(scores, reverse=True)
+    query = task.photo.photo_id
+    top = task.candidates[0]
+    window.match_review.setFocus()
+    qtbot.keyClick(window.match_review, Qt.Key.Key_1)
+    wait_idle(qtbot, window)
+    assert cat.current_individual(query) == top.individual_id
+    # the next unidentified photo came up
+    qtbot.waitUntil(lambda: window.match_review.task is not None
+                    and window.match_review.task.photo.photo_id != query, timeout=30000)
+
+    # undo, redo: through the catalog's append-only history
+    window.undo_act.trigger()
+    wait_idle(qtbot, window)
+    assert cat.current_individual(query) is None
+    window.redo_act.trigger()
+    wait_idle(qtbot, window)
+    assert cat.current_individual(query) == top.individual_id
+    kinds = [a.kind for a in cat.actions()]
+    assert kinds[:3] == ["redo", "undo", "confirm"]
+
+    # N declares a new individual for the photo now shown
+    before = len(cat.individuals())
+    shown = window.match_review.task.photo.photo_id
+    window.match_review.setFocus()
+    qtbot.keyClick(window.match_review, Qt.Key.Key_N)
+    wait_idle(qtbot, window)
+    assert len(cat.individuals()) == before + 1
+    new_ind = cat.current_individual(shown)
+    assert new_ind is not None and cat.individual(new_ind).code.startswith("HW-")
+    assert any(r.individual_id == new_ind for r in window.individuals_view._rows)
+
+    # export the identifications
+    out = tmp_path / "ids.csv"
+    window.export("identifications", str(out))
+    wait_idle(qtbot, window)
+    assert out.is_file()
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 12
+    assert "Exported" in window.notification.label.text()
+
+
+def test_reject_keeps_photo_and_shows_next_candidate(qtbot, window, ui_catalog):
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    window.import_photos([str(new_photos[0])])
+    wait_idle(qtbot, window)
+    window.show_view("match")
+    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    review = window.match_review
+    task = review.task
+    assert review.selected == 0
+    review.setFocus()
+    qtbot.keyClick(review, Qt.Key.Key_R)
+    wait_idle(qtbot, window)
+    assert review.task is task  # still deciding this photo
+    assert review.selected == 1
+    decisions = window.session.catalog.match_decisions(task.photo.photo_id)
+    assert [d.decision for d in decisions] == ["reject"]
+    assert decisions[0].individual_id == task.candidates[0].individual_id
+
+
+def test_heatmap_toggle_and_evidence(qtbot, window, ui_catalog):
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    window.import_photos([str(new_photos[0])])
+    wait_idle(qtbot, window)
+    window.show_view("match")
+    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    review = window.match_review
+    review.setFocus()
+    qtbot.keyClick(review, Qt.Key.Key_H)
+    qtbot.waitUntil(lambda: review.compare.left.has_overlay(), timeout=30000)
+    assert review.compare.left.overlay_item.isVisible()
+    review.opacity.setValue(30)
+    assert abs(review.compare.left.overlay_item.opacity() - 0.3) < 1e-6
+    qtbot.keyClick(review, Qt.Key.Key_H)
+    assert not review.compare.left.overlay_item.isVisible()
+    # the pair evidence lines arrived for the shown candidate, as fractions of the crops
+    qtbot.waitUntil(lambda: review.evidence_ready(0), timeout=30000)
+    assert review.compare.lines == review._evidence[0]
+    for ln in review.compare.lines:
+        assert all(-0.02 <= v <= 1.02 for v in (ln.ax, ln.ay, ln.bx, ln.by))
+    # synchronized zoom: zooming the query zooms the candidate
+    review.compare.left.zoom_by(2.0)
+    assert review.compare.right.view_state()[0] == pytest.approx(2.0)
