@@ -127,7 +127,8 @@ def classical_detect(image: np.ndarray, *, work_size: int = 256) -> Detection:
     The gray photo is reduced to ``work_size`` on its longer side and smoothed; each pixel's
     difference from the border's median (the sea or sky around the fluke) is thresholded with
     Otsu's method, closed morphologically, and the largest connected component (weighted by its
-    contrast) is boxed. When nothing stands out, the whole photo is returned.
+    contrast) is boxed together with the components scoring
+    at least a tenth of it. When nothing stands out, the whole photo is returned.
 
     Args:
         image: RGB or gray uint8 photo.
@@ -162,17 +163,23 @@ def classical_detect(image: np.ndarray, *, work_size: int = 256) -> Detection:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return Detection((0.0, 0.0, float(w), float(h)), 0.0, "whole")
-    best, best_score, best_contrast = 0, 0.0, 0.0
+    scores = np.zeros(n)
+    contrasts = np.zeros(n)
     for i in range(1, n):
-        area = stats[i, cv2.CC_STAT_AREA]
-        contrast = float(diff[labels == i].mean()) / spread
-        score = area * contrast
-        if score > best_score:
-            best, best_score, best_contrast = i, score, contrast
+        contrasts[i] = float(diff[labels == i].mean()) / spread
+        scores[i] = stats[i, cv2.CC_STAT_AREA] * contrasts[i]
+    best = int(np.argmax(scores))
     if stats[best, cv2.CC_STAT_AREA] < 0.002 * sw * sh:
         return Detection((0.0, 0.0, float(w), float(h)), 0.0, "whole")
-    x, y, bw_, bh_ = (int(v) for v in stats[best, :4])
-    box = fractions_to_box(np.array([x / sw, y / sh, (x + bw_) / sw, (y + bh_) / sh]), w, h)
+    # a fluke often breaks into pieces (white underside, dark edges, spray): keep every component
+    # that scores at least a tenth of the best one
+    keep = [i for i in range(1, n) if scores[i] >= 0.1 * scores[best]]
+    x0 = min(stats[i, 0] for i in keep)
+    y0 = min(stats[i, 1] for i in keep)
+    x1 = max(stats[i, 0] + stats[i, 2] for i in keep)
+    y1 = max(stats[i, 1] + stats[i, 3] for i in keep)
+    box = fractions_to_box(np.array([x0 / sw, y0 / sh, x1 / sw, y1 / sh]), w, h)
+    best_contrast = contrasts[best]
     confidence = float(1.0 - np.exp(-best_contrast / 4.0))
     return Detection(box, confidence, "classical")
 

@@ -57,6 +57,8 @@ class DetectorTrainConfig:
     store_side: int = 256
     seed: int = 0
     threads: int = 2
+    workers: int = 0  # data-loader processes for augmentation (0: in the training process)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.input_size < 32 or self.input_size % 32:
@@ -143,25 +145,66 @@ def load_box_samples(rows: Iterable[tuple[Path, Sequence[float] | None]], store_
     return out
 
 
-def synthetic_samples(n_positive: int, n_negative: int, seed: int = 0, store_side: int = 256,
-                      individuals: int = 40, should_stop: ShouldStop = _never) -> list[BoxSample]:
-    """Synthetic full-frame fluke photos with exact boxes, plus plain-sea photos without a fluke."""
+def _synthetic_chunk(args: tuple) -> list[BoxSample]:
+    """Frames ``start..start+count`` of a synthetic set (positives first, then plain sea)."""
     from model.data.synthetic import make_identity, render_fluke_photo, render_sea
 
-    rng = np.random.default_rng(seed)
-    identities = [make_identity(seed * 100_003 + i) for i in range(max(1, individuals))]
+    seed, chunk, start, count, n_positive, store_side, individuals = args
+    rng = np.random.default_rng([seed, chunk])
     out = []
-    for i in range(n_positive):
+
+    def size() -> tuple[int, int]:
+        w = int(rng.integers(320, 640))
+        return w, int(w * rng.uniform(0.45, 0.85))
+
+    for i in range(start, start + count):
+        if i < n_positive:
+            identity = make_identity(seed * 100_003 + i % max(1, individuals))
+            for attempt in range(10):  # the renderer rejects a few placements: draw another scene
+                try:
+                    rgb, box = render_fluke_photo(identity, rng, size())
+                    break
+                except (DataError, ValueError):
+                    if attempt == 9:
+                        raise
+            out.append(make_sample(rgb, box, f"synthetic-{i}", store_side))
+        else:
+            out.append(make_sample(render_sea(rng, size()), None, f"sea-{i - n_positive}", store_side))
+    return out
+
+
+def synthetic_samples(n_positive: int, n_negative: int, seed: int = 0, store_side: int = 256,
+                      individuals: int = 40, should_stop: ShouldStop = _never, workers: int = 0,
+                      progress: Progress = _no_progress) -> list[BoxSample]:
+    """Synthetic full-frame fluke photos with exact boxes, plus plain-sea photos without a fluke.
+
+    Frames are drawn in chunks of 50, each from its own seed, so the set is the same whatever
+    ``workers`` (processes) is.
+
+    Raises:
+        Interrupted: when ``should_stop`` asked to stop.
+    """
+    total = n_positive + n_negative
+    chunk = 50
+    jobs = [(seed, k, start, min(chunk, total - start), n_positive, store_side, individuals)
+            for k, start in enumerate(range(0, total, chunk))]
+    out: list[BoxSample] = []
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            for part in pool.imap(_synthetic_chunk, jobs):
+                if should_stop():
+                    pool.terminate()
+                    raise Interrupted("synthetic detector data: stopped")
+                out += part
+                progress(len(out) / total, f"synthetic frames {len(out)}/{total}")
+        return out
+    for job in jobs:
         if should_stop():
             raise Interrupted("synthetic detector data: stopped")
-        w = int(rng.integers(240, 420))
-        h = int(w * rng.uniform(0.45, 0.85))
-        rgb, box = render_fluke_photo(identities[i % len(identities)], rng, (w, h))
-        out.append(make_sample(rgb, box, f"synthetic-{i}", store_side))
-    for i in range(n_negative):
-        w = int(rng.integers(240, 420))
-        h = int(w * rng.uniform(0.45, 0.85))
-        out.append(make_sample(render_sea(rng, (w, h)), None, f"sea-{i}", store_side))
+        out += _synthetic_chunk(job)
+        progress(len(out) / total, f"synthetic frames {len(out)}/{total}")
     return out
 
 
@@ -236,6 +279,23 @@ def plain_input(sample: BoxSample, size: int) -> np.ndarray:
 # training
 
 
+class _Views:
+    """Map-style dataset of augmented views; view i of epoch e has its own seed (same with any workers)."""
+
+    def __init__(self, samples: Sequence[BoxSample], size: int, seed: int):
+        self.samples, self.size, self.seed = samples, size, seed
+        self.order = np.arange(len(samples))
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        x, box, present = augment(self.samples[int(self.order[i])], rng, self.size)
+        return x, box, np.float32(present)
+
+
 def _giou_loss(pred, target):
     import torch
 
@@ -282,36 +342,39 @@ def train_detector(samples: Sequence[BoxSample], config: DetectorTrainConfig | N
         raise DataError("detector training needs at least one photo with a box")
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    device = torch.device(config.device)
     net = FlukeDetectorNet(config.width)
     if init_state is not None:
         net.load_state_dict(init_state)
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(samples)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    k = steps_per_epoch * config.batch_size
     total = steps_per_epoch * config.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
     p = None
     if sample_weights is not None:
         p = np.asarray(sample_weights, dtype=np.float64)
         p = p / p.sum()
+    order_rng = np.random.default_rng(config.seed)
+    views = _Views(samples, config.input_size, config.seed)
     t0 = time.monotonic()
     for epoch in range(config.epochs):
         net.train()
-        k = steps_per_epoch * config.batch_size
         if p is not None:
-            order = rng.choice(n, size=k, p=p)
+            views.order = order_rng.choice(n, size=k, p=p)
         else:
-            order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(k / n))])[:k]
+            views.order = np.concatenate([order_rng.permutation(n) for _ in range(math.ceil(k / n))])[:k]
+        views.epoch = epoch
+        loader = torch.utils.data.DataLoader(views, batch_size=config.batch_size, shuffle=False,
+                                             num_workers=config.workers, drop_last=True,
+                                             persistent_workers=False)
         losses = []
-        for step in range(steps_per_epoch):
+        for x, tb, tp in loader:
             if should_stop():
                 raise Interrupted("detector training: stopped")
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            views = [augment(samples[i], rng, config.input_size) for i in idx]
-            x = torch.from_numpy(np.stack([v[0] for v in views]))
-            tb = torch.from_numpy(np.stack([v[1] for v in views]))
-            tp = torch.tensor([v[2] for v in views], dtype=torch.float32)
+            x, tb, tp = x.to(device, non_blocking=True), tb.to(device), tp.to(device)
             box, logit = net(x)
             loss = config.presence_weight * F.binary_cross_entropy_with_logits(logit, tp)
             pos = tp > 0.5
@@ -325,6 +388,7 @@ def train_detector(samples: Sequence[BoxSample], config: DetectorTrainConfig | N
             losses.append(float(loss.detach()))
         progress((epoch + 1) / config.epochs,
                  f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f} ({time.monotonic() - t0:.0f} s)")
+    net.to("cpu")
     return net.eval()
 
 
@@ -501,7 +565,8 @@ def build_detector(out_dir: str | Path, *, synthetic: int = 2000, negatives: int
     progress(0.0, "preparing training photos")
     if synthetic > 0 or negatives > 0:
         samples += synthetic_samples(synthetic, negatives, seed=config.seed, store_side=config.store_side,
-                                     should_stop=should_stop)
+                                     should_stop=should_stop, workers=config.workers,
+                                     progress=lambda f, m: progress(0.05 * f, m))
         trained_on.update(synthetic_frames=synthetic, plain_sea_frames=negatives)
         trained_on["sources"].append(f"model.data.synthetic (seed {config.seed})")
     real_rows: list[tuple[Path, Sequence[float]]] = []
@@ -526,7 +591,8 @@ def build_detector(out_dir: str | Path, *, synthetic: int = 2000, negatives: int
     progress(0.9, "checking the detector on fresh synthetic frames")
     metrics: dict = {}
     if synthetic > 0:
-        held = synthetic_samples(200, 0, seed=config.seed + 10_007, store_side=config.store_side)
+        held = synthetic_samples(200, 0, seed=config.seed + 10_007, store_side=config.store_side,
+                                 workers=config.workers)
         boxes, _ = predict_samples(net, held, config.input_size)
         metrics["synthetic_heldout"] = box_metrics(boxes, held)
     progress(0.95, "exporting to ONNX")
