@@ -461,8 +461,9 @@ def _placement(rng: np.random.Generator, size: Size) -> np.ndarray:
     scale = min(1.0, (w - 8) / span[0], (h - 8) / span[1])
     dst *= scale
     lo, hi = dst.min(0), dst.max(0)
-    cx = rng.uniform(4 - lo[0], w - 4 - hi[0])
-    cy = rng.uniform(4 - lo[1], h - 4 - hi[1])
+    cx_lo, cy_lo = 4 - lo[0], 4 - lo[1]
+    cx = rng.uniform(cx_lo, max(cx_lo, w - 4 - hi[0]))  # max(): rounding when the fluke fills the frame
+    cy = rng.uniform(cy_lo, max(cy_lo, h - 4 - hi[1]))
     dst += np.float32([cx, cy])
     return cv2.getPerspectiveTransform(src, dst)
 

@@ -169,3 +169,14 @@ def test_synth_command(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "wrote 6 photos of 3 individuals" in text and "photos/s" in text
     assert len(list((out / "images").glob("*.jpg"))) == 6
+
+
+@pytest.mark.parametrize("size", [(1024, 300), (64, 64), (300, 700)])
+def test_any_frame_shape_holds_the_fluke(size):
+    """Wide, tiny and portrait frames: the fluke is scaled to fit and its box stays inside."""
+    for k in (6, 12, 24, 55):  # seeds that once drew an empty placement range at 1024x300
+        img, (x0, y0, x1, y1) = render_fluke_photo(
+            make_identity(k * 7 + size[0]), np.random.default_rng(k), size
+        )
+        assert img.shape == (size[1], size[0], 3)
+        assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
