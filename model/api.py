@@ -61,6 +61,38 @@ def evaluate_classifier(records, cfg, seed: int = 0, **kwargs):
     return _evaluate_classifier(records, cfg, seed, **kwargs)
 
 
+def load_train_config(spec, overrides=None):
+    """A training config from a preset name (tiny|cpu|paper) or a JSON file, plus ``key=value`` overrides.
+
+    Raises ConfigError naming an unknown key or bad value. Torch-free.
+    """
+    from model.config import load_config
+
+    return load_config(spec, overrides)
+
+
+def train_presets() -> list[str]:
+    """Names of the training config presets."""
+    from model.config import PRESETS
+
+    return list(PRESETS)
+
+
+def train_siamese(config, records, out_dir, *, progress=None, should_stop=None, resume=False, events=None):
+    """Train a Siamese network (imports torch); returns a TrainResult. See model.training.siamese.train."""
+    from model.training.siamese import train
+
+    return train(config, records, out_dir, progress=progress, should_stop=should_stop, resume=resume,
+                 events=events)
+
+
+def export_run(run_dir, out_bundle, *, detector_onnx=None, metrics=None):
+    """Export a training run as a verified bundle (imports torch); see model.export.export_run."""
+    from model.export import export_run as _export_run
+
+    return _export_run(run_dir, out_bundle, detector_onnx=detector_onnx, metrics=metrics)
+
+
 # --- section: inference, matching, heatmaps (torch-free) -------------------------------------
 # isort: split
 from model.heatmap import (  # noqa: E402, F401

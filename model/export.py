@@ -1,1 +1,191 @@
-"""ONNX export that checks itself against torch. Filled by the Siamese work."""
+"""ONNX export that checks itself against torch, written as a verified model bundle.
+
+``export_run(run_dir, out_bundle)`` loads a training run's checkpoint.pt, exports
+
+- ``branch.onnx``: "image" [N,1,H,W] -> "embedding" [N,D], "feature_map" [N,D,h,w]
+- ``head.onnx``: "embedding_a" [N,D], "embedding_b" [N,D] -> "probability" [N] (sigmoid applied)
+
+with a dynamic batch, runs ``onnx.checker``, compares onnxruntime with torch on the same random
+inputs (max abs difference < ``tolerance`` or :class:`~model.errors.BundleError`), and writes the
+bundle through :func:`model.bundle.staging_dir` / :func:`model.bundle.finalize_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.bundle import finalize_bundle, staging_dir
+from model.errors import BundleError, CheckpointError
+from model.preprocess import Preprocessing
+from model.training.siamese import CHECKPOINT, load_checkpoint, model_from_checkpoint
+
+OPSET = 17
+TOLERANCE = 1e-4
+
+
+class BranchExport(nn.Module):
+    """The branch with the contract's outputs (embedding, feature_map), float32."""
+
+    def __init__(self, branch: nn.Module):
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, image: torch.Tensor):
+        emb, fmap = self.branch(image)
+        return emb.float(), fmap.float()
+
+
+class HeadExport(nn.Module):
+    """The head with the sigmoid applied: probability [N]."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, embedding_a: torch.Tensor, embedding_b: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(embedding_a, embedding_b))
+
+
+def export_branch(branch: nn.Module, path: Path, input_hw: tuple[int, int]) -> None:
+    x = torch.randn(2, 1, *input_hw)
+    torch.onnx.export(BranchExport(branch).eval(), (x,), str(path), input_names=["image"],
+                      output_names=["embedding", "feature_map"],
+                      dynamic_axes={"image": {0: "n"}, "embedding": {0: "n"}, "feature_map": {0: "n"}},
+                      opset_version=OPSET, dynamo=False)
+
+
+def export_head(head: nn.Module, path: Path, dim: int) -> None:
+    a, b = torch.randn(2, dim), torch.randn(2, dim)
+    torch.onnx.export(HeadExport(head).eval(), (a, b), str(path), input_names=["embedding_a", "embedding_b"],
+                      output_names=["probability"],
+                      dynamic_axes={"embedding_a": {0: "n"}, "embedding_b": {0: "n"}, "probability": {0: "n"}},
+                      opset_version=OPSET, dynamo=False)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def check_parity(branch: nn.Module, head: nn.Module, branch_onnx: Path, head_onnx: Path,
+                 input_hw: tuple[int, int], dim: int, *, batch: int = 3, seed: int = 0,
+                 tolerance: float = TOLERANCE) -> dict:
+    """onnx.checker on both files, then onnxruntime vs torch on the same random inputs.
+
+    Returns:
+        {"branch_max_abs_diff": ..., "head_max_abs_diff": ...}.
+
+    Raises:
+        BundleError: a file fails the checker or a difference is at least ``tolerance``.
+    """
+    import onnx
+
+    for p in (branch_onnx, head_onnx):
+        try:
+            onnx.checker.check_model(onnx.load(str(p)), full_check=True)
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types
+            raise BundleError(f"{p}: fails the ONNX checker ({exc})") from None
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, *input_hw, generator=g)
+    a, b = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
+    with torch.no_grad():
+        t_emb, t_fmap = BranchExport(branch).eval()(x)
+        t_prob = HeadExport(head).eval()(a, b)
+    o_emb, o_fmap = _session(branch_onnx).run(["embedding", "feature_map"], {"image": x.numpy()})
+    (o_prob,) = _session(head_onnx).run(["probability"], {"embedding_a": a.numpy(), "embedding_b": b.numpy()})
+    if o_prob.shape != (batch,):
+        raise BundleError(f"{head_onnx}: probability has shape {o_prob.shape}, expected ({batch},)")
+    d_branch = max(float(np.abs(o_emb - t_emb.numpy()).max()), float(np.abs(o_fmap - t_fmap.numpy()).max()))
+    d_head = float(np.abs(o_prob - t_prob.numpy()).max())
+    for name, d in ((branch_onnx, d_branch), (head_onnx, d_head)):
+        if not d < tolerance:
+            raise BundleError(f"{name}: onnxruntime differs from torch by {d:.3g} (limit {tolerance:g})")
+    return {"branch_max_abs_diff": d_branch, "head_max_abs_diff": d_head}
+
+
+def export_run(run_dir: str | Path, out_bundle: str | Path, *, detector_onnx: str | Path | None = None,
+               metrics: dict | None = None, detector_input_size: int | None = None) -> Path:
+    """Export a training run as a verified model bundle folder at ``out_bundle``.
+
+    Args:
+        run_dir: the training run (checkpoint.pt; summary.json gives the calibrated
+            new-individual threshold and the training summary when present).
+        out_bundle: the bundle folder to create (must not exist).
+        detector_onnx: an optional detector.onnx to include.
+        metrics: evaluation metrics to record in the manifest.
+        detector_input_size: the detector's input size S (read from the detector's ONNX input
+            when not given).
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        CheckpointError: the run has no usable checkpoint.
+        BundleError: export, checker or parity failed, or the bundle exists already.
+    """
+    run_dir, out_bundle = Path(run_dir), Path(out_bundle)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: training run folder not found")
+    ck = load_checkpoint(run_dir / CHECKPOINT)
+    model, cfg = model_from_checkpoint(ck, where=str(run_dir / CHECKPOINT))
+    model = model.float().eval()
+    summary = {}
+    if (run_dir / "summary.json").is_file():
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            summary = {}
+    hw = (cfg.input_height, cfg.input_width)
+    dim = model.branch.embedding_dim
+    if out_bundle.exists():
+        raise BundleError(f"{out_bundle}: a bundle with this version already exists (bundles are never overwritten)")
+    stage = staging_dir(out_bundle)
+    try:
+        export_branch(model.branch, stage / "branch.onnx", hw)
+        export_head(model.head, stage / "head.onnx", dim)
+        parity = check_parity(model.branch, model.head, stage / "branch.onnx", stage / "head.onnx", hw, dim)
+        detector = None
+        if detector_onnx is not None:
+            shutil.copyfile(detector_onnx, stage / "detector.onnx")
+            detector = {"input_size": detector_input_size or _onnx_input_size(stage / "detector.onnx")}
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    prep = Preprocessing(cfg.input_height, cfg.input_width, cfg.margin)
+    manifest = {
+        "preprocessing": prep.to_dict(),
+        "branch": {"kind": cfg.branch.kind, "embedding_dim": dim, "feature_channels": model.branch.feature_channels},
+        "head": {"kind": cfg.head.kind},
+        "training": {
+            "epochs_done": int(ck["epoch"]), "epochs": cfg.epochs,
+            "individuals": len(ck.get("individuals", [])),
+            **{k: summary[k] for k in ("train_images", "train_individuals", "val_individuals", "val_top1",
+                                       "val_top5", "seconds", "device") if k in summary},
+            "final_loss": ck["history"][-1]["loss"] if ck.get("history") else None,
+        },
+        "config": cfg.to_dict(),
+        "metrics": {**(metrics or {}), "export_parity": parity},
+        "new_individual_threshold": float(summary.get("new_individual_threshold", 0.5)),
+    }
+    if detector is not None:
+        manifest["detector"] = detector
+    return finalize_bundle(stage, out_bundle, manifest)
+
+
+def _onnx_input_size(path: Path) -> int:
+    import onnx
+
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    size = dims[-1].dim_value if len(dims) == 4 else 0
+    if not size:
+        raise BundleError(f"{path}: cannot read the detector's input size; pass detector_input_size")
+    return int(size)

@@ -85,7 +85,7 @@ def split_records(records: Sequence, cfg: Config) -> Split:
     """
     seen, rows = set(), []
     for r in records:
-        if not getattr(r, "id_known", True) or not str(r.individual):
+        if not getattr(r, "id_known", True) or r.individual is None or not str(r.individual):
             continue
         key = str(r.path)
         if key in seen:
