@@ -99,9 +99,10 @@ def test_prefilter_recall_at_5_against_exact():
     # there is about 0.78 with these settings; bench/bench_matching.py reports both.)
     emb, ind, _ = clustered(6000, 5, 64, seed=2, latent=16)
     rng = np.random.default_rng(3)
-    gal = GalleryIndex.build(emb, np.arange(len(ind)), ind, prefilter_k=256)
+    gal = GalleryIndex.build(emb, np.arange(len(ind)), ind, prefilter_k=256, nprobe=32)
     assert gal.uses_prefilter
     gal.build_prefilter()
+    assert gal._ann.nprobe == 32 < gal._ann.nlist  # an approximate search, not the whole index
     picked = rng.choice(6000, 100, replace=False)
     queries = emb[picked * 5] + 0.3 * rng.normal(size=(100, 64)).astype(np.float32)
     hits = 0
