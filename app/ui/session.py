@@ -57,9 +57,11 @@ class Session:
 
     def load_engine(self):
         """Load the active model bundle (None when the catalog has no model yet)."""
-        from app.services import matching
+        from model.api import Engine
 
-        engine = matching.load_engine(self.catalog)
+        model = self.catalog.active_model()
+        # one core is left to the GUI thread: onnxruntime's pool would otherwise take them all
+        engine = None if model is None else Engine.load(self.catalog.model_path(model), threads=_threads())
         with self._lock:
             self.engine = engine
             self._crops.clear()
@@ -190,6 +192,12 @@ class Session:
                  for ((xa, ya), (xb, yb)), wt in zip(ev.lines, ev.weights)]
         # a peak in the padding the network saw around a crop is no mark on the fluke: leave it out
         return [ln for ln in lines if all(-0.02 <= v <= 1.02 for v in (ln.ax, ln.ay, ln.bx, ln.by))]
+
+
+def _threads() -> int:
+    import os
+
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def describe_import(report) -> str:

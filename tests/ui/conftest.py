@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
