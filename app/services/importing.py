@@ -37,6 +37,7 @@ PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 HEIC_EXTENSIONS = {".heic", ".heif"}
 MODEL_SIDE = 1024  # photos are decoded at most this large for detection and embedding
 THUMB_SIDE = 256
+MAX_LISTED_ERRORS = 10_000  # a report lists this many failed files by name, then only counts them
 
 
 @dataclass
@@ -46,7 +47,8 @@ class ImportReport:
     Attributes:
         imported: ids of the photos added.
         duplicates: (file, id of the photo already in the catalog with the same content).
-        errors: (file, problem) for every file that could not be imported.
+        errors: (file, problem) for each file that could not be imported (the first
+            MAX_LISTED_ERRORS; ``errors_not_listed`` counts the rest).
         skipped: files in scanned folders that are not photos (by extension).
         identified: photos given an individual from a labels file.
         cancelled: True when the job was stopped before the end.
@@ -58,8 +60,20 @@ class ImportReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     skipped: int = 0
     identified: int = 0
+    errors_not_listed: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+
+    def add_error(self, path: str, problem: str) -> None:
+        """Record a file that could not be imported (the first MAX_LISTED_ERRORS are kept by name)."""
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append((str(path), problem))
+        else:
+            self.errors_not_listed += 1
+
+    @property
+    def error_count(self) -> int:
+        return len(self.errors) + self.errors_not_listed
 
     def summary(self) -> str:
         """One line for the user."""
@@ -68,8 +82,8 @@ class ImportReport:
             parts.append(f"{self.identified} identified")
         if self.duplicates:
             parts.append(f"{len(self.duplicates)} duplicate{'s' if len(self.duplicates) != 1 else ''} skipped")
-        if self.errors:
-            parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")
+        if self.error_count:
+            parts.append(f"{self.error_count} error{'s' if self.error_count != 1 else ''}")
         if self.skipped:
             parts.append(f"{self.skipped} non-photo file{'s' if self.skipped != 1 else ''} ignored")
         if self.cancelled:
@@ -112,8 +126,10 @@ def find_photos(paths: Iterable[str | Path], report: ImportReport | None = None)
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p, followlinks=True, onerror=lambda e: report.errors.append(
-                    (str(e.filename), f"cannot read folder ({e.strerror})"))):
+            def walk_error(e: OSError) -> None:
+                report.add_error(str(e.filename), f"cannot read folder ({e.strerror})")
+
+            for dirpath, dirnames, filenames in os.walk(p, followlinks=True, onerror=walk_error):
                 try:
                     st = os.stat(dirpath)
                 except OSError:
@@ -135,7 +151,7 @@ def find_photos(paths: Iterable[str | Path], report: ImportReport | None = None)
         elif p.exists():
             add(p)
         else:
-            report.errors.append((str(p), "file not found"))
+            report.add_error(str(p), "file not found")
     return out
 
 
@@ -341,7 +357,7 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                         report.identified += 1
                     continue
                 if path.suffix.lower() in HEIC_EXTENSIONS and not _heic_available():
-                    report.errors.append((str(path), "HEIC photos need pillow-heif (pip install pillow-heif)"))
+                    report.add_error(str(path), "HEIC photos need pillow-heif (pip install pillow-heif)")
                     continue
                 prep = _prepare(catalog, path, sha, detector=detector, engine=engine, copy=copy,
                                 label_box=label.box if label is not None else None)
@@ -350,21 +366,21 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                 seen[sha] = pid
                 report.imported.append(pid)
             except ImageError as exc:
-                report.errors.append((str(path), exc.problem))
+                report.add_error(str(path), exc.problem)
             except PermissionError:
-                report.errors.append((str(path), "permission denied"))
+                report.add_error(str(path), "permission denied")
             except FileNotFoundError:
-                report.errors.append((str(path), "file not found"))
+                report.add_error(str(path), "file not found")
             except IsADirectoryError:
-                report.errors.append((str(path), "is a folder, not a photo"))
+                report.add_error(str(path), "is a folder, not a photo")
             except sqlite3.IntegrityError as exc:
-                report.errors.append((str(path), f"not added ({exc})"))
+                report.add_error(str(path), f"not added ({exc})")
             except CatalogError:
                 raise
             except FlukeidError as exc:
-                report.errors.append((str(path), str(exc)))
+                report.add_error(str(path), str(exc))
             except OSError as exc:
-                report.errors.append((str(path), f"cannot read ({exc.strerror or exc})"))
+                report.add_error(str(path), f"cannot read ({exc.strerror or exc})")
         if progress is not None:
             progress(1.0, report.summary())
     finally:
@@ -482,7 +498,7 @@ def detect_missing(catalog: Catalog, detector, progress: ProgressFn | None = Non
         try:
             image, scale = _photo_image(catalog, pid)
         except ImageError as exc:
-            report.errors.append((exc.path, exc.problem))
+            report.add_error(exc.path, exc.problem)
             continue
         det = detector.detect(image)
         with catalog.transaction(durable=False):
