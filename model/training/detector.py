@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -149,12 +150,12 @@ def _synthetic_chunk(args: tuple) -> list[BoxSample]:
     """Frames ``start..start+count`` of a synthetic set (positives first, then plain sea)."""
     from model.data.synthetic import make_identity, render_fluke_photo, render_sea
 
-    seed, chunk, start, count, n_positive, store_side, individuals = args
+    seed, chunk, start, count, n_positive, store_side, individuals, width_range = args
     rng = np.random.default_rng([seed, chunk])
     out = []
 
     def size() -> tuple[int, int]:
-        w = int(rng.integers(320, 640))
+        w = int(rng.integers(*width_range))
         return w, int(w * rng.uniform(0.45, 0.85))
 
     for i in range(start, start + count):
@@ -175,18 +176,19 @@ def _synthetic_chunk(args: tuple) -> list[BoxSample]:
 
 def synthetic_samples(n_positive: int, n_negative: int, seed: int = 0, store_side: int = 256,
                       individuals: int = 40, should_stop: ShouldStop = _never, workers: int = 0,
-                      progress: Progress = _no_progress) -> list[BoxSample]:
+                      progress: Progress = _no_progress, width_range: tuple[int, int] = (320, 640)
+                      ) -> list[BoxSample]:
     """Synthetic full-frame fluke photos with exact boxes, plus plain-sea photos without a fluke.
 
     Frames are drawn in chunks of 50, each from its own seed, so the set is the same whatever
-    ``workers`` (processes) is.
+    ``workers`` (processes) is. Frame widths are drawn from ``width_range``, heights 0.45-0.85 of that.
 
     Raises:
         Interrupted: when ``should_stop`` asked to stop.
     """
     total = n_positive + n_negative
     chunk = 50
-    jobs = [(seed, k, start, min(chunk, total - start), n_positive, store_side, individuals)
+    jobs = [(seed, k, start, min(chunk, total - start), n_positive, store_side, individuals, width_range)
             for k, start in enumerate(range(0, total, chunk))]
     out: list[BoxSample] = []
     if workers > 1 and len(jobs) > 1:
@@ -440,9 +442,13 @@ def export_detector_onnx(net, path: str | Path, input_size: int, tolerance: floa
     wrapper = DetectorExport(net.eval()).eval()
     dummy = torch.randn(2, 1, input_size, input_size)
     opset = 17
-    torch.onnx.export(wrapper, (dummy,), str(path), input_names=["image"], output_names=["box", "confidence"],
-                      dynamic_axes={"image": {0: "N"}, "box": {0: "N"}, "confidence": {0: "N"}},
-                      opset_version=opset, dynamo=False)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but gives a small plain graph with a dynamic batch
+        # that runs on any onnxruntime; the parity check below guards it.
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        torch.onnx.export(wrapper, (dummy,), str(path), input_names=["image"], output_names=["box", "confidence"],
+                          dynamic_axes={"image": {0: "N"}, "box": {0: "N"}, "confidence": {0: "N"}},
+                          opset_version=opset, dynamo=False)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     so = ort.SessionOptions()
     so.log_severity_level = 3
