@@ -109,6 +109,18 @@ def _action(row: sqlite3.Row) -> Action:
                   effects=json.loads(row["effects"] or "[]"))
 
 
+def _is_empty_database(path: Path) -> bool:
+    """True for a database file with no tables (a creation interrupted before its first commit)."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
 class Catalog:
     """An open catalog folder. Use :meth:`create` or :meth:`open`; close it (or use ``with``)."""
 
@@ -132,7 +144,7 @@ class Catalog:
             CatalogError: the folder already holds a catalog, or cannot be written.
         """
         folder = Path(folder)
-        if (folder / DB_NAME).exists():
+        if (folder / DB_NAME).exists() and not _is_empty_database(folder / DB_NAME):
             raise CatalogError(f"{folder}: a catalog already exists here")
         try:
             folder.mkdir(parents=True, exist_ok=True)

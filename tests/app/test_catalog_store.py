@@ -189,3 +189,11 @@ def test_catalog_usable_from_several_threads(catalog):
     for t in threads:
         t.join()
     assert not errors and catalog.photo_count() == 80
+
+
+def test_create_over_an_interrupted_creation(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    sqlite3.connect(folder / "catalog.sqlite").close()  # empty file: creation killed before commit
+    with Catalog.create(folder) as cat:
+        assert cat.schema_version == SCHEMA_VERSION
