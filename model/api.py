@@ -30,6 +30,7 @@ from model.errors import (  # noqa: F401
 from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
 
 # --- section: data (records, synthetic flukes) ----------------------------------------------
+# isort: split
 from model.data.records import LabelledSet, Record, read_labels, write_labels  # noqa: F401
 from model.data.synthetic import (  # noqa: F401
     FlukeIdentity,
