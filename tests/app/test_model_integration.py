@@ -43,3 +43,18 @@ def test_import_detect_embed_and_match_with_real_engine(tmp_path, bundle, capsys
     assert main(["match", str(tmp_path / "cat"), str(photos[4])]) == 0
     out = capsys.readouterr().out
     assert "1. HW-000" in out and "score" in out and out.count("score") >= 4
+
+
+def test_import_with_the_shipped_detector(catalog, tmp_path):
+    from model.api import default_detector
+
+    det = default_detector()
+    photos = [write_photo(tmp_path / f"p{i}.jpg", i, size=(320, 200)) for i in range(2)]
+    rep = import_photos(catalog, photos, detector=det)
+    assert len(rep.imported) == 2
+    for pid in rep.imported:
+        box = catalog.current_box(pid)
+        expected = "auto" if type(det).__name__ == "Detector" else "classical"
+        assert box.source in (expected, "whole") and box.box is not None
+        x0, y0, x1, y1 = box.box
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 200
