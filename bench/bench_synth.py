@@ -25,6 +25,7 @@ import numpy as np
 
 from model.data.synthetic import (
     _photo_rng,
+    _template_u8,
     fluke_template,
     generate_dataset,
     identity_seed,
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             fluke_template.cache_clear()
+            _template_u8.cache_clear()
             wall, cpu = _timed(
                 lambda tmp=tmp, r=r: generate_dataset(tmp, args.individuals, seed=r, size=size)
             )
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     # Parts: one identity template; one photo of a cached identity; one sea-only negative.
     idents = [make_identity(identity_seed(99, i)) for i in range(20)]
     fluke_template.cache_clear()
-    t_wall, t_cpu = _timed(lambda: [fluke_template(i) for i in idents])
+    _template_u8.cache_clear()
+    t_wall, t_cpu = _timed(lambda: [_template_u8(i) for i in idents])
     photos = [(idents[k % 20], _photo_rng(99, k % 20, k)) for k in range(60)]
     p_wall, p_cpu = _timed(lambda: [render_fluke_photo(i, rng, size) for i, rng in photos])
     s_wall, s_cpu = _timed(lambda: [render_sea(np.random.default_rng(k), size) for k in range(60)])

@@ -52,13 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="at least K photos per individual (counts are long-tailed above it; default 1)",
     )
     p.add_argument(
+        "--max-photos",
+        type=_positive,
+        default=30,
+        metavar="K",
+        help="at most K photos per individual (default 30)",
+    )
+    p.add_argument(
         "--photos", type=_positive, default=None, metavar="K", help="exactly K photos per individual"
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.api import Interrupted, generate_dataset, read_labels
+    from model.api import generate_dataset, read_labels
 
     last = [0.0]
 
@@ -70,19 +77,16 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     start = time.perf_counter()
-    try:
-        labels = generate_dataset(
-            args.out,
-            args.individuals,
-            seed=args.seed,
-            photos=args.photos,
-            size=args.size,
-            progress=progress,
-            min_photos=args.min_photos,
-        )
-    except Interrupted as exc:
-        print(f"\nflukeid synth: {exc}", file=sys.stderr)
-        return 130
+    labels = generate_dataset(
+        args.out,
+        args.individuals,
+        seed=args.seed,
+        photos=args.photos,
+        size=args.size,
+        progress=progress,
+        min_photos=args.min_photos,
+        max_photos=max(args.max_photos, args.min_photos),
+    )
     elapsed = time.perf_counter() - start
     if sys.stderr.isatty():
         sys.stderr.write("\n")
