@@ -142,7 +142,9 @@ def main() -> None:
     folds = np.array_split(order, args.folds)
     cv_pred = np.zeros((len(real), 4), dtype=np.float32)
     mix = synthetic_samples(args.synthetic_train, max(20, args.synthetic_train // 5), seed=737)
-    cfg = DetectorTrainConfig(**{**cfg_dict, "epochs": args.epochs, "lr": 1e-3, "batch_size": 32})
+    known = set(DetectorTrainConfig.__dataclass_fields__)
+    cfg = DetectorTrainConfig(**{**{k: v for k, v in cfg_dict.items() if k in known}, "epochs": args.epochs,
+                                 "lr": 1e-3, "batch_size": 32, "device": "cpu", "workers": 0, "threads": 2})
     t_cv = time.monotonic()
     for k, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(order, test_idx)

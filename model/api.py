@@ -121,6 +121,7 @@ from model.detection import (  # noqa: E402, F401
     ClassicalDetector,
     Detection,
     Detector,
+    add_detector_to_bundle,
     box_iou,
     classical_detect,
     default_detector,

@@ -303,3 +303,22 @@ def detect_file(path: str | Path, detector: Detector | ClassicalDetector | None 
     detector = detector if detector is not None else default_detector()
     image = load_image(path)
     return detector.detect(image, str(path))
+
+
+def add_detector_to_bundle(staging: str | Path, detector: str | Path | None = None) -> dict:
+    """Copy a detector (default: the shipped one) into a bundle being built; return its manifest entry.
+
+    Use it between :func:`model.bundle.staging_dir` and :func:`model.bundle.finalize_bundle`, and
+    put the returned dict under the manifest's ``"detector"`` key.
+
+    Raises:
+        BundleError: when the detector cannot be loaded.
+    """
+    import shutil
+
+    det = Detector.load(detector if detector is not None else DEFAULT_DETECTOR_DIR)
+    shutil.copyfile(det.path, Path(staging) / DETECTOR_FILE)
+    entry = {"input_size": det.input_size}
+    if det.manifest.get("trained_on"):
+        entry["trained_on"] = det.manifest["trained_on"]
+    return entry

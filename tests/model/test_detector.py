@@ -240,3 +240,17 @@ def test_classical_and_shipped_detector_on_real_photos(shared_data):
     if isinstance(det, Detector):
         model = np.mean([box_iou(det.detect(im).box, b) for im, b in photos])
         assert model > whole
+
+
+def test_detector_goes_into_a_bundle(tmp_path):
+    from model.detection import add_detector_to_bundle
+    from model.nets.detector import FlukeDetectorNet
+
+    src = tmp_path / "src"
+    src.mkdir()
+    export_detector_onnx(FlukeDetectorNet(4).eval(), src / "detector.onnx", 32)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    entry = add_detector_to_bundle(staging, src)
+    assert entry == {"input_size": 32}
+    assert Detector.load(staging).input_size == 32
