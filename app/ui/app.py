@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings
+from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
 from app.ui.main_window import APP, ORG, VIEWS, MainWindow
@@ -88,9 +88,8 @@ def take_screenshots(catalog: str, out_dir: str | Path, *, settings: QSettings |
             if review.task is not None and review.task.candidates:
                 review.heatmap_box.setChecked(True)
                 wait_idle(window)
-        if name == "individuals" and window.individuals_view.table.rowCount():
-            window.individuals_view.table.sortItems(2, order=window.individuals_view.table.horizontalHeader()
-                                                    .sortIndicatorOrder().DescendingOrder)
+        if name == "individuals" and window.individuals_view.table_model.rowCount():
+            window.individuals_view.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
             window.individuals_view.table.selectRow(0)
             wait_idle(window)
         pump(0.5)

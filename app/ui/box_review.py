@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
+    QListView,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -44,12 +43,17 @@ class BoxReviewView(QWidget):
         self._cache = cache
         self._queue: list[PhotoCard] = []
         self._index = 0
+        self._updating = False
         self._scale = 1.0  # displayed pixels per photo pixel
         self._photo_size: tuple[int, int] | None = None
-        self.queue_list = QListWidget()
+        self.queue_model = QStringListModel(self)
+        self.queue_list = QListView()
+        self.queue_list.setModel(self.queue_model)
+        self.queue_list.setUniformItemSizes(True)
+        self.queue_list.setEditTriggers(QListView.EditTrigger.NoEditTriggers)
         self.queue_list.setMaximumWidth(260)
         self.queue_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.queue_list.currentRowChanged.connect(self._on_row)
+        self.queue_list.selectionModel().currentRowChanged.connect(lambda cur, _prev: self._on_row(cur.row()))
         self.editor = BoxEditor()
         self.title = QLabel()
         self.title.setObjectName("viewTitle")
@@ -118,19 +122,17 @@ class BoxReviewView(QWidget):
         return self._queue[self._index] if 0 <= self._index < len(self._queue) else None
 
     def _refresh(self) -> None:
-        self.queue_list.blockSignals(True)
-        self.queue_list.clear()
-        for p in self._queue:
-            item = QListWidgetItem(p.file_name)
-            if p.box_confidence is not None:
-                item.setToolTip(f"detector confidence {p.box_confidence:.2f}")
-            self.queue_list.addItem(item)
-        self.queue_list.setCurrentRow(self._index if self._queue else -1)
-        self.queue_list.blockSignals(False)
+        self._updating = True
+        try:
+            self.queue_model.setStringList([p.file_name for p in self._queue])
+            if self._queue:
+                self.queue_list.setCurrentIndex(self.queue_model.index(self._index))
+        finally:
+            self._updating = False
         self._show_current()
 
     def _on_row(self, row: int) -> None:
-        if 0 <= row < len(self._queue):
+        if not self._updating and 0 <= row < len(self._queue):
             self._index = row
             self._show_current()
 
@@ -191,8 +193,9 @@ class BoxReviewView(QWidget):
     def current_box(self):
         """The edited box in photo pixels (None before the photo is shown)."""
         b = self.editor.box()
-        if b is None:
-            return None
+        if b is None or self.editor.image_rect().isEmpty():
+            p = self.current()  # the photo is still loading: the stored box is what the user sees
+            return p.box if p is not None else None
         s = self._scale or 1.0
         return tuple(round(v / s, 1) for v in b)
 

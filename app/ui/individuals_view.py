@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -14,8 +14,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -28,12 +27,71 @@ from app.ui.viewdata import IndividualRow, PhotoCard
 COLUMNS = ["Individual", "Name", "Photos", "First seen", "Last seen"]
 
 
-class _NumberItem(QTableWidgetItem):
-    def __lt__(self, other) -> bool:
-        try:
-            return int(self.text()) < int(other.text())
-        except ValueError:
-            return super().__lt__(other)
+ID_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class IndividualsModel(QAbstractTableModel):
+    """The individuals as a table; sorting and searching are done on the Python list (fast)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.all: list[IndividualRow] = []
+        self.rows: list[IndividualRow] = []
+        self.needle = ""
+        self._sort = (0, Qt.SortOrder.AscendingOrder)
+
+    def set_rows(self, rows: list[IndividualRow]) -> None:
+        self.beginResetModel()
+        self.all = list(rows)
+        self._arrange()
+        self.endResetModel()
+
+    def set_needle(self, text: str) -> None:
+        self.beginResetModel()
+        self.needle = text.strip().lower()
+        self._arrange()
+        self.endResetModel()
+
+    def _arrange(self) -> None:
+        n = self.needle
+        rows = [r for r in self.all if not n or n in r.code.lower() or n in r.name.lower()]
+        col, order = self._sort
+        key = [lambda r: r.code, lambda r: r.name.lower(), lambda r: r.photo_count,
+               lambda r: r.first_seen or "", lambda r: r.last_seen or ""][col]
+        rows.sort(key=key, reverse=order == Qt.SortOrder.DescendingOrder)
+        self.rows = rows
+
+    def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (column, order)
+        self._arrange()
+        self.layoutChanged.emit()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+        return len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (r.code, r.name, str(r.photo_count), r.first_seen or "", r.last_seen or "")[col]
+        if role == ID_ROLE:
+            return r.individual_id
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == 2:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole and r.notes:
+            return r.notes
+        return None
 
 
 class IndividualsView(QWidget):
@@ -52,20 +110,27 @@ class IndividualsView(QWidget):
     def __init__(self, cache: ImageCache, parent=None):
         super().__init__(parent)
         self._rows: list[IndividualRow] = []
-        self._photos: list[PhotoCard] = []
+        self._by_id: dict[int, IndividualRow] = {}
+        self._photos_of: dict[int, list[PhotoCard]] = {}
         self.search = QLineEdit()
         self.search.setPlaceholderText("Find individual…")
         self.search.setClearButtonEnabled(True)
-        self.search.textChanged.connect(self._fill)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table_model = IndividualsModel(self)
+        self.search.textChanged.connect(self.table_model.set_needle)
+        self.table = QTableView()
+        self.table.setModel(self.table_model)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(26)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(True)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.table.itemSelectionChanged.connect(self._on_selected)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        header = self.table.horizontalHeader()
+        for col, width in enumerate((96, 120, 64, 96, 96)):
+            header.resizeSection(col, width)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.selectionModel().selectionChanged.connect(self._on_selected)
         self.heading = QLabel()
         self.heading.setObjectName("viewTitle")
         self.name_edit = QLineEdit()
@@ -128,43 +193,31 @@ class IndividualsView(QWidget):
         """Show these individuals; ``photos`` are all identified photos (grouped by individual)."""
         current = self.current_id()
         self._rows = list(rows)
-        self._photos = list(photos)
-        self._fill()
-        if current is not None:
+        self._by_id = {r.individual_id: r for r in self._rows}
+        self._photos_of: dict[int, list[PhotoCard]] = {}
+        for p in photos:
+            if p.individual_id is not None:
+                self._photos_of.setdefault(p.individual_id, []).append(p)
+        self.table_model.set_rows(self._rows)
+        if current is not None and current in self._by_id:
             self.select(current)
-
-    def _fill(self) -> None:
-        needle = self.search.text().strip().lower()
-        self.table.setSortingEnabled(False)
-        self.table.blockSignals(True)
-        rows = [r for r in self._rows if not needle or needle in r.code.lower() or needle in r.name.lower()]
-        self.table.setRowCount(len(rows))
-        for i, r in enumerate(rows):
-            values = [r.code, r.name, str(r.photo_count), r.first_seen or "", r.last_seen or ""]
-            for j, v in enumerate(values):
-                item = _NumberItem(v) if j == 2 else QTableWidgetItem(v)
-                item.setData(Qt.ItemDataRole.UserRole, r.individual_id)
-                if j == 2:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(i, j, item)
-        self.table.blockSignals(False)
-        self.table.setSortingEnabled(True)
-        self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self._on_selected()
+        else:
+            self._on_selected()
 
     def row(self, individual_id: int | None) -> IndividualRow | None:
-        return next((r for r in self._rows if r.individual_id == individual_id), None)
+        return self._by_id.get(individual_id) if individual_id is not None else None
 
     def current_id(self) -> int | None:
-        items = self.table.selectedItems()
-        return items[0].data(Qt.ItemDataRole.UserRole) if items else None
+        rows = self.table.selectionModel().selectedRows()
+        return rows[0].data(ID_ROLE) if rows else None
 
     def select(self, individual_id: int) -> None:
         """Select an individual in the list."""
-        for i in range(self.table.rowCount()):
-            if self.table.item(i, 0).data(Qt.ItemDataRole.UserRole) == individual_id:
+        for i in range(self.table_model.rowCount()):
+            idx = self.table_model.index(i, 0)
+            if idx.data(ID_ROLE) == individual_id:
                 self.table.selectRow(i)
+                self.table.scrollTo(idx)
                 return
 
     def _set_enabled(self, on: bool) -> None:
@@ -184,7 +237,7 @@ class IndividualsView(QWidget):
         self.heading.setText(f"<b>{r.label}</b> · {r.photo_count} photos{span}")
         self.name_edit.setText(r.name)
         self.notes.setPlainText(r.notes)
-        self.model.set_photos([p for p in self._photos if p.individual_id == r.individual_id])
+        self.model.set_photos(self._photos_of.get(r.individual_id, []))
 
     def _rename(self) -> None:
         iid = self.current_id()

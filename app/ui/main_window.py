@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         self._prefetched: MatchTask | None = None
         self._relink_asked = False
         self._refresh_pending = False
+        self._stale: set[str] = set()
         self._job = None
         self.setWindowTitle("flukeid")
         self.resize(1400, 900)
@@ -469,10 +470,9 @@ class MainWindow(QMainWindow):
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap
-        self.photos_view.set_photos(snap.photos)
-        self.box_review.set_queue(snap.box_queue)
-        identified = [p for p in snap.photos if p.individual_id is not None]
-        self.individuals_view.set_individuals(snap.individuals, identified)
+        # only the view on screen is filled now; the others when they are shown (10,000 photos)
+        self._stale = {"photos", "boxes", "individuals"}
+        self._fill_view(self.tabs.currentWidget())
         self._update_status()
         self._refill_match_queue()
         if snap.missing and not self._relink_asked:
@@ -482,6 +482,21 @@ class MainWindow(QMainWindow):
                         f"from (e.g. {snap.missing[0].path}). If you moved the folder, relink them.",
                         "warning", ("Relink…", self.relink_dialog))
         self.snapshot_applied.emit()
+
+    def _fill_view(self, widget) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        if widget is self.photos_view and "photos" in self._stale:
+            self._stale.discard("photos")
+            self.photos_view.set_photos(snap.photos)
+        elif widget is self.box_review and "boxes" in self._stale:
+            self._stale.discard("boxes")
+            self.box_review.set_queue(snap.box_queue)
+        elif widget is self.individuals_view and "individuals" in self._stale:
+            self._stale.discard("individuals")
+            self.individuals_view.set_individuals(snap.individuals,
+                                                  [p for p in snap.photos if p.individual_id is not None])
 
     def _update_status(self) -> None:
         s = self.session
@@ -517,6 +532,7 @@ class MainWindow(QMainWindow):
 
     def _on_tab(self, index: int) -> None:
         widget = self.tabs.widget(index)
+        self._fill_view(widget)
         widget.setFocus()
         if widget is self.match_review and self.match_review.task is None:
             self._show_next_match()
@@ -529,6 +545,9 @@ class MainWindow(QMainWindow):
         if p.status in ("unidentified", "box"):
             self.show_view("match")
             self._show_match(photo_id)
+        elif p.individual_id is not None:
+            self.show_view("individuals")
+            self.individuals_view.select(p.individual_id)
 
     # ================================================================ import / export / relink
     def import_photos_dialog(self) -> None:

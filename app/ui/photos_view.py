@@ -39,7 +39,7 @@ class PhotoListModel(QAbstractListModel):
         """Replace the shown photos."""
         self.beginResetModel()
         self._photos = list(photos)
-        self._row_of = {self._key(p): i for i, p in enumerate(self._photos)}
+        self._row_of = {p.path: i for i, p in enumerate(self._photos)}
         self.endResetModel()
 
     def photo(self, row: int) -> PhotoCard:
@@ -73,7 +73,7 @@ class PhotoListModel(QAbstractListModel):
         return None
 
     def _on_image(self, key: str) -> None:
-        row = self._row_of.get(key)
+        row = self._row_of.get(key[6:]) if key.startswith("thumb:") else None
         if row is not None:
             idx = self.index(row)
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])

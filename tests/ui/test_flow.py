@@ -27,11 +27,10 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
     wait_idle(qtbot, window)
     assert len(window.snapshot.photos) == 15
     assert "5 photos imported" in window.notification.label.text()
-    queue = window.box_review._queue
-    assert len(queue) == 5
 
     # box review: Enter accepts the box of the photo shown, the next one comes up at once
     window.show_view("boxes")
+    assert len(window.box_review._queue) == 5
     window.activateWindow()
     window.box_review.setFocus()
     first = window.box_review.current()
@@ -78,6 +77,7 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
     assert len(cat.individuals()) == before + 1
     new_ind = cat.current_individual(shown)
     assert new_ind is not None and cat.individual(new_ind).code.startswith("HW-")
+    window.show_view("individuals")
     assert any(r.individual_id == new_ind for r in window.individuals_view._rows)
 
     # export the identifications

@@ -113,6 +113,7 @@ def test_merge_individuals_says_what_changes_and_can_be_undone(qtbot, window, ui
     cat = window.session.catalog
     assert cat.individual(a.individual_id).merged_into == b.individual_id
     assert len(cat.photos_of(b.individual_id)) == a.photo_count + b.photo_count
+    window.show_view("individuals")
     assert all(r.individual_id != a.individual_id for r in window.individuals_view._rows)
     window.undo_act.trigger()
     wait_idle(qtbot, window)
@@ -124,6 +125,7 @@ def test_rename_and_notes_are_recorded(qtbot, window, ui_catalog):
     folder, _ = ui_catalog
     open_and_wait(qtbot, window, folder)
     view = window.individuals_view
+    window.show_view("individuals")
     iid = window.snapshot.individuals[0].individual_id
     view.select(iid)
     view.name_edit.setText("Salt")
