@@ -56,6 +56,20 @@ def _code(catalog: Catalog, individual_id: int | None) -> str:
     return catalog.individual(individual_id).code if individual_id is not None else "unidentified"
 
 
+def resolve_individual(catalog: Catalog, individual_id: int) -> int:
+    """The individual a (possibly merged-away) individual now lives on as.
+
+    Raises:
+        CatalogError: no such individual.
+    """
+    seen = set()
+    ind = catalog.individual(individual_id)
+    while ind.merged_into is not None and ind.id not in seen:
+        seen.add(ind.id)
+        ind = catalog.individual(ind.merged_into)
+    return ind.id
+
+
 def _check_photo(catalog: Catalog, photo_id: int) -> None:
     catalog.photo(photo_id)  # raises CatalogError naming the id
 
@@ -84,7 +98,7 @@ def _decide(catalog: Catalog, kind: str, decision: str, photo_id: int, individua
             description: str, ident_how: str | None) -> Done:
     _check_photo(catalog, photo_id)
     if individual_id is not None:
-        catalog.individual(individual_id)
+        individual_id = resolve_individual(catalog, individual_id)
     who = _who(catalog, who)
 
     def write(action_id: int):
@@ -106,7 +120,7 @@ def confirm(catalog: Catalog, photo_id: int, individual_id: int, *, rank: int | 
     Raises:
         CatalogError: unknown photo or individual, or the catalog is read-only.
     """
-    desc = f"Confirmed photo {photo_id} as {_code(catalog, individual_id)}"
+    desc = f"Confirmed photo {photo_id} as {_code(catalog, resolve_individual(catalog, individual_id))}"
     return _decide(catalog, "confirm", "confirm", photo_id, individual_id, rank, score, model_version, who,
                    desc, "confirmed_match")
 

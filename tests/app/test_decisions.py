@@ -126,3 +126,13 @@ def test_rejected_individuals_respect_undo(catalog, two_photos):
     assert D.rejected_individuals(catalog, b) == {x}
     D.undo(catalog)
     assert D.rejected_individuals(catalog, b) == set()
+
+
+def test_confirming_a_merged_away_individual_goes_to_the_kept_one(catalog, two_photos):
+    a, b = two_photos
+    c = catalog.add_photo(path="/c.jpg", sha256="c", size=1)
+    x = D.new_individual(catalog, a).individual_id
+    y = D.new_individual(catalog, b).individual_id
+    D.merge_individuals(catalog, x, y)
+    done = D.confirm(catalog, c, y, rank=1, score=0.7)  # a stale candidate list still shows y
+    assert catalog.current_individual(c) == x and "HW-0001" in done.description

@@ -49,3 +49,16 @@ def test_cli_new_import_export_stats(tmp_path, capsys):
     assert main(["match", str(cat), str(tmp_path / "in" / "p0.jpg")]) == 2
     assert "no active model" in capsys.readouterr().err
     assert main(["new", str(cat)]) == 2
+
+
+def test_cli_import_labels(tmp_path, capsys):
+    cat = tmp_path / "cat"
+    assert main(["new", str(cat)]) == 0
+    for i in range(2):
+        write_photo(tmp_path / "d" / "images" / f"p{i}.jpg", i)
+    (tmp_path / "d" / "labels.csv").write_text("image,individual_id\np0.jpg,W1\np1.jpg,new_whale\n")
+    assert main(["import", str(cat), "--labels", str(tmp_path / "d" / "labels.csv"), "--no-detect"]) == 0
+    assert "2 photos imported, 1 identified" in capsys.readouterr().out
+    main(["stats", str(cat)])
+    out = capsys.readouterr().out
+    assert "identified photos" in out and "individuals" in out
