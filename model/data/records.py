@@ -129,7 +129,11 @@ def _detect_format(csv_path: Path, header: list[str]) -> str:
 
 def _default_images_dir(csv_path: Path, fmt: str) -> Path:
     parent = csv_path.parent
-    candidates = [parent / "images"] + ([parent / "train"] if fmt == "kaggle" else [])
+    # Kaggle 2018 keeps photos in train/; Kaggle 2022 (happywhale: image,species,individual_id,
+    # which reads as our format) in train_images/.
+    candidates = [parent / "images", parent / "train_images"] + (
+        [parent / "train"] if fmt == "kaggle" else []
+    )
     for c in candidates:
         if c.is_dir():
             return c
@@ -197,7 +201,7 @@ def read_labels(
     Args:
         csv_path: the labels file (UTF-8, with or without a byte-order mark).
         images_dir: the folder the image column is relative to. Default: ``images/`` next to
-            the file if it exists (Kaggle: also ``train/``), else the file's folder.
+            the file if it exists (then ``train_images/``; Kaggle: ``train/``), else the file's folder.
         check_images: check each photo exists and its header decodes (cheap; no pixel decoding),
             and that its box lies inside it.
 

@@ -181,3 +181,23 @@ def test_garbage_rows_never_crash(folder, rows):
         assert message.startswith("labels.csv line ")
     for r in ls.records:
         assert r.path.is_file() and (r.individual is None or r.individual.strip())
+
+
+def test_happywhale_2022_layout_reads_as_our_format(tmp_path):
+    _photo(tmp_path / "train_images" / "00021adfb725ed.jpg")
+    (tmp_path / "train.csv").write_text(
+        "image,species,individual_id\n00021adfb725ed.jpg,humpback_whale,cadddb1636b9\n"
+    )
+    ls = read_labels(tmp_path / "train.csv")
+    assert ls.problems == [] and ls.records[0].individual == "cadddb1636b9"
+
+
+def test_reads_the_shared_real_data(shared_data):
+    """The real sets load without a single bad row (their layout is the format's reference)."""
+    small = read_labels(shared_data / "humpback_flukes_v1" / "labels.csv")
+    assert small.problems == []
+    assert len(small.records) >= 70 and len(small.individuals) >= 40
+    assert any(r.box is not None for r in small.records)
+    assert any(not r.id_known and r.individual is None for r in small.records)
+    big = read_labels(shared_data / "cetacean_photoid_eval_v1" / "labels.csv")
+    assert big.problems == [] and len(big.records) > 3000
