@@ -33,8 +33,8 @@ PER = 5
 LATENT = 32
 BUNDLE = Path("/tmp/flukeid-bench/head512")
 # queries timed exactly / with the prefilter per size (exact at 1M costs ~20 s a query on 2 cores)
-N_EXACT = {1_000: 50, 10_000: 20, 100_000: 10, 1_000_000: 3}
-N_PREFILTER = 50
+N_EXACT = {1_000: 20, 10_000: 10, 100_000: 5, 1_000_000: 2}
+N_PREFILTER = 30
 
 
 def ensure_bundle() -> Path:
