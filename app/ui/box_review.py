@@ -102,7 +102,7 @@ class BoxReviewView(QWidget):
         for key, slot in (("Return", self.accept_current), ("Enter", self.accept_current),
                           ("S", self.skip_current), ("J", self.junk_current), ("R", self._show_box)):
             sc = QShortcut(QKeySequence(key), self, slot)
-            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)  # only while this view is the visible tab
         cache.image_ready.connect(self._on_image)
         self._refresh()
 

@@ -338,7 +338,7 @@ class MainWindow(QMainWindow):
                     w.setVisible(False)
 
         job = self.jobs.submit(name, fn, on_result=on_result, on_progress=progress, on_error=on_error,
-                               on_cancelled=lambda: self.notify(f"{name} cancelled.", "info"),
+                               on_cancelled=lambda: (self.notify(f"{name} cancelled.", "info"), self.refresh()),
                                on_finished=finished)
         self._job = job
         self.job_label.setText(name + "…")
@@ -440,6 +440,11 @@ class MainWindow(QMainWindow):
             if engine is None:
                 self.notify("This catalog has no active model yet: photos can be imported and boxed, "
                             "matching starts once a model is added (Model ▸ Model versions).", "warning")
+                self.match_review.set_empty_message(
+                    "No model yet: matching needs a model.\nTrain one with Model ▸ Retrain…, or add one "
+                    "in Model ▸ Model versions.")
+            else:
+                self.match_review.set_empty_message(None)
             self._refill_match_queue()
 
         self.jobs.submit("Loading the model", lambda p, s: session.load_engine(), on_result=loaded)

@@ -178,7 +178,7 @@ class MatchReviewView(QWidget):
         self.reject_btn = QPushButton("Not this one  (R)")
         self.skip_btn = QPushButton("Skip  (S)")
         self.confirm_btn = QPushButton("Confirm  (1)")
-        self.empty = QLabel("Every photo is identified.\nImport new photos from the File menu.")
+        self.empty = QLabel(self.EMPTY)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setObjectName("emptyMessage")
 
@@ -252,12 +252,18 @@ class MatchReviewView(QWidget):
                       ("=", lambda: self.compare.left.zoom_by(1.25)), ("-", lambda: self.compare.left.zoom_by(0.8))]
         for key, slot in shortcuts:
             sc = QShortcut(QKeySequence(key), self, slot)
-            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)  # only while this view is the visible tab
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         cache.image_ready.connect(self._on_image)
         self.set_task(None)
 
     # -- content --------------------------------------------------------------------------
+    EMPTY = "Every photo is identified.\nImport new photos from the File menu."
+
+    def set_empty_message(self, text: str | None) -> None:
+        """What the view says when there is no photo to show (None: the default)."""
+        self.empty.setText(text or self.EMPTY)
+
     def set_task(self, task: MatchTask | None) -> None:
         """Show a query and its candidates (None: nothing left to identify)."""
         self.task = task

@@ -101,8 +101,11 @@ def test_reject_keeps_photo_and_shows_next_candidate(qtbot, window, ui_catalog):
     review = window.match_review
     task = review.task
     assert review.selected == 0
-    review.setFocus()
-    qtbot.keyClick(review, Qt.Key.Key_R)
+    # the keys work wherever the focus is in the window (here: the tab bar just clicked)
+    window.activateWindow()
+    qtbot.waitActive(window)
+    window.tabs.tabBar().setFocus()
+    qtbot.keyClick(window.tabs.tabBar(), Qt.Key.Key_R)
     wait_idle(qtbot, window)
     assert review.task is task  # still deciding this photo
     assert review.selected == 1
