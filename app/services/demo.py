@@ -94,6 +94,11 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
         for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):  # an unfinished demo
             (folder / name).unlink(missing_ok=True)
     bundle_dir = Path(bundle_dir) if bundle_dir else demo_bundle_dir()
+    if not (bundle_dir / "manifest.json").is_file():
+        from model.api import BundleError
+
+        raise BundleError(f"{bundle_dir}: the demo model is not installed (no manifest.json); "
+                          "build it with `make demo-model`")
     manifest = verify_bundle(bundle_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("built by flukeid demo\n")

@@ -104,3 +104,12 @@ def test_photo_filters(qtbot):
     view.individual_filter.setCurrentIndex(view.individual_filter.findData(7))
     assert [p.photo_id for p in view.filtered()] == [1, 4]
     assert view.count_label.text() == "2 of 4 photos"
+
+
+def test_demo_without_its_model_says_how_to_build_it(tmp_path):
+    from app.services.demo import create_demo_catalog
+    from model.api import BundleError
+
+    with pytest.raises(BundleError, match="make demo-model"):
+        create_demo_catalog(tmp_path / "demo", bundle_dir=tmp_path / "nothing-here", individuals=3)
+    assert not (tmp_path / "demo" / "catalog.sqlite").exists()
