@@ -198,6 +198,8 @@ class IndividualsView(QWidget):
         for p in photos:
             if p.individual_id is not None:
                 self._photos_of.setdefault(p.individual_id, []).append(p)
+        for group in self._photos_of.values():
+            group.sort(key=lambda p: p.date or "")  # sightings in order
         self.table_model.set_rows(self._rows)
         if current is not None and current in self._by_id:
             self.select(current)
