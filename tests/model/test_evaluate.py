@@ -190,3 +190,23 @@ def test_cli_evaluate_prints_metrics(tiny_bundle, tmp_path, capsys):
     rc = main(["evaluate", "--bundle", str(tmp_path / "nope"), "--data", str(tmp_path / "labels.csv"),
                "--images", str(tmp_path / "images")])
     assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_shipped_demo_bundle_is_small_verified_and_measured():
+    from pathlib import Path
+
+    from model.bundle import verify_bundle
+    from model.inference import Engine
+
+    demo = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+    manifest = verify_bundle(demo)
+    assert sum(p.stat().st_size for p in demo.iterdir()) < 20 * 1024 * 1024
+    assert "synthetic" in manifest["training"]["data"]
+    held = manifest["metrics"]["synthetic_heldout_seed"]
+    assert held["n"] > 0 and 0.0 <= held["top1"] <= held["top5"] <= 1.0
+    engine = Engine.load(demo, "cpu")
+    img = (np.random.default_rng(0).random((120, 200, 3)) * 255).astype(np.uint8)
+    emb = engine.embed([img, img], [None, (10.0, 10.0, 190.0, 110.0)])
+    assert emb.shape == (2, engine.embedding_dim) and np.isfinite(emb).all()
+    if "detector" in manifest:
+        assert (demo / "detector.onnx").is_file()
