@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,20 +53,32 @@ class HeadExport(nn.Module):
         return torch.sigmoid(self.head(embedding_a, embedding_b))
 
 
+def _legacy_export(*args, **kwargs) -> None:
+    """torch.onnx.export with the TorchScript exporter (dynamic_axes, no onnxscript rewrite), quietly.
+
+    The dynamo exporter is the default in this torch, but the TorchScript one gives stable,
+    small graphs for these plain conv nets; its deprecation warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        torch.onnx.export(*args, **kwargs, dynamo=False)
+
+
 def export_branch(branch: nn.Module, path: Path, input_hw: tuple[int, int]) -> None:
     x = torch.randn(2, 1, *input_hw)
-    torch.onnx.export(BranchExport(branch).eval(), (x,), str(path), input_names=["image"],
-                      output_names=["embedding", "feature_map"],
-                      dynamic_axes={"image": {0: "n"}, "embedding": {0: "n"}, "feature_map": {0: "n"}},
-                      opset_version=OPSET, dynamo=False)
+    _legacy_export(BranchExport(branch).eval(), (x,), str(path), input_names=["image"],
+                   output_names=["embedding", "feature_map"],
+                   dynamic_axes={"image": {0: "n"}, "embedding": {0: "n"}, "feature_map": {0: "n"}},
+                   opset_version=OPSET)
 
 
 def export_head(head: nn.Module, path: Path, dim: int) -> None:
     a, b = torch.randn(2, dim), torch.randn(2, dim)
-    torch.onnx.export(HeadExport(head).eval(), (a, b), str(path), input_names=["embedding_a", "embedding_b"],
-                      output_names=["probability"],
-                      dynamic_axes={"embedding_a": {0: "n"}, "embedding_b": {0: "n"}, "probability": {0: "n"}},
-                      opset_version=OPSET, dynamo=False)
+    _legacy_export(HeadExport(head).eval(), (a, b), str(path), input_names=["embedding_a", "embedding_b"],
+                   output_names=["probability"],
+                   dynamic_axes={"embedding_a": {0: "n"}, "embedding_b": {0: "n"}, "probability": {0: "n"}},
+                   opset_version=OPSET)
 
 
 def _session(path: Path):

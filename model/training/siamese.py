@@ -63,6 +63,7 @@ class TrainResult:
     stopped_by_budget: bool = False
     device: str = "cpu"
     world_size: int = 1
+    weights_sha256: str = ""  # of the final weights and BN statistics (ranks of a DDP run agree)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -248,6 +249,17 @@ def calibrate_threshold(pos: Sequence[float], neg: Sequence[float]) -> float:
     mids = np.concatenate([[cands[0] - 1e-6], (cands[:-1] + cands[1:]) / 2, [cands[-1] + 1e-6]])
     bal = [((p >= t).mean() + (n < t).mean()) / 2 for t in mids]
     return float(np.clip(mids[int(np.argmax(bal))], 0.0, 1.0))
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (names and bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -457,6 +469,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
         result.val_top1, result.val_top5 = val["top1"], val["top5"]
         result.new_individual_threshold = calibrate_threshold(val["pos"], val["neg"])
     result.history = history
+    result.weights_sha256 = weights_digest(model)
     result.seconds = time.monotonic() - t_start
     if is_main:
         (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
