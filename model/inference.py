@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model.bundle import verify_bundle
-from model.errors import BundleError
+from model.errors import BundleError, Interrupted
 from model.preprocess import Box, Preprocessing, prepare_batch
 
 log = logging.getLogger(__name__)
@@ -174,18 +175,29 @@ class Engine:
         return int(self.manifest["branch"]["embedding_dim"])
 
     # -- branch --------------------------------------------------------------------------------
-    def embed(self, images: list[np.ndarray], boxes: list[Box | None] | None = None) -> np.ndarray:
-        """Embeddings [N, D] float32 of the photos' boxes (``None``: the whole photo)."""
-        return self.embed_with_maps(images, boxes, keep_maps=False)[0]
+    def embed(self, images: list[np.ndarray], boxes: list[Box | None] | None = None, *,
+              progress: Callable[[float, str], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """Embeddings [N, D] float32 of the photos' boxes (``None``: the whole photo).
+
+        ``progress``/``should_stop`` as in :meth:`embed_with_maps`.
+        """
+        return self.embed_with_maps(images, boxes, keep_maps=False, progress=progress, should_stop=should_stop)[0]
 
     def embed_with_maps(self, images: list[np.ndarray], boxes: list[Box | None] | None = None,
-                        *, keep_maps: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                        *, keep_maps: bool = True, progress: Callable[[float, str], None] | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings [N, D] and the last batch-norm feature maps [N, C, h, w] (float32).
 
         Args:
             images: RGB uint8 [H, W, 3] (or gray [H, W]) photos.
             boxes: one box (x0, y0, x1, y1 in photo pixels) or None per photo.
             keep_maps: False to drop the feature maps (then the second value is None).
+            progress: called with (fraction done, message) after each batch.
+            should_stop: checked before each batch.
+
+        Raises:
+            Interrupted: ``should_stop()`` returned True.
         """
         if boxes is None:
             boxes = [None] * len(images)
@@ -194,11 +206,16 @@ class Engine:
         prep = self.preprocessing
         embs, maps = [], []
         for i in range(0, len(images), self.batch_size):
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"embedding stopped after {i} of {len(images)} photos")
             x = prepare_batch(images[i:i + self.batch_size], boxes[i:i + self.batch_size], prep)
             e, f = self.branch.run(["embedding", "feature_map"], {"image": x})
             embs.append(e.astype(np.float32, copy=False))
             if keep_maps:
                 maps.append(f.astype(np.float32, copy=False))
+            if progress is not None:
+                done = min(i + self.batch_size, len(images))
+                progress(done / len(images), f"embedded {done} of {len(images)} photos")
         d = self.embedding_dim
         emb = np.concatenate(embs) if embs else np.zeros((0, d), np.float32)
         fmap = (np.concatenate(maps) if maps else np.zeros((0, 0, 0, 0), np.float32)) if keep_maps else None

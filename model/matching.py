@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from model.errors import Interrupted
+
 DEFAULT_PREFILTER_FROM = 20_000
 DEFAULT_PREFILTER_K = 512
 # IVF cells searched per query. Measured on synthetic 512-d galleries (bench/bench_matching.py):
@@ -144,15 +146,30 @@ class GalleryIndex:
             acc += self.embeddings[i:i + 65_536].astype(np.float64).sum(axis=0)
         return (acc / len(self)).astype(np.float32)
 
-    def build_prefilter(self, *, seed: int = 0) -> None:
-        """Train and fill the IVF + 8-bit scalar-quantiser index (seconds; done once)."""
+    def build_prefilter(self, *, seed: int = 0, progress: Callable[[float, str], None] | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> None:
+        """Train and fill the IVF + 8-bit scalar-quantiser index (done once per gallery).
+
+        Seconds for 100k photos, a minute or two for 1M on two cores: a long job, so it takes the
+        usual ``progress(fraction, message)`` and ``should_stop()`` callbacks.
+
+        Raises:
+            Interrupted: ``should_stop()`` returned True (the gallery keeps no partial index).
+        """
         import faiss
+
+        def check(fraction: float, message: str) -> None:
+            if should_stop is not None and should_stop():
+                raise Interrupted("building the gallery's search index was stopped")
+            if progress is not None:
+                progress(fraction, message)
 
         m, d = self.embeddings.shape
         nlist = int(min(4096, max(16, round(math.sqrt(m)))))
         rng = np.random.default_rng(seed)
         n_train = min(m, max(nlist * 40, 20_000))
         sample = np.sort(rng.choice(m, n_train, replace=False)) if n_train < m else np.arange(m)
+        check(0.0, f"training the search index ({nlist} cells)")
         train = np.ascontiguousarray(self.embeddings[sample], dtype=np.float32)
         quantizer = faiss.IndexFlatL2(d)
         index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
@@ -161,7 +178,9 @@ class GalleryIndex:
         index.train(train)
         del train
         for i in range(0, m, 65_536):
+            check(0.3 + 0.7 * i / m, f"indexing photos {i:,}/{m:,}")
             index.add(np.ascontiguousarray(self.embeddings[i:i + 65_536], dtype=np.float32))
+        check(1.0, "search index ready")
         index.nprobe = min(self.nprobe, nlist)
         self._ann = index
 

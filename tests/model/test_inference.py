@@ -152,3 +152,16 @@ def test_score_shapes_and_agreement_with_pairs(tiny_bundle):
     np.testing.assert_allclose(sq[1], pairs, atol=1e-6)
     near = eng.score(q[0], (q[0] + 0.05 * rng.normal(size=(1, 32))).astype(np.float32))
     assert near[0] > 0.9 > float(np.median(s1))
+
+
+def test_embed_reports_progress_and_stops(tiny_bundle):
+    from model.errors import Interrupted
+
+    eng = Engine.load(tiny_bundle, device="cpu", batch_size=2)
+    photos = [textured_object_photo(seed=s) for s in range(5)]
+    seen = []
+    eng.embed(photos, progress=lambda f, m: seen.append(f))
+    assert seen == pytest.approx([0.4, 0.8, 1.0])
+    calls = []
+    with pytest.raises(Interrupted, match="2 of 5"):
+        eng.embed(photos, should_stop=lambda: calls.append(1) or len(calls) > 1)

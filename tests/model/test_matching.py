@@ -126,3 +126,16 @@ def test_calibrate_threshold_separates_known_from_new():
     errors = sum(s < t2 for s in [0.9, 0.6, 0.8]) + sum(d >= t2 for d in [0.1, 0.65, 0.2])
     assert errors == 1
     assert calibrate_threshold([], []) == 0.5
+
+
+def test_prefilter_build_reports_progress_and_stops():
+    from model.errors import Interrupted
+
+    emb, ind, _ = clustered(500, 4, 16, seed=4)
+    gal = GalleryIndex.build(emb, np.arange(len(ind)), ind, prefilter_from=1000, prefilter_k=50)
+    with pytest.raises(Interrupted):
+        gal.build_prefilter(should_stop=lambda: True)
+    assert gal._ann is None
+    seen = []
+    gal.build_prefilter(progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and gal.uses_prefilter
