@@ -330,6 +330,7 @@ def run_training_process(
         done: TrainingEvent | None = None
         error: TrainingEvent | None = None
         open_streams = 1
+        last_log = ""
         try:
             while open_streams:
                 if should_stop is not None and should_stop():
@@ -348,7 +349,9 @@ def run_training_process(
                 ev = parse_event_line(line)
                 if ev is None:
                     continue
-                if ev.kind == "done":
+                if ev.kind == "log":
+                    last_log = ev.message
+                elif ev.kind == "done":
                     done = ev
                 elif ev.kind == "error":
                     error = ev
@@ -374,6 +377,8 @@ def run_training_process(
             reason = error.message
         elif stderr_tail:
             reason = stderr_tail[-1]
+        elif last_log:
+            reason = last_log
         else:
             reason = "no output"
         how = f"exited with code {rc}" if rc != 0 else "ended without finishing"
@@ -909,7 +914,7 @@ def retrain(catalog, options: RetrainOptions | None = None, *, on_event: EventFn
         import shutil
 
         shutil.rmtree(export_dir)
-    run_training_process([python, "-m", "app", "export", str(run_dir), "--out", str(export_dir)],
+    run_training_process([python, "-m", "app", "export-model", str(run_dir), "--out", str(export_dir)],
                          should_stop=should_stop, log_path=folder / "export.log", require_done=False, what="export")
     bundle = _install_bundle(catalog, export_dir, version, detector_dir, data, options, train_s)
 
@@ -1059,8 +1064,7 @@ def evaluate_on_heldout(bundle: str | Path, data: TrainingData, *, device: str =
     """
     import numpy as np
 
-    import model.api as api
-    from model.api import Engine, load_image
+    from model.api import Engine, evaluate_scores, load_image
 
     if not data.held:
         return {"top1": None, "top5": None, "map5": None, "n_queries": 0, "gallery": len(data.train)}
@@ -1078,36 +1082,9 @@ def evaluate_on_heldout(bundle: str | Path, data: TrainingData, *, device: str =
     g = embed(data.train)
     q = embed(data.held)
     scores = engine.score(q, g)
-    qids, gids = [r.individual for r in data.held], [r.individual for r in data.train]
-    evaluate_scores = getattr(api, "evaluate_scores", None)
-    if evaluate_scores is not None:
-        o = evaluate_scores(scores, qids, gids).overall
-        return {"top1": o.top1, "top5": o.top5, "map5": o.map5, "n_queries": o.n, "gallery": len(data.train)}
-    return {**_rank_metrics(scores, qids, gids), "gallery": len(data.train)}
-
-
-def _rank_metrics(scores, query_ids: Sequence[str], gallery_ids: Sequence[str]) -> dict:
-    """Top-1, top-5, MAP@5 with individuals ranked by their best photo (used only while
-    ``model.api`` does not export ``evaluate_scores``; the same definition as model.evaluate)."""
-    import numpy as np
-
-    names = sorted(set(gallery_ids))
-    col = {n: i for i, n in enumerate(names)}
-    ind = np.full((len(query_ids), len(names)), -np.inf, np.float32)
-    for g, name in enumerate(gallery_ids):
-        ind[:, col[name]] = np.maximum(ind[:, col[name]], scores[:, g])
-    ranks = []
-    for q, name in enumerate(query_ids):
-        if name not in col:
-            ranks.append(np.inf)
-            continue
-        t = ind[q, col[name]]
-        ranks.append(1 + int(np.sum(ind[q] > t)))
-    r = np.asarray(ranks, float)
-    if not len(r):
-        return {"top1": None, "top5": None, "map5": None, "n_queries": 0}
-    return {"top1": float(np.mean(r <= 1)), "top5": float(np.mean(r <= 5)),
-            "map5": float(np.mean(np.where(r <= 5, 1.0 / r, 0.0))), "n_queries": int(len(r))}
+    res = evaluate_scores(scores, [r.individual for r in data.held], [r.individual for r in data.train])
+    o = res.overall
+    return {"top1": o.top1, "top5": o.top5, "map5": o.map5, "n_queries": o.n, "gallery": len(data.train)}
 
 
 # --- activation and versions -----------------------------------------------------------------------

@@ -124,7 +124,7 @@ class ModelVersionsDialog(QDialog):
         catalog, service, version = self.catalog, self.service, v.version
 
         def work(sig, should_stop):
-            service.activate(catalog, version, progress=sig.progress.emit, should_stop=should_stop)
+            service.activate(catalog, version, progress=sig.progress, should_stop=should_stop)
             return version
 
         self.job = ThreadJob(work, self)

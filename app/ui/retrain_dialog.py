@@ -54,8 +54,31 @@ class _Bridge(QObject):
     finished = Signal()
 
 
+class _Emitter:
+    """What the job function gets: ``event(ev)`` and ``progress(fraction, message)``.
+
+    Emitting after the dialog was deleted (the app closing) is ignored instead of raising in the
+    worker thread.
+    """
+
+    def __init__(self, bridge: _Bridge):
+        self._bridge = bridge
+
+    def _emit(self, signal_name: str, *args) -> None:
+        try:
+            getattr(self._bridge, signal_name).emit(*args)
+        except RuntimeError:  # the Qt object is gone
+            pass
+
+    def event(self, ev) -> None:
+        self._emit("event", ev)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self._emit("progress", float(fraction), str(message))
+
+
 class ThreadJob(QObject):
-    """Run ``fn(bridge, should_stop)`` on a daemon thread; always ends with result, error or cancelled.
+    """Run ``fn(emitter, should_stop)`` on a daemon thread; always ends with result, error or cancelled.
 
     Signals are re-emitted from :attr:`signals` (queued into the GUI thread).
     """
@@ -87,18 +110,18 @@ class ThreadJob(QObject):
         self._running = False
 
     def _run(self) -> None:
-        sig = self.signals
+        out = _Emitter(self.signals)
         try:
-            value = self._fn(sig, self._stop.is_set)
+            value = self._fn(out, self._stop.is_set)
         except Interrupted:
-            sig.cancelled.emit()
+            out._emit("cancelled")
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
             exc.formatted_traceback = traceback.format_exc()  # type: ignore[attr-defined]
-            sig.error.emit(exc)
+            out._emit("error", exc)
         else:
-            sig.result.emit(value)
+            out._emit("result", value)
         finally:
-            sig.finished.emit()
+            out._emit("finished")
 
 
 # --- live plot ------------------------------------------------------------------------------------
@@ -238,6 +261,7 @@ class RetrainDialog(QDialog):
         self.last_error: str | None = None
         self._started_at = 0.0
         self._env: Any = None
+        self._resumable = False
         self._build()
         self._refresh_summary()
         self._check_python()
@@ -344,6 +368,7 @@ class RetrainDialog(QDialog):
         self.summary_label.setText(s.describe())
         self.start_button.setEnabled(s.trainable)
         resumable = self.service.find_resumable_run(self.catalog)
+        self._resumable = resumable is not None
         self.resume_check.setVisible(resumable is not None)
         self.resume_check.setChecked(resumable is not None)
 
@@ -384,7 +409,7 @@ class RetrainDialog(QDialog):
             device=self.device_combo.currentData(),
             epochs=self.epochs_spin.value() or None,
             config=self.config_combo.currentData(),
-            resume=self.resume_check.isVisible() and self.resume_check.isChecked(),
+            resume=self._resumable and self.resume_check.isChecked(),
             training_python=self.python_edit.text().strip() or None,
         )
 
@@ -407,7 +432,7 @@ class RetrainDialog(QDialog):
         catalog, service = self.catalog, self.service
 
         def work(sig, should_stop):
-            return service.retrain(catalog, opts, on_event=sig.event.emit, should_stop=should_stop)
+            return service.retrain(catalog, opts, on_event=sig.event, should_stop=should_stop)
 
         self._run_job(work, self._on_trained)
         self.cancel_button.setEnabled(True)
@@ -519,7 +544,7 @@ class RetrainDialog(QDialog):
         catalog, service = self.catalog, self.service
 
         def work(sig, should_stop):
-            service.activate(catalog, version, progress=sig.progress.emit, should_stop=should_stop)
+            service.activate(catalog, version, progress=sig.progress, should_stop=should_stop)
             return version
 
         self._run_job(work, self._on_activated)

@@ -51,7 +51,7 @@ def tiny_bundle_source() -> Path:
     return _TINY_BUNDLE[0]
 
 
-def make_catalog(root: Path, *, individuals: int = 4, photos_each: int = 4, size=(192, 128), bundle: bool = True):
+def make_catalog(root: Path, *, individuals: int = 4, photos_each: int = 4, size=(384, 256), bundle: bool = True):
     """A catalog of synthetic fluke photos, every photo identified, with boxes (some manual).
 
     With ``bundle`` an untrained tiny bundle is registered as the active model.
@@ -115,7 +115,7 @@ FAKE_PYTHON = textwrap.dedent('''\
         if mode == "no-done":
             sys.exit(0)
         print(json.dumps({{"event": "done", "run_dir": out}}), flush=True)
-    elif cmd == "export":
+    elif cmd in ("export", "export-model"):
         if mode == "export-fails":
             print("export: parity check failed", file=sys.stderr)
             sys.exit(1)
@@ -123,7 +123,13 @@ FAKE_PYTHON = textwrap.dedent('''\
         shutil.copytree(os.environ["FAKE_BUNDLE"], opt("--out"))
     elif cmd == "train-detector":
         print("[ 50.0%] epoch 1/2", flush=True)
-        sys.exit(1)  # the detector is not trained by the fake
+        if mode == "detector-fails":
+            print("detector: no photo could be read", file=sys.stderr)
+            sys.exit(1)
+        out = opt("--out")
+        os.makedirs(out)
+        open(os.path.join(out, "detector.onnx"), "wb").write(b"fake detector")
+        json.dump({{"detector": {{"input_size": 96}}, "format_version": 1}}, open(os.path.join(out, "manifest.json"), "w"))
     else:
         sys.exit(2)
 ''')
@@ -363,9 +369,22 @@ def test_cancel_keeps_active_model_and_resume_continues(catalog, fake_python, mo
     assert retraining.find_resumable_run(catalog) is None
 
 
-def test_detector_failure_stops_before_any_model_change(catalog, fake_python):
-    # the fake detector trainer exits 1: boxes were drawn, so the detector is retrained and fails
-    with pytest.raises(TrainingFailed, match="detector training process exited with code 1"):
+def test_detector_retrained_when_boxes_were_drawn(catalog, fake_python):
+    events: list[TrainingEvent] = []
+    result = retraining.retrain(catalog, RetrainOptions(training_python=fake_python, epochs=1), on_event=events.append)
+    assert "Detector retrained on 4 boxes (4 new or corrected)" in result.detector
+    assert any(e.kind == "stage" and e.message == "Detector: epoch 1/2" for e in events)
+    manifest = verify_bundle(result.bundle)
+    assert manifest["detector"]["input_size"] == 96 and "detector.onnx" in manifest["files"]
+    assert retraining.training_set_summary(catalog).new_boxes == 0  # trained on them now
+    # nothing new: the next retraining keeps the detector
+    again = retraining.retrain(catalog, RetrainOptions(training_python=fake_python, epochs=1))
+    assert again.detector.startswith("Detector not retrained")
+
+
+def test_detector_failure_stops_before_any_model_change(catalog, fake_python, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAIN_MODE", "detector-fails")
+    with pytest.raises(TrainingFailed, match="detector training process exited with code 1: detector: no photo"):
         retraining.retrain(catalog, RetrainOptions(training_python=fake_python, epochs=1))
     assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
 

@@ -1,0 +1,176 @@
+"""The Retrain and Model versions dialogs, driven with a fake training Python (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QTimer  # noqa: E402
+
+from app.services import retraining  # noqa: E402
+from app.ui.model_versions import ModelVersionsDialog  # noqa: E402
+from app.ui.retrain_dialog import RetrainDialog, TrainingPlot, format_duration  # noqa: E402
+from tests.app.test_retraining import make_catalog, make_fake_python, tiny_bundle_source  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    cat = make_catalog(tmp_path)
+    yield cat
+    cat.close()
+
+
+@pytest.fixture
+def fake_python(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUKEID_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("FAKE_BUNDLE", str(tiny_bundle_source()))
+    path = make_fake_python(tmp_path)
+    monkeypatch.setenv(retraining.TRAINING_PYTHON_ENV, path)
+    return path
+
+
+@pytest.fixture
+def embed_stub(monkeypatch):
+    import numpy as np
+
+    calls = []
+
+    def embed_missing(catalog, engine, version, *, progress=None, should_stop=None):
+        calls.append(version)
+        todo = catalog.photos_missing_embedding(version)
+        for i, pid in enumerate(todo):
+            catalog.put_embedding(pid, version, np.zeros(engine.embedding_dim, np.float32))
+            if progress:
+                progress((i + 1) / len(todo), f"Embedding photo {i + 1}/{len(todo)}")
+
+    monkeypatch.setattr("app.services.matching.embed_missing", embed_missing)
+    return calls
+
+
+def _dialog(qtbot, catalog) -> RetrainDialog:
+    dlg = RetrainDialog(catalog)
+    qtbot.addWidget(dlg)
+    dlg.config_combo.setCurrentIndex(dlg.config_combo.findData("tiny"))
+    dlg.device_combo.setCurrentIndex(dlg.device_combo.findData("cpu"))
+    return dlg
+
+
+def test_dialog_trains_shows_comparison_and_activates(qtbot, catalog, fake_python, embed_stub, monkeypatch):
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.1")
+    dlg = _dialog(qtbot, catalog)
+    assert "16 confirmed photos" in dlg.summary_label.text()
+    qtbot.waitUntil(lambda: "PyTorch" in dlg.device_label.text() or "not possible" in dlg.device_label.text(),
+                    timeout=60000)
+    assert "PyTorch" in dlg.device_label.text()  # the probe ran in the training Python, not here
+    dlg.epochs_spin.setValue(4)
+    dlg.resume_check.setChecked(False)
+    # max gap between timer ticks while training runs: the GUI thread stays free
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    events = []
+    dlg.event_received.connect(events.append)
+    with qtbot.waitSignal(dlg.training_finished, timeout=60000) as blocker:
+        dlg.start()
+        assert dlg.is_running()
+    timer.stop()
+    result = blocker.args[0]
+    assert [e.data["epoch"] for e in events if e.kind == "epoch"] == [1, 2, 3, 4]
+    assert dlg.plot.epochs == [1, 2, 3, 4] and dlg.plot.loss[0] == 1.0 and dlg.plot.top5[1] == pytest.approx(0.4)
+    assert dlg.progress.value() == 1000
+    assert dlg.compare_box.isVisibleTo(dlg) and dlg.compare_table.rowCount() == 5
+    assert dlg.compare_table.item(0, 1).text() == "m-initial" and dlg.compare_table.item(0, 2).text() == result.version
+    assert dlg.activate_button.isVisibleTo(dlg) and dlg.keep_button.isVisibleTo(dlg)
+    assert max(gaps) < 0.1, f"GUI blocked for {max(gaps) * 1000:.0f} ms"
+    assert catalog.active_model().version == "m-initial"
+    with qtbot.waitSignal(dlg.model_activated, timeout=30000) as act:
+        dlg.activate_new_model()
+    assert act.args == [result.version] and embed_stub == [result.version]
+    assert catalog.active_model().version == result.version
+
+
+def test_dialog_cancel_keeps_model_and_offers_resume(qtbot, catalog, fake_python, monkeypatch):
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.3")
+    dlg = _dialog(qtbot, catalog)
+    dlg.epochs_spin.setValue(20)
+    assert not dlg.resume_check.isVisibleTo(dlg)
+    epochs = []
+    dlg.event_received.connect(lambda e: epochs.append(e) if e.kind == "epoch" else None)
+    dlg.start()
+    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=30000)
+    dlg.cancel()
+    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=30000)
+    assert "Cancelled" in dlg.status_label.text()
+    assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
+    assert dlg.resume_check.isVisibleTo(dlg) and dlg.resume_check.isChecked()
+    assert dlg.options().resume
+
+
+def test_dialog_crash_shows_error_and_changes_nothing(qtbot, catalog, fake_python, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAIN_MODE", "crash")
+    dlg = _dialog(qtbot, catalog)
+    dlg.epochs_spin.setValue(3)
+    dlg.resume_check.setChecked(False)
+    with qtbot.waitSignal(dlg.training_failed, timeout=30000) as failed:
+        dlg.start()
+    assert "exited with code 1" in failed.args[0] and "CUDA out of memory" in failed.args[0]
+    assert "Failed" in dlg.status_label.text() and not dlg.compare_box.isVisibleTo(dlg)
+    assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
+    qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=5000)
+
+
+def test_dialog_without_training_python_says_so(qtbot, catalog, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLUKEID_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv(retraining.TRAINING_PYTHON_ENV, str(tmp_path / "missing-python"))
+    dlg = _dialog(qtbot, catalog)
+    qtbot.waitUntil(lambda: "not possible" in dlg.device_label.text(), timeout=30000)
+    assert "training Python not found" in dlg.device_label.text()
+
+
+def test_model_versions_lists_and_switches(qtbot, catalog, fake_python, embed_stub):
+    result = retraining.retrain(catalog, retraining.RetrainOptions(epochs=1, detector=False))
+    dlg = ModelVersionsDialog(catalog)
+    qtbot.addWidget(dlg)
+    assert dlg.table.rowCount() == 2
+    versions = [dlg.table.item(i, 0).text() for i in range(2)]
+    assert set(versions) == {"m-initial", result.version}
+    row = versions.index(result.version)
+    assert dlg.table.item(row, 3).text().endswith("%")  # top-1 of the held-out comparison
+    dlg.select_version(result.version)
+    assert dlg.use_button.isEnabled()
+    with qtbot.waitSignal(dlg.model_activated, timeout=30000):
+        dlg.activate_selected()
+    assert catalog.active_model().version == result.version
+    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=5000)
+    # switch back to the old one
+    dlg.select_version("m-initial")
+    with qtbot.waitSignal(dlg.model_activated, timeout=30000):
+        dlg.activate_selected()
+    assert catalog.active_model().version == "m-initial"
+    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=5000)
+
+
+def test_plot_and_durations(qtbot):
+    plot = TrainingPlot()
+    qtbot.addWidget(plot)
+    plot.total_epochs = 5
+    for e, (loss, top5) in enumerate([(1.0, 0.1), (0.7, None), (float("nan"), 0.5)], start=1):
+        plot.add_epoch(e, loss, top5)
+    plot.resize(400, 200)
+    image = plot.grab()  # paints without error, including NaN and missing values
+    assert not image.isNull()
+    plot.add_epoch(2, 0.6, 0.3)  # a resumed run restarts at epoch 2: later points are replaced
+    assert plot.epochs == [1, 2]
+    assert format_duration(75) == "1 min 15 s" and format_duration(3725) == "1 h 02 min" and format_duration(None) == ""
