@@ -28,8 +28,15 @@ def _run(args) -> int:
     if not is_demo_ready(folder):
         print(f"Building the demo catalog in {folder} (once; about a minute)…", file=sys.stderr)
 
+        shown = [-1]
+
         def progress(fraction: float, message: str) -> None:
-            print(f"\r  {fraction:4.0%}  {message[:60]:<60}", end="", file=sys.stderr, flush=True)
+            pct = int(fraction * 100)
+            if sys.stderr.isatty():
+                print(f"\r  {fraction:4.0%}  {message[:60]:<60}", end="", file=sys.stderr, flush=True)
+            elif pct >= shown[0] + 10:
+                shown[0] = pct
+                print(f"  {pct:3d}%  {message}", file=sys.stderr, flush=True)
 
         create_demo_catalog(folder, individuals=args.individuals, progress=progress)
         print(file=sys.stderr)

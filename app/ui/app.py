@@ -84,6 +84,7 @@ def take_screenshots(catalog: str, out_dir: str | Path, *, settings: QSettings |
         if name == "match":
             pump(30, lambda: window.match_review.task is not None)
             wait_idle(window)
+            _show_clearest_match(window)
             review = window.match_review
             if review.task is not None and review.task.candidates:
                 review.heatmap_box.setChecked(True)
@@ -101,3 +102,25 @@ def take_screenshots(catalog: str, out_dir: str | Path, *, settings: QSettings |
     window.deleteLater()
     pump(0.2)
     return files
+
+
+def _lead(task) -> float:
+    c = task.candidates
+    return (c[0].score - (c[1].score if len(c) > 1 else 0.0)) if c else -1.0
+
+
+def _show_clearest_match(window: MainWindow, tries: int = 10) -> None:
+    """For the screenshot: of the first few queued photos, show the one whose best match leads most."""
+    best = None
+    for pid in list(window._match_queue[:tries]):
+        window._show_match(pid)
+        if not pump(30, lambda pid=pid: window.match_review.task is not None
+                    and window.match_review.task.photo.photo_id == pid):
+            continue
+        task = window.match_review.task
+        if best is None or _lead(task) > _lead(best[1]):
+            best = (pid, task)
+    if best is not None:
+        window._show_match(best[0])
+        pump(30, lambda: window.match_review.task is not None
+             and window.match_review.task.photo.photo_id == best[0])

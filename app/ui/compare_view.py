@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from app.ui.image_view import ImageView, link_views
 from app.ui.viewdata import EvidenceLine  # noqa: F401 - re-exported for the views
@@ -59,22 +59,59 @@ class CompareView(QWidget):
             c.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.lines: list[EvidenceLine] = []
         self.lines_visible = True
-        row = QHBoxLayout()
+        self.panes = []
         for cap, view in ((self.left_caption, self.left), (self.right_caption, self.right)):
-            col = QVBoxLayout()
+            pane = QWidget()
+            col = QVBoxLayout(pane)
+            col.setContentsMargins(0, 0, 0, 0)
             col.setSpacing(2)
             col.addWidget(cap)
             col.addWidget(view, 1)
-            row.addLayout(col, 1)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addLayout(row)
+            self.panes.append(pane)
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        self.stacked = None
+        self._arrange(False)
         self.overlay = _LinesOverlay(self)
         for v in (self.left, self.right):
             v.view_changed.connect(lambda *_: self.overlay.update())
 
+    def _arrange(self, stacked: bool) -> None:
+        """Side by side, or one above the other (wide fluke crops use the width better stacked)."""
+        if stacked == self.stacked:
+            return
+        self.stacked = stacked
+        for pane in self.panes:
+            self.grid.removeWidget(pane)
+        self.grid.addWidget(self.panes[0], 0, 0)
+        self.grid.addWidget(self.panes[1], 1 if stacked else 0, 0 if stacked else 1)
+        for i in range(2):
+            self.grid.setRowStretch(i, 1 if stacked or i == 0 else 0)
+            self.grid.setColumnStretch(i, 1 if not stacked or i == 0 else 0)
+
+    def _fit_orientation(self) -> None:
+        rects = [v.image_rect() for v in (self.left, self.right) if v.isVisible() and not v.image_rect().isEmpty()]
+        if len(rects) < 2 or self.height() <= 0:
+            self._arrange(False)
+            return
+        aspect = max(r.width() / r.height() for r in rects)
+        # the scale each image gets in either arrangement; pick the larger
+        w, h = self.width(), self.height()
+        side = min((w / 2) / aspect, h)
+        stack = min(w / aspect, h / 2)
+        self._arrange(stack > side * 1.1)
+
+    def refit(self) -> None:
+        """Choose the arrangement for the images shown and fit both."""
+        self._fit_orientation()
+        self.left.fit()
+        self.right.fit()
+        self.overlay.update()
+
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
+        self._fit_orientation()
         self.overlay.setGeometry(self.rect())
         self.overlay.raise_()
 

@@ -27,6 +27,7 @@ from app.ui.images import ImageCache, read_crop
 from app.ui.viewdata import CandidateCard, MatchTask
 
 CARD_THUMB = 92
+CLOSE_CALL = 0.05  # top two scores closer than this: the banner asks for a careful comparison
 
 
 def crop_key(path: str, box) -> str:
@@ -311,6 +312,11 @@ class MatchReviewView(QWidget):
             text = (f"<b>Likely a new individual:</b> no candidate scores above the new-individual "
                     f"threshold{thr}. Compare carefully, then press <b>N</b> if none matches.")
             kind = "new"
+        elif len(t.candidates) > 1 and t.candidates[0].score - t.candidates[1].score < CLOSE_CALL:
+            a, b = t.candidates[0], t.candidates[1]
+            text = (f"<b>Close call:</b> {a.label} ({a.score:.0%}) and {b.label} ({b.score:.0%}) score alike. "
+                    "Compare them with <b>↑/↓</b> before confirming; press <b>N</b> if neither matches.")
+            kind = "close"
         else:
             best = t.candidates[0]
             text = (f"<b>Best match: {best.label}</b> at {best.score:.0%}. "
@@ -345,11 +351,12 @@ class MatchReviewView(QWidget):
         self.confirm_btn.setText(f"Confirm {t.candidates[rank].label}  ({rank + 1})" if show else "Confirm")
         if not show:
             self.compare.set_lines([])
+            self.compare.refit()
             return
         c = t.candidates[rank]
         self.compare.right_caption.setText(f"{c.label} — {c.score:.0%}")
         self.compare.right.set_pixmap(self._crop(c.photo_path, c.photo_box))
-        self.compare.left.fit()
+        self.compare.refit()
         self._apply_heatmaps()
         self.compare.set_lines(self._evidence.get(rank) or [])
         if rank not in self._evidence:
@@ -367,6 +374,7 @@ class MatchReviewView(QWidget):
             return
         if key == crop_key(t.photo.path, t.photo.box):
             self.compare.left.set_pixmap(self._crop(t.photo.path, t.photo.box))
+            self.compare.refit()
             self._apply_heatmaps()
         for card in self.cards:
             c = card.candidate
@@ -376,7 +384,7 @@ class MatchReviewView(QWidget):
                     card.set_thumb(pm)
                     if card.rank == self.selected:
                         self.compare.right.set_pixmap(pm)
-                        self.compare.left.fit()
+                        self.compare.refit()
                         self._apply_heatmaps()
 
     # -- heatmaps and evidence ------------------------------------------------------------

@@ -14,6 +14,7 @@ QLabel#caption { color: #cfd8e0; font-weight: bold; padding: 2px; }
 QLabel#emptyMessage { color: #9aa6b2; font-size: 14pt; }
 QLabel#banner { border-radius: 6px; padding: 8px 12px; font-size: 11pt; }
 QLabel#banner[kind="match"] { background: #1f3a2b; color: #d6f5e1; border: 1px solid #3fae6a; }
+QLabel#banner[kind="close"] { background: #2c2a3f; color: #e4defa; border: 1px solid #8a7ad9; }
 QLabel#banner[kind="new"] { background: #3d2f14; color: #fbe7c0; border: 1px solid #e8a33d; }
 QFrame#card { background: #232930; border: 1px solid #363e47; border-radius: 8px; }
 QFrame#card:hover { border-color: #5b6875; }
@@ -22,7 +23,7 @@ QFrame#card[rejected="true"] { background: #2a2124; border: 1px dashed #7a4a52; 
 QLabel#cardKey { background: #3a4450; color: white; border-radius: 13px; font-weight: bold; }
 QLabel#cardName { font-weight: bold; font-size: 11pt; color: #eef2f5; }
 QLabel#cardDetails { color: #9aa6b2; }
-QLabel#cardScore { font-size: 20pt; font-weight: bold; min-width: 76px; }
+QLabel#cardScore { font-size: 18pt; font-weight: bold; min-width: 62px; }
 QLabel#cardThumb { background: #15191d; border-radius: 4px; color: #6b7782; }
 QProgressBar { background: #15191d; border: none; border-radius: 3px; }
 QPushButton { padding: 6px 14px; border-radius: 5px; background: #323a43; border: 1px solid #46505b; }
