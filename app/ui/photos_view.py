@@ -188,8 +188,9 @@ class PhotosView(QWidget):
         self.date_filter.textChanged.connect(self._apply)
 
     def set_photos(self, photos: list[PhotoCard]) -> None:
-        """Show these photos (the filters stay as the user set them)."""
-        self._all = list(photos)
+        """Show these photos, work first (boxes to check, then unidentified); filters stay as set."""
+        rank = {"box": 0, "unidentified": 1, "identified": 2, "junk": 3}
+        self._all = sorted(photos, key=lambda p: rank.get(p.status, 4))
         current = self.individual_filter.currentData()
         names = sorted({(p.individual_id, p.individual) for p in photos if p.individual_id is not None},
                        key=lambda t: t[1] or "")
