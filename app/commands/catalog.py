@@ -81,7 +81,10 @@ def _import(args: argparse.Namespace) -> int:
         if not args.no_detect:
             from model.api import default_detector
 
-            detector = default_detector()
+            active = cat.active_model()
+            bundle = cat.model_path(active) if active is not None else None
+            # the active model's own detector when it has one, else the shipped one (or the classical fallback)
+            detector = default_detector(bundle if bundle and (bundle / "detector.onnx").is_file() else None)
         if not args.no_embed:
             engine = matching.load_engine(cat)
             if engine is None:

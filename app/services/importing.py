@@ -105,16 +105,24 @@ def supported_extensions() -> set[str]:
     return PHOTO_EXTENSIONS | (HEIC_EXTENSIONS if _heic_available() else set())
 
 
-def find_photos(paths: Iterable[str | Path], report: ImportReport | None = None) -> list[Path]:
+def find_photos(paths: Iterable[str | Path], report: ImportReport | None = None, *,
+                exclude: Iterable[str | Path] = ()) -> list[Path]:
     """Files to import: given files as they are, folders searched recursively for photos.
 
-    Symbolic links to folders are followed once (a link loop is not followed again). Missing
-    paths are recorded in ``report.errors``; non-photo files in folders counted in ``report.skipped``.
+    Symbolic links to folders are followed once (a link loop is not followed again). Folders in
+    ``exclude`` (the catalog's own folder) are not searched. Missing paths are recorded in
+    ``report.errors``; non-photo files in folders counted in ``report.skipped``.
     """
     report = report if report is not None else ImportReport()
     exts = supported_extensions()
     out: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
+    for ex in exclude:
+        try:
+            st = os.stat(ex)
+            seen_dirs.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
     seen_files: set[Path] = set()
 
     def add(p: Path) -> None:
@@ -414,7 +422,7 @@ def import_photos(catalog: Catalog, paths: Iterable[str | Path], *, detector=Non
         CatalogError: the catalog itself cannot be written (read-only, closed).
     """
     report = ImportReport()
-    files = find_photos(paths, report)
+    files = find_photos(paths, report, exclude=[catalog.root])
     return _run(catalog, ((f, None) for f in files), len(files), report, detector=detector, engine=engine,
                 copy=copy, progress=progress, should_stop=should_stop, who=who)
 

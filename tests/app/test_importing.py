@@ -171,3 +171,13 @@ def test_missing_thumbnail_is_rebuilt_and_heic_without_plugin_is_explained(catal
         heic.write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 100)
         rep = import_photos(catalog, [heic])
         assert "pillow-heif" in rep.errors[0][1]
+
+
+def test_catalog_inside_the_imported_folder_is_not_imported(tmp_path, photos):
+    from app.catalog import Catalog
+
+    d = photos[0].parent
+    with Catalog.create(d / "my catalog") as cat:
+        assert len(import_photos(cat, [d]).imported) == 5
+        again = import_photos(cat, [d])  # thumbnails now exist inside d/my catalog/thumbnails
+        assert not again.imported and len(again.duplicates) == 5 and again.skipped == 0
