@@ -1,8 +1,13 @@
-"""Qt-free use cases over the catalog and the model: importing, decisions, matching, exporting.
+"""Qt-free use cases over the catalog and the model (long jobs take ``progress``/``should_stop``).
 
-Modules: :mod:`app.services.importing` (import_photos, import_labelled, embed_missing,
-detect_missing, relink), :mod:`app.services.decisions` (confirm, reject, new_individual, skip,
-identify, set_box, confirm_box, mark_junk, merge_individuals, rename_individual, undo, redo,
-history), :mod:`app.services.matching` (match_photo, load_engine), :mod:`app.services.exporting`
-(export_identifications, export_kaggle, export_sightings).
+- :mod:`app.services.importing`: import_photos, import_labelled, detect_missing, embed_missing,
+  ensure_thumbnail, relink, find_photos, read_metadata; ImportReport.
+- :mod:`app.services.decisions`: confirm, reject, skip, new_individual, identify, set_box,
+  confirm_box, mark_junk, describe_merge, merge_individuals, rename_individual, resolve_individual,
+  rejected_individuals, undo, redo, can_undo, can_redo, history; Done, HistoryEntry.
+- :mod:`app.services.matching`: load_engine, require_engine, photo_embedding, gallery_rows,
+  match_embedding, match_photo, match_file, embed_missing.
+- :mod:`app.services.exporting`: export, export_identifications, export_kaggle, export_sightings,
+  sightings.
+- :mod:`app.services.retraining`: retraining and model activation.
 """
