@@ -407,10 +407,12 @@ def _drain_stderr(err_lines: queue.Queue, tail: deque, log_file) -> None:
 
 def settings_path() -> Path:
     """The per-user settings file holding ``training_python``."""
+    override = os.environ.get("FLUKEID_CONFIG_DIR")
+    if override:
+        return Path(override) / "retraining.json"
     from platformdirs import user_config_dir
 
-    override = os.environ.get("FLUKEID_CONFIG_DIR")
-    return Path(override or user_config_dir("flukeid", appauthor=False)) / "retraining.json"
+    return Path(user_config_dir("flukeid", appauthor=False)) / "retraining.json"
 
 
 def load_training_python() -> str | None:
