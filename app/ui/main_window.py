@@ -353,6 +353,19 @@ class MainWindow(QMainWindow):
             self._job.cancel()
             self.job_label.setText("cancelling…")
 
+    def _push(self, command: DecisionCommand) -> bool:
+        """Record a decision through the undo stack, unless the catalog is read-only (then say so)."""
+        s = self.session
+        if s is None:
+            return False
+        if s.catalog.readonly:
+            self.notify(f"<b>Not recorded:</b> this catalog is open read-only ({_plain(s.catalog.readonly_reason)}).",
+                        "warning")
+            self.refresh()  # put back what the view took away optimistically
+            return False
+        self.undo_stack.push(command)
+        return True
+
     def write(self, label: str, fn: Callable) -> None:
         """Record a change through the services, in order, off the GUI thread."""
         session = self.session
@@ -641,12 +654,12 @@ class MainWindow(QMainWindow):
             cmd = DecisionCommand("Accept box", lambda cat: decisions.confirm_box(cat, photo_id), self.write)
         else:
             cmd = DecisionCommand("Redraw box", lambda cat: decisions.set_box(cat, photo_id, box), self.write)
-        self.undo_stack.push(cmd)
+        self._push(cmd)
 
     def _on_junk(self, photo_id: int) -> None:
         from app.services import decisions
 
-        self.undo_stack.push(DecisionCommand("Mark as no fluke", lambda cat: decisions.mark_junk(cat, photo_id),
+        self._push(DecisionCommand("Mark as no fluke", lambda cat: decisions.mark_junk(cat, photo_id),
                                              self.write))
 
     # ================================================================ match review
@@ -733,11 +746,12 @@ class MainWindow(QMainWindow):
         from app.services import decisions
 
         version = self.session.model_version if self.session else None
-        self.undo_stack.push(DecisionCommand(
-            f"Confirm {cand.label}",
-            lambda cat: decisions.confirm(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
-                                          model_version=version),
-            self.write))
+        if not self._push(DecisionCommand(
+                f"Confirm {cand.label}",
+                lambda cat: decisions.confirm(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
+                                              model_version=version),
+                self.write)):
+            return
         self._prefetched = None  # its candidates may now be out of date
         self._after_decision(photo_id)
 
@@ -745,7 +759,7 @@ class MainWindow(QMainWindow):
         from app.services import decisions
 
         version = self.session.model_version if self.session else None
-        self.undo_stack.push(DecisionCommand(
+        self._push(DecisionCommand(
             f"Reject {cand.label}",
             lambda cat: decisions.reject(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
                                          model_version=version),
@@ -755,9 +769,10 @@ class MainWindow(QMainWindow):
         from app.services import decisions
 
         version = self.session.model_version if self.session else None
-        self.undo_stack.push(DecisionCommand(
-            "New individual",
-            lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write))
+        if not self._push(DecisionCommand(
+                "New individual",
+                lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write)):
+            return
         self._prefetched = None
         self._after_decision(photo_id)
 
@@ -765,8 +780,9 @@ class MainWindow(QMainWindow):
         from app.services import decisions
 
         version = self.session.model_version if self.session else None
-        self.undo_stack.push(DecisionCommand(
-            "Skip photo", lambda cat: decisions.skip(cat, photo_id, model_version=version), self.write))
+        if not self._push(DecisionCommand(
+                "Skip photo", lambda cat: decisions.skip(cat, photo_id, model_version=version), self.write)):
+            return
         self._skipped = [p for p in self._skipped if p != photo_id] + [photo_id]
         self._match_queue = [p for p in self._match_queue if p != photo_id] + [photo_id]
         self._show_next_match()
@@ -802,19 +818,19 @@ class MainWindow(QMainWindow):
     def _on_rename(self, individual_id: int, name: str) -> None:
         from app.services import decisions
 
-        self.undo_stack.push(DecisionCommand(
+        self._push(DecisionCommand(
             "Rename individual", lambda cat: decisions.rename_individual(cat, individual_id, name=name), self.write))
 
     def _on_notes(self, individual_id: int, notes: str) -> None:
         from app.services import decisions
 
-        self.undo_stack.push(DecisionCommand(
+        self._push(DecisionCommand(
             "Edit notes", lambda cat: decisions.rename_individual(cat, individual_id, notes=notes), self.write))
 
     def _on_merge(self, source_id: int, target_id: int) -> None:
         from app.services import decisions
 
-        self.undo_stack.push(DecisionCommand(
+        self._push(DecisionCommand(
             "Merge individuals", lambda cat: decisions.merge_individuals(cat, target_id, source_id), self.write))
 
     # ================================================================ model menu, help

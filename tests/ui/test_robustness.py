@@ -179,3 +179,30 @@ def test_building_the_main_window_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_read_only_catalog_records_nothing_and_says_so(qtbot, window, ui_catalog, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    from app.catalog import Catalog
+    from app.services import importing
+    from app.ui import session as sessions
+
+    folder, new_photos = ui_catalog
+    with Catalog.open(folder) as cat:
+        importing.import_photos(cat, [new_photos[0]])
+    monkeypatch.setattr(sessions.Session, "open",
+                        classmethod(lambda cls, f, create=False: cls(Catalog.open(f, mode="read"))))
+    open_and_wait(qtbot, window, folder)
+    assert "read-only" in window.notification.label.text()
+    assert not window.import_act.isEnabled()
+    window.show_view("match")
+    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    task = window.match_review.task
+    window.match_review.setFocus()
+    qtbot.keyClick(window.match_review, Qt.Key.Key_1)
+    wait_idle(qtbot, window)
+    assert "Not recorded" in window.notification.label.text()
+    assert window.match_review.task.photo.photo_id == task.photo.photo_id
+    assert window.session.catalog.match_decisions() == []
+    assert window.undo_stack.count() == 0
