@@ -9,6 +9,8 @@ History:
        embeddings, meta.
     2. boxes.junk (a photo marked unusable), photos.copied (photo stored inside the catalog),
        embeddings.dtype (float16 vectors), an index for "current box / identification".
+    3. indexes for undo/redo look-ups (actions.reverses/redoes, match_decisions.reverses) and
+       for loading one model version's embeddings, so large catalogs stay fast.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
@@ -95,10 +97,19 @@ def _migrate_1_to_2(db: sqlite_utils.Database) -> None:
     db["identifications"].create_index(["individual_id"], if_not_exists=True)
 
 
+def _migrate_2_to_3(db: sqlite_utils.Database) -> None:
+    db["actions"].create_index(["reverses"], if_not_exists=True)
+    db["actions"].create_index(["redoes"], if_not_exists=True)
+    db["actions"].create_index(["photo_id"], if_not_exists=True)
+    db["match_decisions"].create_index(["reverses"], if_not_exists=True)
+    db["embeddings"].create_index(["model_version", "photo_id"], if_not_exists=True)
+
+
 # MIGRATIONS[n] takes a catalog at schema n-1 to schema n (0 = empty database).
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _create_v1,
     2: _migrate_1_to_2,
+    3: _migrate_2_to_3,
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
