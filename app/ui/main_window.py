@@ -366,8 +366,8 @@ class MainWindow(QMainWindow):
         self.undo_stack.push(command)
         return True
 
-    def write(self, label: str, fn: Callable) -> None:
-        """Record a change through the services, in order, off the GUI thread."""
+    def write(self, label: str, fn: Callable, after: Callable[[], None] | None = None) -> None:
+        """Record a change through the services, in order, off the GUI thread; then ``after()``."""
         session = self.session
         if session is None:
             return
@@ -375,6 +375,8 @@ class MainWindow(QMainWindow):
         def done(result) -> None:
             self.decision_written.emit(label)
             self.refresh()
+            if after is not None and session is self.session:
+                after()
 
         def failed(exc) -> None:
             # the stack no longer mirrors the catalog's history: start afresh
@@ -738,6 +740,12 @@ class MainWindow(QMainWindow):
         self.light.submit("Matching the next photo", lambda p, s: session.match(pid), on_result=done,
                           report_errors=False)
 
+    def _bring_back(self, photo_id: int) -> None:
+        """An undone decision: show its photo again in the match review."""
+        self._match_queue = [photo_id] + [p for p in self._match_queue if p != photo_id]
+        if self.tabs.currentWidget() is self.match_review:
+            self._show_match(photo_id)
+
     def _after_decision(self, photo_id: int) -> None:
         self._match_queue = [p for p in self._match_queue if p != photo_id]
         self._show_next_match()
@@ -750,7 +758,7 @@ class MainWindow(QMainWindow):
                 f"Confirm {cand.label}",
                 lambda cat: decisions.confirm(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
                                               model_version=version),
-                self.write)):
+                self.write, on_undone=lambda: self._bring_back(photo_id))):
             return
         self._prefetched = None  # its candidates may now be out of date
         self._after_decision(photo_id)
@@ -771,7 +779,8 @@ class MainWindow(QMainWindow):
         version = self.session.model_version if self.session else None
         if not self._push(DecisionCommand(
                 "New individual",
-                lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write)):
+                lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write,
+                on_undone=lambda: self._bring_back(photo_id))):
             return
         self._prefetched = None
         self._after_decision(photo_id)

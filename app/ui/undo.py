@@ -21,13 +21,17 @@ class DecisionCommand(QUndoCommand):
     Args:
         text: what Edit ▸ Undo shows ("Confirm HW-0003").
         do: ``do(catalog) -> Done``, the service call that records the decision.
-        write: the window's writer: ``write(label, fn)`` runs ``fn(catalog)`` off the GUI thread.
+        write: the window's writer: ``write(label, fn, after=None)`` runs ``fn(catalog)`` off the GUI
+            thread, then ``after()`` in the GUI thread.
+        on_undone: called once an undo of this command is recorded.
     """
 
-    def __init__(self, text: str, do: Callable, write: Callable[[str, Callable], None]):
+    def __init__(self, text: str, do: Callable, write: Callable[..., None],
+                 on_undone: Callable[[], None] | None = None):
         super().__init__(text)
         self._do = do
         self._write = write
+        self._on_undone = on_undone  # e.g. bring the photo back to the match review
         self._done_once = False
 
     def redo(self) -> None:
@@ -38,4 +42,4 @@ class DecisionCommand(QUndoCommand):
             self._write(f"Redo: {self.text()}", lambda cat: decisions.redo(cat))
 
     def undo(self) -> None:
-        self._write(f"Undo: {self.text()}", lambda cat: decisions.undo(cat))
+        self._write(f"Undo: {self.text()}", lambda cat: decisions.undo(cat), after=self._on_undone)

@@ -62,6 +62,7 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
     window.undo_act.trigger()
     wait_idle(qtbot, window)
     assert cat.current_individual(query) is None
+    assert window.match_review.task.photo.photo_id == query  # the photo is back for a new decision
     window.redo_act.trigger()
     wait_idle(qtbot, window)
     assert cat.current_individual(query) == top.individual_id
