@@ -453,6 +453,18 @@ class Catalog:
         row = self._one("SELECT * FROM boxes WHERE photo_id = ? ORDER BY id DESC LIMIT 1", [photo_id])
         return _box(row) if row else None
 
+    def junk_photo_ids(self) -> set[int]:
+        """Photos whose current box version marks them unusable."""
+        rows = self._query("SELECT b.photo_id FROM boxes b JOIN (SELECT photo_id, max(id) AS id FROM boxes "
+                           "GROUP BY photo_id) last ON b.id = last.id WHERE b.junk = 1")
+        return {r[0] for r in rows}
+
+    def change_marker(self) -> tuple:
+        """A cheap value that changes whenever identifications, boxes or embeddings change (for caches)."""
+        row = self._one("SELECT (SELECT max(id) FROM identifications), (SELECT max(id) FROM boxes), "
+                        "(SELECT count(*) FROM embeddings), (SELECT max(id) FROM actions)")
+        return tuple(row) if row else ()
+
     def box_history(self, photo_id: int) -> list[BoxRecord]:
         """Every box version of the photo, oldest first."""
         return [_box(r) for r in self._query("SELECT * FROM boxes WHERE photo_id = ? ORDER BY id", [photo_id])]

@@ -72,7 +72,8 @@ def gallery_rows(catalog: Catalog, model_version: str, *, exclude: set[int] | No
     current = {i.photo_id: i.individual_id for i in catalog.current_identifications()
                if i.individual_id is not None and i.photo_id not in exclude}
     ids, mat = catalog.embeddings(model_version, list(current))
-    keep = [k for k, pid in enumerate(ids) if not ((b := catalog.current_box(pid)) is not None and b.junk)]
+    junk = catalog.junk_photo_ids()
+    keep = [k for k, pid in enumerate(ids) if pid not in junk]
     ids = [ids[k] for k in keep]
     mat = mat[keep] if len(keep) else np.zeros((0, mat.shape[1] if mat.ndim == 2 else 0), np.float32)
     return mat, ids, [current[p] for p in ids]
@@ -81,13 +82,41 @@ def gallery_rows(catalog: Catalog, model_version: str, *, exclude: set[int] | No
 def match_embedding(catalog: Catalog, query_emb: np.ndarray, engine, *, k: int = 5,
                     exclude: set[int] | None = None):
     """Rank the catalog's individuals for a query embedding (a :class:`model.api.MatchResult`)."""
-    from model.api import GalleryIndex, match
+    from model.api import match
 
-    mat, photo_ids, individual_ids = gallery_rows(catalog, engine.version, exclude=exclude)
-    if not photo_ids:
-        mat = np.zeros((0, len(query_emb)), np.float32)
-    gallery = GalleryIndex.build(mat, photo_ids, individual_ids)
-    return match(engine, query_emb, gallery, k)
+    return match(engine, query_emb, gallery(catalog, engine.version, len(query_emb), exclude=exclude), k)
+
+
+_GALLERY_CACHE: dict = {}  # (id(catalog), model version) -> (change marker, GalleryIndex)
+
+
+def gallery(catalog: Catalog, model_version: str, dim: int, *, exclude: set[int] | None = None):
+    """The :class:`model.api.GalleryIndex` of identified, usable photos with an embedding.
+
+    The full gallery is cached until the catalog changes (identifications, boxes, embeddings or
+    actions), so reviewing photo after photo does not reload every embedding. Photos in
+    ``exclude`` are masked out of the cached one.
+    """
+    from model.api import GalleryIndex
+
+    key = (id(catalog), model_version)
+    marker = (str(catalog.root), catalog.change_marker())
+    hit = _GALLERY_CACHE.get(key)
+    if hit is not None and hit[0] == marker:
+        full = hit[1]
+    else:
+        mat, photo_ids, individual_ids = gallery_rows(catalog, model_version)
+        if not photo_ids:
+            mat = np.zeros((0, dim), np.float32)
+        full = GalleryIndex.build(mat, photo_ids, individual_ids)
+        _GALLERY_CACHE.clear()  # one catalog and model at a time: memory stays bounded
+        _GALLERY_CACHE[key] = (marker, full)
+    if exclude and len(full):
+        keep = ~np.isin(np.asarray(full.photo_ids), np.asarray(sorted(exclude)))
+        if not keep.all():
+            return GalleryIndex.build(full.embeddings[keep], np.asarray(full.photo_ids)[keep],
+                                      np.asarray(full.individual_ids)[keep])
+    return full
 
 
 def match_photo(catalog: Catalog, photo_id: int, engine, *, k: int = 5):

@@ -62,3 +62,21 @@ def test_cli_import_labels(tmp_path, capsys):
     main(["stats", str(cat)])
     out = capsys.readouterr().out
     assert "identified photos" in out and "individuals" in out
+
+
+def test_gallery_is_cached_until_the_catalog_changes(catalog, tmp_path):
+    eng = FakeEngine()
+    ps = [write_photo(tmp_path / f"p{i}.jpg", i) for i in range(3)]
+    ids = import_photos(catalog, ps, engine=eng).imported
+    D.new_individual(catalog, ids[0])
+    g1 = matching.gallery(catalog, eng.version, 8)
+    assert matching.gallery(catalog, eng.version, 8) is g1 and len(g1) == 1
+    assert len(matching.gallery(catalog, eng.version, 8, exclude={ids[0]})) == 0
+    D.new_individual(catalog, ids[1])
+    g2 = matching.gallery(catalog, eng.version, 8)
+    assert g2 is not g1 and len(g2) == 2
+    D.mark_junk(catalog, ids[1])
+    assert len(matching.gallery(catalog, eng.version, 8)) == 1
+    # an identified query photo is left out of its own gallery
+    res = matching.match_photo(catalog, ids[0], eng)
+    assert res.candidates == []
