@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.catalog import Catalog, CatalogError
+from app.catalog import Catalog, CatalogError, ReadOnlyError
 from app.catalog.csv_io import LabelRow, count_rows, read_label_rows
 from model.api import FlukeidError, ImageError, Interrupted, load_image
 
@@ -339,6 +339,8 @@ def _identify_imported(catalog: Catalog, photo_id: int, code: str, who: str) -> 
 def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total: int, report: ImportReport, *,
          detector, engine, copy: bool, progress: ProgressFn | None, should_stop: StopFn | None,
          who: str | None) -> ImportReport:
+    if catalog.readonly:
+        raise ReadOnlyError(f"{catalog.root}: cannot import into a read-only catalog ({catalog.readonly_reason})")
     who = who or catalog.user
     t0 = time.perf_counter()
     seen: dict[str, int] = {}

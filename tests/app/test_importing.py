@@ -181,3 +181,13 @@ def test_catalog_inside_the_imported_folder_is_not_imported(tmp_path, photos):
         assert len(import_photos(cat, [d]).imported) == 5
         again = import_photos(cat, [d])  # thumbnails now exist inside d/my catalog/thumbnails
         assert not again.imported and len(again.duplicates) == 5 and again.skipped == 0
+
+
+def test_import_into_read_only_catalog_refused_up_front(tmp_path, photos):
+    from app.catalog import Catalog, ReadOnlyError
+
+    Catalog.create(tmp_path / "c").close()
+    with Catalog.open(tmp_path / "c", mode="read") as ro:
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            import_photos(ro, photos)
+    assert not list((tmp_path / "c" / "thumbnails").iterdir())
