@@ -118,6 +118,15 @@ class BoxReviewView(QWidget):
                     self._index = i
         self._refresh()
 
+    def show_photo(self, photo_id: int) -> bool:
+        """Bring this photo of the queue up (False when it is not queued)."""
+        for i, p in enumerate(self._queue):
+            if p.photo_id == photo_id:
+                self._index = i
+                self._refresh()
+                return True
+        return False
+
     def current(self) -> PhotoCard | None:
         return self._queue[self._index] if 0 <= self._index < len(self._queue) else None
 

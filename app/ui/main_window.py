@@ -562,7 +562,10 @@ class MainWindow(QMainWindow):
         p = snap.photo(photo_id) if snap else None
         if p is None:
             return
-        if p.status in ("unidentified", "box"):
+        if p.status == "box":
+            self.show_view("boxes")
+            self.box_review.show_photo(photo_id)
+        elif p.status == "unidentified":
             self.show_view("match")
             self._show_match(photo_id)
         elif p.individual_id is not None:

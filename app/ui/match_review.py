@@ -171,6 +171,11 @@ class MatchReviewView(QWidget):
         self.lines_box.setToolTip("Lines join the marks that raised the match score most")
         self.heat_status = QLabel()
         self.heat_status.setObjectName("hint")
+        self.legend = QLabel("<span style='color:#4cd964'>■</span> strong, varied features &nbsp; "
+                             "<span style='color:#e040fb'>■</span> feature maxima &nbsp; "
+                             "<span style='color:#ffffff'>■</span> both")
+        self.legend.setObjectName("hint")
+        self.legend.setVisible(False)
         self.cards = [CandidateCardWidget(i) for i in range(5)]
         self.no_candidates = QLabel("No individuals in the catalog yet:\nthis photo starts a new one (N).")
         self.no_candidates.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -201,6 +206,8 @@ class MatchReviewView(QWidget):
         tools.addWidget(self.opacity)
         tools.addSpacing(16)
         tools.addWidget(self.lines_box)
+        tools.addSpacing(16)
+        tools.addWidget(self.legend)
         tools.addSpacing(16)
         tools.addWidget(self.heat_status, 1)
         left = QVBoxLayout()
@@ -389,6 +396,7 @@ class MatchReviewView(QWidget):
 
     # -- heatmaps and evidence ------------------------------------------------------------
     def _on_heatmap_toggled(self, on: bool) -> None:
+        self.legend.setVisible(on)
         if on:
             self._request_heatmaps()
         self._apply_heatmaps()

@@ -139,3 +139,18 @@ def test_heatmap_toggle_and_evidence(qtbot, window, ui_catalog):
     # synchronized zoom: zooming the query zooms the candidate
     review.compare.left.zoom_by(2.0)
     assert review.compare.right.view_state()[0] == pytest.approx(2.0)
+
+
+def test_opening_a_photo_goes_to_the_view_that_needs_it(qtbot, window, ui_catalog):
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    window.import_photos([str(p) for p in new_photos[:2]])
+    wait_idle(qtbot, window)
+    boxed = [p for p in window.snapshot.photos if p.status == "box"]
+    known = [p for p in window.snapshot.photos if p.status == "identified"]
+    window.photos_view.photo_activated.emit(boxed[-1].photo_id)
+    assert window.tabs.currentWidget() is window.box_review
+    assert window.box_review.current().photo_id == boxed[-1].photo_id
+    window.photos_view.photo_activated.emit(known[0].photo_id)
+    assert window.tabs.currentWidget() is window.individuals_view
+    assert window.individuals_view.current_id() == known[0].individual_id
