@@ -395,6 +395,10 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                 report.add_error(str(path), str(exc))
             except OSError as exc:
                 report.add_error(str(path), f"cannot read ({exc.strerror or exc})")
+            except sqlite3.DatabaseError:
+                raise  # the catalog itself is failing (disk full, damaged): stop, nothing half-written
+            except Exception as exc:  # noqa: BLE001 - one odd photo (e.g. a detector failure) must not stop the rest
+                report.add_error(str(path), f"unexpected error ({type(exc).__name__}: {exc})")
         if progress is not None:
             progress(1.0, report.summary())
     finally:

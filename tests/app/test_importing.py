@@ -191,3 +191,19 @@ def test_import_into_read_only_catalog_refused_up_front(tmp_path, photos):
         with pytest.raises(ReadOnlyError, match="read-only"):
             import_photos(ro, photos)
     assert not list((tmp_path / "c" / "thumbnails").iterdir())
+
+
+def test_a_failing_detector_on_one_photo_does_not_stop_the_import(catalog, photos):
+    class Flaky:
+        calls = 0
+
+        def detect(self, rgb):
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise RuntimeError("onnxruntime exploded")
+            return FakeDetector().detect(rgb)
+
+    rep = import_photos(catalog, photos, detector=Flaky())
+    assert len(rep.imported) == 4 and len(rep.errors) == 1
+    assert "RuntimeError: onnxruntime exploded" in rep.errors[0][1]
+    assert all(catalog.current_box(p) is not None for p in rep.imported)
