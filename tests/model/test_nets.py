@@ -1,0 +1,105 @@
+"""Branches, heads and the Siamese wrapper: shapes, registry, weights, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import BranchConfig, HeadConfig, preset
+from model.errors import ConfigError
+from model.nets.branches import efficientnet_lite0_imagenet_state
+from model.nets.heads import L1Head, NNHead
+from model.nets.registry import BRANCHES, HEADS, create_branch, create_head
+from model.nets.siamese import build_siamese
+
+
+@pytest.mark.parametrize("kind", ["cnn", "resnet50", "efficientnet_lite0"])
+def test_every_branch_returns_embedding_and_its_last_bn_feature_map(kind):
+    torch.manual_seed(0)
+    branch = create_branch(BranchConfig(kind=kind, width=8, blocks=[1, 1], embedding_dim=24)).eval()
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        emb, fmap = branch(x)
+    assert emb.shape == (2, 24) and fmap.shape[:2] == (2, 24) and fmap.ndim == 4
+    assert torch.allclose(emb, fmap.amax(dim=(2, 3)))  # global max pooling of the feature map
+    assert isinstance(branch.neck[-1], torch.nn.BatchNorm2d)  # the map is a batch-norm output
+    assert torch.equal(branch.forward_features(x), fmap)
+    assert branch.feature_channels == 24
+
+
+def test_registries_know_the_names_and_refuse_others():
+    create_branch(BranchConfig())  # loads the registry
+    assert {"cnn", "resnet50", "efficientnet_lite0"} <= set(BRANCHES)
+    assert {"nn", "l1"} <= set(HEADS)
+    with pytest.raises(ConfigError, match="unknown branch kind 'vgg'"):
+        create_branch(BranchConfig(kind="vgg"))
+    with pytest.raises(ConfigError, match="unknown head kind"):
+        create_head(HeadConfig(kind="cosine"), 8)
+
+
+def test_efficientnet_imagenet_weights_load_and_stem_becomes_gray():
+    import timm
+
+    ref = timm.create_model("efficientnet_lite0", pretrained=False)
+    state = efficientnet_lite0_imagenet_state(ref)
+    ref.load_state_dict(state)
+    branch = create_branch(BranchConfig(kind="efficientnet_lite0", weights="imagenet", embedding_dim=16)).eval()
+    stem = branch.backbone.net.conv_stem.weight
+    assert stem.shape[1] == 1
+    assert torch.allclose(stem, state["conv_stem.weight"].sum(dim=1, keepdim=True))
+    # a gray image through the 1-channel stem equals the same image as RGB through the ImageNet stem
+    g = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(branch.backbone.net.conv_stem(g), ref.conv_stem(g.expand(-1, 3, -1, -1)), atol=1e-5)
+    assert torch.equal(branch.backbone.net.blocks[3][0].conv_pw.weight, state["blocks.3.0.conv_pw.weight"])
+
+
+def test_resnet50_weights_from_a_local_file_and_freeze(tmp_path):
+    from torchvision.models import resnet50
+
+    torch.manual_seed(1)
+    net = resnet50(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r50.pth")
+    branch = create_branch(BranchConfig(kind="resnet50", weights=str(tmp_path / "r50.pth"), freeze=True,
+                                        embedding_dim=16))
+    assert torch.equal(branch.backbone.net.layer1[0].conv1.weight, net.layer1[0].conv1.weight)
+    assert torch.allclose(branch.backbone.net.conv1.weight, net.conv1.weight.sum(1, keepdim=True))
+    assert not any(p.requires_grad for p in branch.backbone.parameters())
+    assert all(p.requires_grad for p in branch.neck.parameters())
+    branch.train()
+    assert not branch.backbone.training and branch.neck.training  # frozen BN statistics stay
+    with pytest.raises(ConfigError, match="not found"):
+        create_branch(BranchConfig(kind="resnet50", weights=str(tmp_path / "missing.pth")))
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    with pytest.raises(ConfigError, match="bad.pth"):
+        create_branch(BranchConfig(kind="resnet50", weights=str(tmp_path / "bad.pth")))
+
+
+def test_nn_head_is_symmetric_and_uses_the_four_pair_features():
+    torch.manual_seed(0)
+    head = NNHead(6, hidden=4)
+    a, b = torch.randn(5, 6), torch.randn(5, 6)
+    assert torch.allclose(head(a, b), head(b, a), atol=1e-6)
+    assert head(a, b).shape == (5,)
+    # the per-position network is shared: 4 inputs (x*y, x+y, |x-y|, (x-y)^2) per feature position
+    assert head.per_position[0].in_channels == 4 and head.per_position[0].kernel_size == (1,)
+    p = head.probability(a, b)
+    assert torch.all((p > 0) & (p < 1))
+
+
+def test_l1_head_starts_as_a_distance_score():
+    head = L1Head(4)
+    x = torch.zeros(1, 4)
+    near, far = torch.full((1, 4), 0.1), torch.full((1, 4), 3.0)
+    assert head(x, near) > head(x, far)
+    assert torch.isclose(head(x, x), torch.tensor([1.0]))
+
+
+def test_siamese_wrapper_scores_pairs_in_one_branch_pass():
+    cfg = preset("tiny")
+    model = build_siamese(cfg).eval()
+    a = torch.randn(3, 1, cfg.input_height, cfg.input_width)
+    with torch.no_grad():
+        logits = model(a, a.flip(0))
+        ea, eb = model.embed(a), model.embed(a.flip(0))
+        assert torch.allclose(logits, model.head(ea, eb), atol=1e-5)
