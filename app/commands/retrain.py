@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default auto)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the configuration's)")
     p.add_argument("--config", choices=("tiny", "cpu", "paper"), default="cpu", help="training configuration (default cpu)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="stop after the last epoch that fits in this many minutes and use it")
     p.add_argument("--resume", action="store_true", help="resume the last cancelled run")
     p.add_argument("--gpus", type=int, default=1, help="GPUs to train on (more than 1: DDP through torchrun)")
     p.add_argument("--training-python", default=None, help="the Python with PyTorch to train with")
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         training_python=args.training_python,
         detector=False if args.no_detector else None,
+        time_budget_s=args.time_budget * 60 if args.time_budget else None,
     )
     catalog = Catalog.open(args.catalog)
     try:

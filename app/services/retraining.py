@@ -690,6 +690,8 @@ class RetrainOptions:
         heldout_fraction: share of each individual's photos (3+ photos) held out for the comparison.
         seed: the held-out split's seed.
         extra_args: more arguments for ``flukeid train`` (e.g. ``["--set", "batch_size=8"]``).
+        time_budget_s: stop training at the end of the last epoch that fits in this many seconds
+            (measured from the start of training) and use that checkpoint; None: no limit.
     """
 
     device: str = "auto"
@@ -702,6 +704,7 @@ class RetrainOptions:
     heldout_fraction: float = 0.2
     seed: int = 0
     extra_args: list[str] = field(default_factory=list)
+    time_budget_s: float | None = None
 
 
 METRIC_NAMES = (("top1", "top-1"), ("top5", "top-5"), ("map5", "MAP@5"))
@@ -885,16 +888,24 @@ def retrain(catalog, options: RetrainOptions | None = None, *, on_event: EventFn
     state = {"dir": str(folder), "status": "running", "started": _now(), "config": options.config}
     _write_run_state(catalog, state)
     count = [0]
+    budget = _Budget(options.time_budget_s)
 
     def forward(ev: TrainingEvent) -> None:
         count[0] += 1
+        budget.seen(ev)
         if on_event is not None:
             on_event(ev)
 
     try:
         cmd = training_command(python, data, run_dir, options)
         _stage(on_event, f"Training ({len(data.train)} photos, {len(data.held)} held out)…", 0.0)
-        run_training_process(cmd, on_event=forward, should_stop=should_stop, log_path=log, what="training")
+        try:
+            run_training_process(cmd, on_event=forward, should_stop=lambda: should_stop() or budget.spent,
+                                 log_path=log, what="training")
+        except Interrupted:
+            if not budget.spent or should_stop():
+                raise
+            _stage(on_event, f"Time budget reached after epoch {budget.epoch}: using that checkpoint.")
     except Interrupted:
         state["status"] = "cancelled"
         _write_run_state(catalog, state)
@@ -942,6 +953,26 @@ def retrain(catalog, options: RetrainOptions | None = None, *, on_event: EventFn
     return RetrainResult(version=version, bundle=bundle, run_dir=run_dir, new_metrics=new_metrics,
                          active_version=active.version if active else None, active_metrics=active_metrics,
                          heldout=len(data.held), detector=detector_msg, train_seconds=train_s, events=count[0])
+
+
+class _Budget:
+    """Decides, at each epoch event, whether the next epoch still fits in the time budget."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.t0 = time.monotonic()
+        self.spent = False
+        self.epoch: int | None = None
+
+    def seen(self, ev: TrainingEvent) -> None:
+        if self.seconds is None or ev.kind != "epoch":
+            return
+        self.epoch = ev.data.get("epoch")
+        elapsed = time.monotonic() - self.t0
+        last = float(ev.data.get("epoch_s") or 0.0)
+        done = ev.fraction() is not None and ev.fraction() >= 1.0
+        if not done and elapsed + last > self.seconds:
+            self.spent = True
 
 
 def _ort_device(device: str) -> str:

@@ -282,6 +282,12 @@ class RetrainDialog(QDialog):
         self.epochs_spin.setSpecialValueText("configuration default")
         self.epochs_spin.setValue(0)
         form.addRow("Epochs", self.epochs_spin)
+        self.budget_spin = QSpinBox()
+        self.budget_spin.setRange(0, 7 * 24 * 60)
+        self.budget_spin.setSuffix(" min")
+        self.budget_spin.setSpecialValueText("no limit")
+        self.budget_spin.setToolTip("Stop after the last epoch that fits in this time and use that model")
+        form.addRow("Time budget", self.budget_spin)
         self.config_combo = QComboBox()
         for name, label in (("cpu", "cpu: small network, fast"), ("paper", "paper: the paper's network (GPU)"), ("tiny", "tiny: smoke test")):
             self.config_combo.addItem(label, name)
@@ -411,6 +417,7 @@ class RetrainDialog(QDialog):
             config=self.config_combo.currentData(),
             resume=self._resumable and self.resume_check.isChecked(),
             training_python=self.python_edit.text().strip() or None,
+            time_budget_s=self.budget_spin.value() * 60 or None,
         )
 
     # training
@@ -565,19 +572,30 @@ class RetrainDialog(QDialog):
                 f"Kept the current model. {self.result.version} stays available under Model > Model versions."
             )
 
+    def confirm_stop(self) -> bool:
+        """Ask whether to stop a running job (True: stopped or nothing running; False: keep going)."""
+        if not self.is_running():
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Training is running",
+            "Training is running. Stop it? (The last checkpoint is kept; Retrain can resume it.)",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.stop_and_wait()
+        return True
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if self.is_running():
-            answer = QMessageBox.question(
-                self,
-                "Training is running",
-                "Training is running. Stop it? (The last checkpoint is kept; Retrain can resume it.)",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            )
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-            self.stop_and_wait()
+        if not self.confirm_stop():
+            event.ignore()
+            return
         super().closeEvent(event)
+
+    def reject(self) -> None:  # Escape and the window's close button on some platforms
+        if self.confirm_stop():
+            super().reject()
 
     def stop_and_wait(self, timeout: float = 30.0) -> bool:
         """Cancel a running job and wait for it (used when the app closes); True when it ended."""

@@ -142,9 +142,27 @@ def make_fake_python(folder: Path) -> str:
     return str(path)
 
 
+_TEMPLATE: list[Path] = []
+
+
+def catalog_copy(dest: Path):
+    """A fresh copy of a catalog made once per session (the photos stay shared, read-only)."""
+    import shutil
+    import tempfile
+
+    from app.catalog import Catalog
+
+    if not _TEMPLATE:
+        root = Path(tempfile.mkdtemp(prefix="flukeid-retrain-cat-"))
+        make_catalog(root).close()
+        _TEMPLATE.append(root / "catalog")
+    shutil.copytree(_TEMPLATE[0], dest)
+    return Catalog.open(dest)
+
+
 @pytest.fixture
 def catalog(tmp_path):
-    cat = make_catalog(tmp_path)
+    cat = catalog_copy(tmp_path / "catalog")
     yield cat
     cat.close()
 
@@ -369,6 +387,18 @@ def test_cancel_keeps_active_model_and_resume_continues(catalog, fake_python, mo
     assert retraining.find_resumable_run(catalog) is None
 
 
+def test_time_budget_stops_at_an_epoch_and_uses_that_checkpoint(catalog, fake_python, monkeypatch):
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.25")
+    seen: list[TrainingEvent] = []
+    result = retraining.retrain(catalog, RetrainOptions(training_python=fake_python, epochs=50, detector=False,
+                                                        time_budget_s=0.6), on_event=seen.append)
+    epochs = [e.data["epoch"] for e in seen if e.kind == "epoch"]
+    assert 1 <= len(epochs) < 10
+    assert any(e.kind == "stage" and e.message.startswith("Time budget reached") for e in seen)
+    assert result.bundle.is_dir() and catalog.active_model().version == "m-initial"
+    assert retraining.find_resumable_run(catalog) is None  # a finished run, not a cancelled one
+
+
 def test_detector_retrained_when_boxes_were_drawn(catalog, fake_python):
     events: list[TrainingEvent] = []
     result = retraining.retrain(catalog, RetrainOptions(training_python=fake_python, epochs=1), on_event=events.append)
@@ -433,8 +463,11 @@ def test_real_retrain_end_to_end(tmp_path, monkeypatch):
     try:
         events: list[TrainingEvent] = []
         t0 = time.monotonic()
-        result = retraining.retrain(cat, RetrainOptions(config="tiny", epochs=2, device="cpu", detector=False),
+        # boxes were drawn by hand: the real detector training runs too
+        result = retraining.retrain(cat, RetrainOptions(config="tiny", epochs=2, device="cpu"),
                                     on_event=events.append)
+        assert result.detector.startswith("Detector retrained on 4 boxes")
+        assert "detector.onnx" in verify_bundle(result.bundle)["files"]
         epochs = [e for e in events if e.kind == "epoch"]
         assert len(epochs) == 2 and all("loss" in e.data for e in epochs)
         assert json.loads((result.bundle / "manifest.json").read_text())["version"] == result.version

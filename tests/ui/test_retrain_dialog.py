@@ -13,14 +13,14 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from app.services import retraining  # noqa: E402
 from app.ui.model_versions import ModelVersionsDialog  # noqa: E402
 from app.ui.retrain_dialog import RetrainDialog, TrainingPlot, format_duration  # noqa: E402
-from tests.app.test_retraining import make_catalog, make_fake_python, tiny_bundle_source  # noqa: E402
+from tests.app.test_retraining import catalog_copy, make_fake_python, tiny_bundle_source  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def catalog(tmp_path):
-    cat = make_catalog(tmp_path)
+    cat = catalog_copy(tmp_path / "catalog")
     yield cat
     cat.close()
 
@@ -110,12 +110,36 @@ def test_dialog_cancel_keeps_model_and_offers_resume(qtbot, catalog, fake_python
     dlg.event_received.connect(lambda e: epochs.append(e) if e.kind == "epoch" else None)
     dlg.start()
     qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=30000)
+    # closing while training asks; "No" keeps training
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    dlg.reject()
+    assert dlg.is_running()
     dlg.cancel()
     qtbot.waitUntil(lambda: not dlg.is_running(), timeout=30000)
     assert "Cancelled" in dlg.status_label.text()
     assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
     assert dlg.resume_check.isVisibleTo(dlg) and dlg.resume_check.isChecked()
     assert dlg.options().resume
+
+
+def test_closing_during_training_stops_it(qtbot, catalog, fake_python, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.3")
+    dlg = _dialog(qtbot, catalog)
+    dlg.epochs_spin.setValue(50)
+    dlg.show()
+    epochs = []
+    dlg.event_received.connect(lambda e: epochs.append(e) if e.kind == "epoch" else None)
+    dlg.start()
+    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=30000)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Yes)
+    assert dlg.close()
+    assert asked and not dlg.job._thread.is_alive()  # stopped and waited for
+    assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
 
 
 def test_dialog_crash_shows_error_and_changes_nothing(qtbot, catalog, fake_python, monkeypatch):
