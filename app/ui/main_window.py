@@ -687,7 +687,7 @@ class MainWindow(QMainWindow):
         for pid in self._match_queue:
             if pid != after:
                 return pid
-        return None
+        return after if after in self._match_queue else None  # the only one left (skipped)
 
     def _show_next_match(self) -> None:
         current = self.match_review.task

@@ -154,3 +154,30 @@ def test_opening_a_photo_goes_to_the_view_that_needs_it(qtbot, window, ui_catalo
     window.photos_view.photo_activated.emit(known[0].photo_id)
     assert window.tabs.currentWidget() is window.individuals_view
     assert window.individuals_view.current_id() == known[0].individual_id
+
+
+def test_skip_records_and_moves_on_and_a_lone_photo_stays(qtbot, window, ui_catalog):
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    window.import_photos([str(p) for p in new_photos[:2]])
+    wait_idle(qtbot, window)
+    window.show_view("match")
+    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    first = window.match_review.task.photo.photo_id
+    window.match_review.setFocus()
+    qtbot.keyClick(window.match_review, Qt.Key.Key_S)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.match_review.task is not None
+                    and window.match_review.task.photo.photo_id != first, timeout=30000)
+    second = window.match_review.task.photo.photo_id
+    qtbot.keyClick(window.match_review, Qt.Key.Key_N)  # the second is a new whale
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.match_review.task is not None
+                    and window.match_review.task.photo.photo_id == first, timeout=30000)
+    qtbot.keyClick(window.match_review, Qt.Key.Key_S)  # skipping the last one keeps it on screen
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    assert window.match_review.task.photo.photo_id == first
+    cat = window.session.catalog
+    assert [d.decision for d in cat.match_decisions(first)] == ["skip", "skip"]
+    assert cat.current_individual(second) is not None
