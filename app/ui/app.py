@@ -71,8 +71,12 @@ def take_screenshots(catalog: str, out_dir: str | Path, *, settings: QSettings |
     _app = application()  # keep a reference while the window lives
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    window = MainWindow(settings or QSettings(str(out / ".screenshot-settings.ini"), QSettings.Format.IniFormat),
-                        confirm_dialogs=False)
+    if settings is None:  # never touch the user's own settings, nor leave a file next to the pictures
+        import tempfile
+
+        settings = QSettings(str(Path(tempfile.mkdtemp(prefix="flukeid-shots-")) / "settings.ini"),
+                             QSettings.Format.IniFormat)
+    window = MainWindow(settings, confirm_dialogs=False)
     window.resize(*size)
     window.show()
     window.open_catalog(catalog)
