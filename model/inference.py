@@ -90,6 +90,17 @@ def _check_io(session: ort.InferenceSession, path: Path, inputs: tuple[str, ...]
                           f"(has inputs {sorted(have_in)}, outputs {sorted(have_out)})")
 
 
+def _check_input_size(session: ort.InferenceSession, path: Path, prep: Preprocessing) -> None:
+    """Refuse a branch whose fixed image size disagrees with the manifest's preprocessing."""
+    shape = next(i.shape for i in session.get_inputs() if i.name == "image")
+    want = {2: prep.input_height, 3: prep.input_width}
+    bad = [(axis, shape[axis]) for axis in want if len(shape) > axis and isinstance(shape[axis], int)
+           and shape[axis] != want[axis]]
+    if len(shape) != 4 or bad:
+        raise BundleError(f"{path}: input 'image' has shape {list(shape)} but the manifest's preprocessing "
+                          f"asks for [N, 1, {prep.input_height}, {prep.input_width}]")
+
+
 @dataclass
 class Engine:
     """A loaded, verified bundle ready to embed photos and score pairs (torch-free).
@@ -136,6 +147,7 @@ class Engine:
         head = _open_session(head_path, device, threads)
         _check_io(branch, branch_path, ("image",), ("embedding", "feature_map"))
         _check_io(head, head_path, ("embedding_a", "embedding_b"), ("probability",))
+        _check_input_size(branch, branch_path, Preprocessing.from_dict(manifest["preprocessing"]))
         actual = branch.get_providers()[0]
         provider = provider_label(actual)
         if actual == "CPUExecutionProvider":
