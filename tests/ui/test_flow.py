@@ -181,3 +181,27 @@ def test_skip_records_and_moves_on_and_a_lone_photo_stays(qtbot, window, ui_cata
     cat = window.session.catalog
     assert [d.decision for d in cat.match_decisions(first)] == ["skip", "skip"]
     assert cat.current_individual(second) is not None
+
+
+def test_redrawn_box_is_recorded_and_undone(qtbot, window, ui_catalog):
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    window.import_photos([str(new_photos[0])])
+    wait_idle(qtbot, window)
+    window.show_view("boxes")
+    photo = window.box_review.current()
+    cat = window.session.catalog
+    before = cat.current_box(photo.photo_id)
+    new_box = (10.0, 12.0, 200.0, 150.0)
+    qtbot.waitUntil(lambda: not window.box_review.editor.image_rect().isEmpty(), timeout=10000)
+    window.box_review.editor.set_box(tuple(v * window.box_review._scale for v in new_box))
+    window.box_review.accept_current()
+    wait_idle(qtbot, window)
+    after = cat.current_box(photo.photo_id)
+    assert after.confirmed and after.source == "manual"
+    assert after.box == pytest.approx(new_box, abs=1.0)
+    window.undo_act.trigger()
+    wait_idle(qtbot, window)
+    undone = cat.current_box(photo.photo_id)
+    assert undone.box == pytest.approx(before.box) and not undone.confirmed
+    assert len(cat.box_history(photo.photo_id)) == 3  # detector, redrawn, undo: nothing overwritten
