@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.image_view import BoxEditor
-from app.ui.images import ImageCache, QImageReader, read_qimage
+from app.ui.images import ImageCache, QImageReader, placeholder_pixmap, read_qimage
 from app.ui.viewdata import PhotoCard
 
 FULL_SIDE = 2048  # photos are shown at most this large (boxes are scaled back to photo pixels)
@@ -158,6 +158,10 @@ class BoxReviewView(QWidget):
             return
         conf = f" · detector confidence {p.box_confidence:.0%}" if p.box_confidence is not None else ""
         self.title.setText(f"<b>{p.file_name}</b>  ({self._index + 1} of {len(self._queue)}){conf}")
+        if self._cache.failed(_key(p.path)):
+            self.editor.set_pixmap(placeholder_pixmap(480, f"photo not found:\n{p.path}"))
+            self.editor.set_box(None)
+            return
         pm = self._cache.get(_key(p.path), lambda path=p.path: read_qimage(path, FULL_SIDE))
         self._set_photo(pm)
         nxt = self._queue[self._index + 1] if self._index + 1 < len(self._queue) else None
@@ -196,7 +200,7 @@ class BoxReviewView(QWidget):
     def _on_image(self, key: str) -> None:
         p = self.current()
         if p is not None and key == _key(p.path):
-            self._set_photo(self._cache.get(key, lambda: read_qimage(p.path, FULL_SIDE)))
+            self._show_current()
 
     # -- decisions ------------------------------------------------------------------------
     def current_box(self):

@@ -721,7 +721,13 @@ class MainWindow(QMainWindow):
             self._prefetch()
 
         def failed(exc) -> None:
+            # e.g. its file is missing: leave it aside for now (the error is shown) and go on
             self._match_busy = False
+            if session is self.session and photo_id in self._match_queue:
+                self._match_queue.remove(photo_id)
+                current = self.match_review.task
+                if current is None or current.photo.photo_id == photo_id:
+                    self._show_next_match()
 
         self._match_busy = True
         self.light.submit("Matching the photo", lambda p, s: session.match(photo_id), on_result=done,

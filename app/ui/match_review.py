@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.compare_view import CompareView, EvidenceLine
-from app.ui.images import ImageCache, read_crop
+from app.ui.images import ImageCache, placeholder_pixmap, read_crop
 from app.ui.viewdata import CandidateCard, MatchTask
 
 CARD_THUMB = 92
@@ -304,7 +304,10 @@ class MatchReviewView(QWidget):
             self._request_heatmaps()
 
     def _crop(self, path: str, box) -> QPixmap | None:
-        return self._cache.get(crop_key(path, box), lambda: read_crop(path, box))
+        key = crop_key(path, box)
+        if self._cache.failed(key):
+            return placeholder_pixmap(360, f"photo not found:\n{path}")
+        return self._cache.get(key, lambda: read_crop(path, box))
 
     def _update_banner(self) -> None:
         t = self.task
