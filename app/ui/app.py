@@ -50,8 +50,23 @@ def wait_idle(window: MainWindow, seconds: float = 120.0) -> bool:
     return ok and pump(seconds, idle)
 
 
+def display_problem() -> str | None:
+    """Why no window can be shown here (Linux without a display), or None."""
+    import os
+
+    if sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM") \
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return ("no display: flukeid needs a desktop session (DISPLAY or WAYLAND_DISPLAY is not set). "
+                "Over ssh use `ssh -X`, or render the views with `flukeid demo --screenshot DIR`.")
+    return None
+
+
 def run_gui(catalog: str | None = None, *, view: str | None = None, settings: QSettings | None = None) -> int:
     """Open the window (on ``catalog`` or the last one used) and run until it closes."""
+    problem = display_problem()
+    if problem:
+        print(f"flukeid: error: {problem}", file=sys.stderr)
+        return 2
     app = application()
     window = MainWindow(settings)
     window.show()
