@@ -742,6 +742,9 @@ class RetrainResult:
         return key(self.new_metrics) > key(self.active_metrics)
 
     def verdict(self) -> str:
+        if not self.heldout:
+            return ("No photo could be held out (no individual has 3 or more confirmed photos), so the models "
+                    "were not compared; activate the new one only if you have another reason to.")
         if self.active_metrics is None:
             return "There is no active model to compare with; activate the new one to start matching with it."
         if self.is_better():

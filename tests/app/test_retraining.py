@@ -278,6 +278,20 @@ def test_training_python_setting(tmp_path, monkeypatch):
     assert retraining.resolve_training_python("/explicit") == "/explicit"
 
 
+def test_verdicts():
+    base = dict(version="new", bundle=Path("b"), run_dir=Path("r"), active_version="old")
+    better = retraining.RetrainResult(new_metrics={"top1": 0.5, "top5": 0.9, "map5": 0.6},
+                                      active_metrics={"top1": 0.4, "top5": 0.9, "map5": 0.5}, heldout=10, **base)
+    assert better.is_better() and "is better" in better.verdict()
+    worse = retraining.RetrainResult(new_metrics={"top1": 0.3, "top5": 0.9, "map5": 0.4},
+                                     active_metrics={"top1": 0.4, "top5": 0.9, "map5": 0.5}, heldout=10, **base)
+    assert not worse.is_better() and "keeping the current model is advised" in worse.verdict()
+    assert worse.comparison_rows()[1] == ("top-1", "40.0%", "30.0%")
+    none = retraining.RetrainResult(new_metrics={"top1": None, "top5": None, "map5": None},
+                                    active_metrics={"top1": None}, heldout=0, **base)
+    assert "were not compared" in none.verdict()
+
+
 def test_multi_gpu_command_uses_torchrun(tmp_path):
     data = retraining.TrainingData(tmp_path / "l.csv", tmp_path / "h.csv", tmp_path, (), (), "t")
     cmd = retraining.training_command("py", data, tmp_path / "run", RetrainOptions(gpus=2, epochs=3, device="cuda"))
