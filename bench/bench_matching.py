@@ -160,6 +160,14 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU"
 
 
+def _ms(v: float) -> str:
+    return "not run" if v != v else f"{v:.1f} ms"  # NaN: not measured
+
+
+def _recall(v: float, n: int) -> str:
+    return "not run" if v != v else f"{v:.3f} ({n})"
+
+
 def write_markdown(results: list[dict], cmd: str) -> str:
     lines = [
         "## Matching: query latency, prefilter recall, memory",
@@ -186,11 +194,11 @@ def write_markdown(results: list[dict], cmd: str) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['n']:,} | {r['exact']['median_ms']:.1f} ms | {r['exact']['p95_ms']:.1f} ms "
-            f"| {r['exact']['cpu_median_ms']:.1f} ms "
+            f"| {r['n']:,} | {_ms(r['exact']['median_ms'])} | {_ms(r['exact']['p95_ms'])} "
+            f"| {_ms(r['exact']['cpu_median_ms'])} "
             f"| {r['prefilter']['median_ms']:.1f} ms | {r['prefilter']['p95_ms']:.1f} ms "
             f"| {r['prefilter']['cpu_median_ms']:.1f} ms "
-            f"| {r['recall_at_5']:.3f} ({r['recall_queries']}) "
+            f"| {_recall(r['recall_at_5'], r['recall_queries'])} "
             f"| {r['proxy_recall_at_5']:.3f} ({r['proxy_queries']}) | {r['index_build_s']:.1f} s "
             f"| {r['peak_rss_mb']:,.0f} MB | {r['loadavg_start']:.1f}-{r['loadavg_end']:.1f} |")
     lines += ["", "Memory: gallery (float16) and index sizes per size:", ""]
@@ -202,10 +210,31 @@ def write_markdown(results: list[dict], cmd: str) -> str:
                 if r["n"] >= 10_000 and r["exact"]["n"]]
     if per_pair:
         lines += ["", f"The exact path costs about {np.median(per_pair):.1f} CPU-µs per gallery photo (so about "
-                  f"{np.median(per_pair):.0f} CPU-s per query at 1M, not run there: nan in the table): the head's "
+                  f"{np.median(per_pair):.0f} CPU-s per query at 1M, not run there): the head's "
                   "per-position network is 512 x (4x32 + 32) multiply-adds per pair, so its cost grows "
                   "linearly with the gallery. Targets: 10k exact <= 30 ms, 100k exact <= 150 ms, 1M "
-                  "prefilter <= 100 ms at recall@5 >= 0.99, 1M in <= 2.5 GB."]
+                  "prefilter <= 100 ms at recall@5 >= 0.99, 1M in <= 2.5 GB. On an idle 2-core machine the two "
+                  "threads overlap, so wall time is roughly between half the CPU time and the CPU time."]
+    by_n = {r["n"]: r for r in results}
+    verdict = []
+    for n, target in ((10_000, 30.0), (100_000, 150.0)):
+        if n in by_n and by_n[n]["exact"]["n"]:
+            c = by_n[n]["exact"]["cpu_median_ms"]
+            verdict.append(f"- exact at {n:,}: {c:.0f} CPU-ms per query (>= {c / 2:.0f} ms wall even idle) against "
+                           f"a {target:.0f} ms target: **missed**; the head over every photo is the cost.")
+    if 1_000_000 in by_n:
+        r = by_n[1_000_000]
+        verdict.append(f"- prefilter at 1M: {r['prefilter']['cpu_median_ms']:.0f} CPU-ms per query "
+                       f"({r['prefilter']['median_ms']:.0f} ms wall at load {r['loadavg_start']:.0f}); the 100 ms wall "
+                       f"target is met if the idle machine gives the CPU time or better, not shown on this loaded one; "
+                       f"recall@5 {r['proxy_recall_at_5']:.3f} against the exact L1 stand-in.")
+        verdict.append(f"- memory at 1M: peak RSS {r['peak_rss_mb']:,.0f} MB including synthetic-data generation "
+                       f"(target 2,560 MB): **met**.")
+    if verdict:
+        lines += ["", "Against the targets:", "", *verdict,
+                  "- Below 20,000 photos the app scores every photo exactly; the prefilter (512 photos re-ranked) "
+                  "costs about the same at every size, so lowering `prefilter_from` (GalleryIndex) is the lever "
+                  "if exact matching is too slow for a catalog."]
     return "\n".join(lines) + "\n"
 
 
