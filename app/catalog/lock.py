@@ -58,17 +58,27 @@ class WriteLock:
         self._fd: int | None = None
 
     def acquire(self) -> LockHolder | None:
-        """Take the lock. Returns None on success, or who holds it when another process does."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:  # pragma: no cover - Windows
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            os.close(fd)
-            return self.holder()
+        """Take the lock. Returns None on success, or who holds it when another process does.
+
+        A holder writes its details just after taking the lock and empties the file just before
+        dropping it; when the file names nobody, the lock is tried again for a moment, so the
+        answer is either the lock or a holder with its process id.
+        """
+        for attempt in range(50):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:  # pragma: no cover - Windows
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                break
+            except OSError:
+                os.close(fd)
+                holder = self.holder()
+                if holder.pid is not None or attempt == 49:
+                    return holder
+                time.sleep(0.005)
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
