@@ -20,6 +20,7 @@ first-place solution's box file, i.e. they are themselves a model's output check
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import platform
 import time
 from datetime import UTC, datetime
@@ -51,11 +52,10 @@ SHARED = ROOT.parent / "shared" / "data"
 REAL_SETS = ["cetacean_photoid_eval_v1", "humpback_flukes_v1"]
 
 
-def real_rows() -> list:
+def real_rows(csv_paths: list[Path] | None = None) -> list:
     """Humpback full frames with boxes from the shared data, duplicates (same file name) removed."""
     rows, seen = [], set()
-    for name in REAL_SETS:
-        csv_path = SHARED / name / "labels.csv"
+    for csv_path in csv_paths or [SHARED / name / "labels.csv" for name in REAL_SETS]:
         if not csv_path.is_file():
             continue
         for path, box in read_box_labels(csv_path):
@@ -90,8 +90,19 @@ def main() -> None:
     ap.add_argument("--synthetic-train", type=int, default=600, help="synthetic frames mixed into each fold's training")
     ap.add_argument("--detector", default=str(DEFAULT_DETECTOR_DIR))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "detector.md"))
+    ap.add_argument("--real", action="append", type=Path, default=None,
+                    help="labels CSV(s) of the real photos (default: the two sets in ../shared/data)")
+    ap.add_argument("--device", default="cpu", help="where the CV fine-tuning runs (cpu or cuda)")
+    ap.add_argument("--workers", type=int, default=0, help="augmentation processes for the CV fine-tuning")
+    ap.add_argument("--machine", default="2-core CPU, no GPU", help="machine description for the table")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only measure speed on this machine and replace the speed line of --out")
     args = ap.parse_args()
+    if args.speed_only:
+        speed_only(args)
+        return
     t_start = time.monotonic()
+    faulthandler.dump_traceback_later(300, repeat=True)  # where it is, every 5 min (shared, busy CPUs)
 
     det = Detector.load(args.detector)
     manifest = det.manifest
@@ -99,7 +110,7 @@ def main() -> None:
     state, cfg_dict = load_detector_state(args.detector)
 
     # real photos at full resolution (the app's input) and reduced for training
-    rows = real_rows()
+    rows = real_rows(args.real)
     if not rows:
         raise SystemExit(f"no real photos with boxes under {SHARED}")
     from model.preprocess import load_image
@@ -109,11 +120,13 @@ def main() -> None:
     print(f"{len(real)} real photos")
 
     # synthetic evaluation frames (seed not used by any training) + plain-sea frames
+    print("drawing synthetic frames", flush=True)
     synth = synthetic_samples(300, 0, seed=424_242)
     sea = synthetic_samples(0, 100, seed=525_252)
     synth_rgb = [np.stack([s.gray] * 3, -1) for s in synth]
     sea_rgb = [np.stack([s.gray] * 3, -1) for s in sea]
 
+    print("baselines and the shipped detector", flush=True)
     res: dict[str, dict[str, np.ndarray]] = {}
     res["whole photo"] = {
         "real": ious_of([(0.0, 0.0, float(p.shape[1]), float(p.shape[0])) for p in photos], real),
@@ -144,39 +157,25 @@ def main() -> None:
     mix = synthetic_samples(args.synthetic_train, max(20, args.synthetic_train // 5), seed=737)
     known = set(DetectorTrainConfig.__dataclass_fields__)
     cfg = DetectorTrainConfig(**{**{k: v for k, v in cfg_dict.items() if k in known}, "epochs": args.epochs,
-                                 "lr": 1e-3, "batch_size": 32, "device": "cpu", "workers": 0, "threads": 2})
+                                 "lr": 1e-3, "batch_size": 32, "device": args.device, "workers": args.workers,
+                                 "threads": 2})
     t_cv = time.monotonic()
+    print("cross-validation", flush=True)
     for k, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(order, test_idx)
         train_real = [real[i] for i in train_idx]
         samples = mix + train_real
         w_real = 0.5 * len(mix) / max(1, len(train_real))
         weights = [1.0] * len(mix) + [w_real] * len(train_real)
-        net = train_detector(samples, cfg, init_state=state, sample_weights=weights)
+        net = train_detector(samples, cfg, init_state=state, sample_weights=weights,
+                             progress=lambda f, m, k=k: print(f"fold {k + 1}: {m}", flush=True))
         pred, _ = predict_samples(net, [real[i] for i in test_idx], size)
         cv_pred[test_idx] = pred
         print(f"fold {k + 1}/{args.folds} done ({time.monotonic() - t_cv:.0f} s)")
     cv_ious = ious_of(frac_to_px(cv_pred, real), real)
     res[f"model, synthetic + real ({args.folds}-fold CV, fine-tuned)"] = {"real": cv_ious, "synth": None}
 
-    # speed: the shipped detector on a full-size photo, one photo at a time
-    photo = max(photos, key=lambda p: p.shape[0] * p.shape[1] if p.shape[1] <= 1100 else 0)
-    for _ in range(5):
-        det.detect(photo)
-    times, net_times = [], []
-    x = detector_input(photo, size)[None]
-    for _ in range(100):
-        t = time.perf_counter()
-        det.detect(photo)
-        times.append((time.perf_counter() - t) * 1000)
-        t = time.perf_counter()
-        det.predict_batch(x)
-        net_times.append((time.perf_counter() - t) * 1000)
-    cl_times = []
-    for _ in range(30):
-        t = time.perf_counter()
-        classical_detect(photo)
-        cl_times.append((time.perf_counter() - t) * 1000)
+    speed = speed_line(det, photos, args.machine)
 
     total = time.monotonic() - t_start
     trained = manifest.get("trained_on", {})
@@ -184,8 +183,9 @@ def main() -> None:
         "## Fluke detector",
         "",
         f"Command: `python -m bench.bench_detector --folds {args.folds} --epochs {args.epochs} "
-        f"--synthetic-train {args.synthetic_train}` · machine: 2-core CPU, no GPU ({platform.machine()}, "
-        f"onnxruntime CPU) · date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · whole run {total / 60:.1f} min.",
+        f"--synthetic-train {args.synthetic_train} --device {args.device}` · machine: {args.machine} "
+        f"({platform.machine()}, detector run by onnxruntime on the CPU) · date: "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} · whole run {total / 60:.1f} min.",
         "",
         f"Real photos: {len(real)} humpback full frames with a box (all of them in ../shared/data: "
         "cetacean_photoid_eval_v1 + humpback_flukes_v1, duplicates removed). Their boxes come from the "
@@ -215,9 +215,7 @@ def main() -> None:
         f"{(sea_conf >= 0.5).mean() * 100:.0f}% ≥ 0.5; real fluke photos mean {pos_conf_real.mean():.3f}, "
         f"{(pos_conf_real >= 0.5).mean() * 100:.0f}% ≥ 0.5; synthetic fluke frames mean {pos_conf_syn.mean():.3f}.",
         "",
-        f"Speed on one {photo.shape[1]}x{photo.shape[0]} photo (median of 100, 2 onnxruntime threads): "
-        f"**{np.median(times):.1f} ms** per photo including gray conversion and resizing "
-        f"({np.median(net_times):.1f} ms for the network alone); classical detector {np.median(cl_times):.1f} ms.",
+        speed,
         "",
     ]
     out = Path(args.out)
@@ -225,6 +223,49 @@ def main() -> None:
     out.write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {out}")
+
+
+def speed_line(det: Detector, photos: list[np.ndarray], machine: str = "") -> str:
+    """Median ms per photo of the detector (with and without preprocessing) and the classical one."""
+    photo = max(photos, key=lambda p: p.shape[0] * p.shape[1] if p.shape[1] <= 1100 else 0)
+    for _ in range(5):
+        det.detect(photo)
+    times, net_times = [], []
+    x = detector_input(photo, det.input_size)[None]
+    for _ in range(100):
+        t = time.perf_counter()
+        det.detect(photo)
+        times.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        det.predict_batch(x)
+        net_times.append((time.perf_counter() - t) * 1000)
+    cl_times = []
+    for _ in range(30):
+        t = time.perf_counter()
+        classical_detect(photo)
+        cl_times.append((time.perf_counter() - t) * 1000)
+    where = f" on {machine}" if machine else ""
+    return (f"Speed{where}, one {photo.shape[1]}x{photo.shape[0]} photo at a time (median of 100, 2 onnxruntime "
+            f"threads): **{np.median(times):.1f} ms** per photo including gray conversion and resizing "
+            f"({np.median(net_times):.1f} ms for the network alone); classical detector {np.median(cl_times):.1f} ms.")
+
+
+def speed_only(args) -> None:
+    """Measure speed here and replace the speed line of an existing fragment."""
+    from model.preprocess import load_image
+
+    det = Detector.load(args.detector)
+    photos = [load_image(p) for p, _ in real_rows(args.real)]
+    line = speed_line(det, photos, args.machine) + (
+        f" Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} with "
+        "`python -m bench.bench_detector --speed-only`.")
+    out = Path(args.out)
+    text = out.read_text().splitlines() if out.is_file() else []
+    text = [ln for ln in text if not ln.startswith("Speed")]
+    while text and not text[-1].strip():
+        text.pop()
+    out.write_text("\n".join([*text, "", line, ""]))
+    print(line)
 
 
 def _scale(box, sample: BoxSample):

@@ -446,6 +446,7 @@ def export_detector_onnx(net, path: str | Path, input_size: int, tolerance: floa
         # The TorchScript exporter is deprecated but gives a small plain graph with a dynamic batch
         # that runs on any onnxruntime; the parity check below guards it.
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         torch.onnx.export(wrapper, (dummy,), str(path), input_names=["image"], output_names=["box", "confidence"],
                           dynamic_axes={"image": {0: "N"}, "box": {0: "N"}, "confidence": {0: "N"}},
                           opset_version=opset, dynamo=False)
