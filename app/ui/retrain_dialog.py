@@ -515,7 +515,12 @@ class RetrainDialog(QDialog):
             for j, text in enumerate((name, old, new)):
                 self.compare_table.setItem(i, j, QTableWidgetItem(text))
         self.compare_table.resizeColumnsToContents()
-        self.verdict_label.setText(result.verdict())
+        self.compare_table.resizeRowsToContents()
+        height = self.compare_table.horizontalHeader().height() + 2 * self.compare_table.frameWidth()
+        height += sum(self.compare_table.rowHeight(i) for i in range(len(rows)))
+        self.compare_table.setFixedHeight(height)
+        self.compare_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.verdict_label.setText(" ".join(t for t in (result.verdict(), result.detector) if t))
         self.compare_box.setVisible(True)
         self.activate_button.setVisible(True)
         self.keep_button.setVisible(True)
