@@ -66,12 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         t0 = time.perf_counter()
         data = Path(args.data) if args.data else work / "data"
-        if not (data / "labels.csv").is_file():
+        reused = (data / "labels.csv").is_file()
+        if not reused:
             generate_dataset(data, individuals=args.n // 4, photos=4, size=(w, h), seed=1)
         images = data / "images"
         n_files = len(list(images.glob("*.jpg")))
         photo_mb = _du(images) / n_files / 2**20
-        print(f"generated {n_files} photos ({w}x{h}, {photo_mb:.2f} MiB each) in {time.perf_counter() - t0:.0f} s")
+        print(f"{'reused' if reused else 'generated'} {n_files} photos ({w}x{h}, {photo_mb:.2f} MiB each) in {time.perf_counter() - t0:.0f} s")
 
         rows = [
             _run("no model", data, work, lambda c: import_photos(c, [images])),
