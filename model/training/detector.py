@@ -598,7 +598,7 @@ def build_detector(out_dir: str | Path, *, synthetic: int = 2000, negatives: int
     progress(0.9, "checking the detector on fresh synthetic frames")
     metrics: dict = {}
     if synthetic > 0:
-        held = synthetic_samples(200, 0, seed=config.seed + 10_007, store_side=config.store_side,
+        held = synthetic_samples(min(200, max(20, synthetic // 4)), 0, seed=config.seed + 10_007, store_side=config.store_side,
                                  workers=config.workers)
         boxes, _ = predict_samples(net, held, config.input_size)
         metrics["synthetic_heldout"] = box_metrics(boxes, held)

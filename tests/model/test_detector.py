@@ -254,3 +254,25 @@ def test_detector_goes_into_a_bundle(tmp_path):
     entry = add_detector_to_bundle(staging, src)
     assert entry == {"input_size": 32}
     assert Detector.load(staging).input_size == 32
+
+
+@pytest.mark.slow
+def test_train_detector_cli_writes_a_loadable_detector(tmp_path, capsys):
+    from app.cli import main
+
+    out = tmp_path / "det"
+    rc = main(["train-detector", "--out", str(out), "--synthetic", "24", "--negatives", "8", "--epochs", "1",
+               "--input-size", "64", "--width", "4"])
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    det = Detector.load(out)
+    assert det.input_size == 64
+    assert det.manifest["trained_on"]["synthetic_frames"] == 24 and det.manifest["trained_on"]["real_photos"] == 0
+    assert main(["detect", "--model", str(out), "--json", str(_write_photo(tmp_path))]) == 0
+    assert '"source": "model"' in capsys.readouterr().out
+
+
+def _write_photo(tmp_path: Path) -> Path:
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), _dark_ellipse_photo()[..., ::-1])
+    return photo
