@@ -297,7 +297,7 @@ class MainWindow(QMainWindow):
 
     def recent_catalogs(self) -> list[str]:
         value = self.settings.value("recent", [])
-        if isinstance(value, str):
+        if not isinstance(value, (list, tuple)):  # one path, or garbage of another type
             value = [value]
         return [str(v) for v in (value or []) if v]
 
