@@ -116,7 +116,7 @@ def _tiny() -> Config:
         preset="tiny", input_height=48, input_width=96,  # flukes are wide: a wide input wastes less
         branch=BranchConfig(kind="cnn", width=8, blocks=[1, 1, 1], embedding_dim=32),
         head=HeadConfig(kind="l1"),  # learns in far fewer steps than the nn head
-        mining=MiningConfig(r_start=0.0, r_end=0.5),
+        mining=MiningConfig(r_start=0.0, r_end=0.5, rounds=4),
         augment=AugmentConfig(rotation=5.0, shear=3.0),
         epochs=6, batch_size=16, lr=3e-3, weight_decay=1e-5, warmup_epochs=0, num_workers=1,
         val_fraction=0.2, val_max_individuals=20,

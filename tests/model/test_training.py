@@ -27,6 +27,7 @@ from model.training.siamese import (
 def _fast_cfg(**kw):
     cfg = preset("tiny")
     cfg.epochs = 2
+    cfg.mining.rounds = 1
     cfg.val_fraction = 0.0
     for k, v in kw.items():
         setattr(cfg, k, v)
