@@ -60,6 +60,7 @@ class BoxReviewView(QWidget):
         self.hint = QLabel("Drag a corner to adjust, drag inside to move, drag outside to draw a new box.  "
                            "<b>Enter</b> accept · <b>S</b> skip · <b>J</b> no fluke · <b>R</b> reset")
         self.hint.setObjectName("hint")
+        self.hint.setWordWrap(True)
         self.accept_btn = QPushButton("Accept box  (Enter)")
         self.accept_btn.setObjectName("primary")
         self.skip_btn = QPushButton("Skip  (S)")

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -188,6 +189,8 @@ class MainWindow(QMainWindow):
         self.cancel_btn.clicked.connect(self.cancel_job)
         for w in (self.job_label, self.job_progress, self.cancel_btn):
             w.setVisible(False)
+        self.counts_label.setMinimumWidth(0)
+        self.counts_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         sb.addWidget(self.counts_label, 1)
         sb.addPermanentWidget(self.job_label)
         sb.addPermanentWidget(self.job_progress)

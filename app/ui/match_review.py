@@ -176,6 +176,9 @@ class MatchReviewView(QWidget):
                              "<span style='color:#ffffff'>■</span> both")
         self.legend.setObjectName("hint")
         self.legend.setVisible(False)
+        for label in (self.legend, self.heat_status, self.title, self.remaining):
+            label.setMinimumWidth(0)  # never let a long line widen the window
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cards = [CandidateCardWidget(i) for i in range(5)]
         self.no_candidates = QLabel("No individuals in the catalog yet:\nthis photo starts a new one (N).")
         self.no_candidates.setAlignment(Qt.AlignmentFlag.AlignCenter)
