@@ -163,6 +163,59 @@ def bench_heatmaps(engine, reps: int = 10) -> dict:
     return out
 
 
+def import_photos(n: int = 24) -> tuple[list[Path], str]:
+    """Photos for the import-path timing: real humpback photos from ../shared/data when present."""
+    real = sorted((ROOT.parent / "shared" / "data" / "humpback_flukes_v1" / "images").rglob("*.jpg"))[:n]
+    if len(real) >= n:
+        return real, "humpback photos from ../shared/data (read only)"
+    import cv2
+
+    sys_path_root = str(ROOT)
+    import sys
+
+    if sys_path_root not in sys.path:
+        sys.path.insert(0, sys_path_root)
+    from tests.model.tiny_models import textured_object_photo
+
+    out = WORK / "photos"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        img = textured_object_photo(1200, 1600, (400, 300, 1200, 900), seed=i)
+        path = out / f"p{i:03d}.jpg"
+        cv2.imwrite(str(path), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths, "synthetic 1600x1200 JPEGs"
+
+
+def bench_import(engine, reps: int = 3) -> dict:
+    """Decode, detect, crop + embed: the whole import path, photos/s (median of reps)."""
+    from model.detection import default_detector
+    from model.preprocess import load_image
+
+    paths, what = import_photos()
+    detector = default_detector()
+    stage = {"decode": [], "detect": [], "embed": []}
+    total, total_cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        t = time.perf_counter()
+        images = [load_image(p) for p in paths]
+        stage["decode"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        boxes = [d.box for d in detector.detect_many(images)]
+        stage["detect"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        engine.embed(images, boxes)
+        stage["embed"].append(time.perf_counter() - t)
+        total.append(time.perf_counter() - t0)
+        total_cpu.append(time.process_time() - c0)
+    n = len(paths)
+    return {"what": what, "n": n, "detector": type(detector).__name__, "photos_s": n / med(total),
+            "cpu_photos_s": n / med(total_cpu),
+            **{f"{k}_ms": med(v) / n * 1000 for k, v in stage.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--input", type=int, default=384, help="branch input side (square)")
@@ -183,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     print("head us/pair:", {k: round(v, 2) for k, v in hd.items()}, flush=True)
     hm = bench_heatmaps(engine)
     print("heatmaps ms:", {k: round(v, 1) for k, v in hm.items()}, flush=True)
+    imp = bench_import(engine)
+    print("import:", imp, flush=True)
     load1 = os.getloadavg()[0]
     cmd = "python -m bench.bench_inference" + ("" if (args.input, args.batch) == (384, 8)
                                                else f" --input {args.input} --batch {args.batch}")
@@ -216,6 +271,11 @@ Exact matching costs this per gallery photo (see the matching table).
 
 Target: under 100 ms per pair. CPU is the process CPU time (all threads): on this shared machine
 wall times are inflated by other jobs' load, CPU times much less.
+
+Import path (decode with model.preprocess.load_image, detect with model.detection's default detector
+({imp['detector']}), crop + embed with the branch above at {hw[0]}x{hw[1]}, batches of 16), {imp['n']} {imp['what']}:
+**{imp['photos_s']:.2f} photos/s** wall ({imp['cpu_photos_s']:.2f} photos per CPU-second); per photo
+decode {imp['decode_ms']:.0f} ms, detect {imp['detect_ms']:.0f} ms, crop + embed {imp['embed_ms']:.0f} ms (wall, median of 3).
 """
     if not args.no_write:
         out = ROOT / "docs" / "bench" / "inference.md"
