@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         lines.append(f"| {r['label']} | {r['params'] / 1e6:.1f} M | {r['images_per_s']:.1f} | {r['step_s'] * 1000:.0f} |")
+    end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines += ["", f"Load average at the end: {end_load:.1f} (on {os.cpu_count()} CPUs; above that, figures are "
+              "proportionally lower than on an idle machine)."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
