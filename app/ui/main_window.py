@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -189,8 +188,7 @@ class MainWindow(QMainWindow):
         self.cancel_btn.clicked.connect(self.cancel_job)
         for w in (self.job_label, self.job_progress, self.cancel_btn):
             w.setVisible(False)
-        self.counts_label.setMinimumWidth(0)
-        self.counts_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.counts_label.setMinimumWidth(1)  # may shrink below its text
         sb.addWidget(self.counts_label, 1)
         sb.addPermanentWidget(self.job_label)
         sb.addPermanentWidget(self.job_progress)

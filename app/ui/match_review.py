@@ -177,8 +177,7 @@ class MatchReviewView(QWidget):
         self.legend.setObjectName("hint")
         self.legend.setVisible(False)
         for label in (self.legend, self.heat_status, self.title, self.remaining):
-            label.setMinimumWidth(0)  # never let a long line widen the window
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(1)  # may shrink below its text: a long line never widens the window
         self.cards = [CandidateCardWidget(i) for i in range(5)]
         self.no_candidates = QLabel("No individuals in the catalog yet:\nthis photo starts a new one (N).")
         self.no_candidates.setAlignment(Qt.AlignmentFlag.AlignCenter)
