@@ -110,17 +110,23 @@ class ThreadJob(QObject):
         self._running = False
 
     def _run(self) -> None:
+        # The job counts as ended before its last signals are queued, so a slot reacting to
+        # ``result`` (or the user's next click) may start the next job at once.
         out = _Emitter(self.signals)
         try:
             value = self._fn(out, self._stop.is_set)
         except Interrupted:
+            self._running = False
             out._emit("cancelled")
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
             exc.formatted_traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            self._running = False
             out._emit("error", exc)
         else:
+            self._running = False
             out._emit("result", value)
         finally:
+            self._running = False
             out._emit("finished")
 
 
@@ -452,7 +458,7 @@ class RetrainDialog(QDialog):
         job.signals.result.connect(on_result)
         job.signals.error.connect(self._on_error)
         job.signals.cancelled.connect(self._on_cancelled)
-        job.signals.finished.connect(self._on_job_finished)
+        job.signals.finished.connect(lambda j=job: self._on_job_finished(j))
         self.job = job
         job.start()
 
@@ -538,7 +544,9 @@ class RetrainDialog(QDialog):
         self.status_label.setText("Cancelled. The current model is unchanged; the last checkpoint is kept "
                                   "and the next Retrain offers to resume it.")
 
-    def _on_job_finished(self) -> None:
+    def _on_job_finished(self, job: ThreadJob) -> None:
+        if job is not self.job:  # a newer job (activation) already runs
+            return
         self.cancel_button.setEnabled(False)
         self.start_button.setEnabled(True)
         self._refresh_summary()

@@ -95,7 +95,9 @@ def test_dialog_trains_shows_comparison_and_activates(qtbot, catalog, fake_pytho
     assert dlg.activate_button.isVisibleTo(dlg) and dlg.keep_button.isVisibleTo(dlg)
     assert max(gaps) < 0.1, f"GUI blocked for {max(gaps) * 1000:.0f} ms"
     assert catalog.active_model().version == "m-initial"
-    with qtbot.waitSignal(dlg.model_activated, timeout=30000) as act:
+    # the user clicks at once: the training job has handed over its result, activation may start
+    assert not dlg.is_running()
+    with qtbot.waitSignal(dlg.model_activated, timeout=60000) as act:
         dlg.activate_new_model()
     assert act.args == [result.version] and embed_stub == [result.version]
     assert catalog.active_model().version == result.version
