@@ -165,6 +165,7 @@ def catalog_paths(cat: Catalog) -> list[str]:
     return [p.path for p in cat.photos()]
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow warns, then load_image decides
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=0, max_size=4096), prefix=st.sampled_from(
     [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"GIF89a"]))
