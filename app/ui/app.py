@@ -61,8 +61,12 @@ def display_problem() -> str | None:
     return None
 
 
-def run_gui(catalog: str | None = None, *, view: str | None = None, settings: QSettings | None = None) -> int:
-    """Open the window (on ``catalog`` or the last one used) and run until it closes."""
+def run_gui(catalog: str | None = None, *, view: str | None = None, settings: QSettings | None = None,
+            exit_after_show: bool = False) -> int:
+    """Open the window (on ``catalog`` or the last one used) and run until it closes.
+
+    ``exit_after_show`` quits once the first window is shown and the event loop has run (start-up timing).
+    """
     problem = display_problem()
     if problem:
         print(f"flukeid: error: {problem}", file=sys.stderr)
@@ -70,6 +74,11 @@ def run_gui(catalog: str | None = None, *, view: str | None = None, settings: QS
     app = application()
     window = MainWindow(settings)
     window.show()
+    if exit_after_show:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(0, app.quit)
+        return app.exec()
     target = catalog or window.settings.value("last_catalog")
     if target and (Path(str(target)) / "catalog.sqlite").is_file():
         window.open_catalog(str(target))
