@@ -32,8 +32,8 @@ def _progress(fraction: float, message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {fraction:6.1%} {message}", flush=True)
 
 
-def build(out: Path = DEMO, *, individuals: int = 80, heldout: int = 30, input_size: int = 128,
-          budget_s: float = 600.0, epochs: int = 30, branch: str = "efficientnet_lite0", seed: int = 5,
+def build(out: Path = DEMO, *, individuals: int = 60, heldout: int = 30, input_size: int = 128,
+          budget_s: float = 1500.0, epochs: int = 4, branch: str = "efficientnet_lite0", seed: int = 5,
           threads: int = 1, work: Path = WORK) -> dict:
     """Train, export, evaluate and install the demo bundle; returns its manifest."""
     import torch
@@ -128,11 +128,11 @@ def build(out: Path = DEMO, *, individuals: int = 80, heldout: int = 30, input_s
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DEMO)
-    p.add_argument("--individuals", type=int, default=80)
+    p.add_argument("--individuals", type=int, default=60)
     p.add_argument("--heldout", type=int, default=30)
     p.add_argument("--input", type=int, default=128, help="input size (square)")
-    p.add_argument("--budget", type=float, default=600.0, help="training wall-clock budget in seconds")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--budget", type=float, default=1500.0, help="training wall-clock budget in seconds")
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--branch", default="efficientnet_lite0", choices=("efficientnet_lite0", "cnn"))
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
