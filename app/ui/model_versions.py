@@ -131,13 +131,14 @@ class ModelVersionsDialog(QDialog):
         self.job.signals.progress.connect(lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)))
         self.job.signals.result.connect(self._on_activated)
         self.job.signals.error.connect(self._on_error)
-        self.job.signals.finished.connect(self._finished)
+        self.job.signals.finished.connect(lambda j=self.job: self._finished(j))
         self.progress.setVisible(True)
         self.use_button.setEnabled(False)
         self.status_label.setText(f"Switching to {version}: computing embeddings (the current model serves meanwhile)…")
         self.job.start()
 
     def _on_activated(self, version: str) -> None:
+        self.refresh()
         self.status_label.setText(f"Model {version} is now active.")
         self.model_activated.emit(version)
 
@@ -146,6 +147,8 @@ class ModelVersionsDialog(QDialog):
         if self.isVisible():
             QMessageBox.warning(self, "Could not switch models", str(exc))
 
-    def _finished(self) -> None:
+    def _finished(self, job: ThreadJob) -> None:
+        if job is not self.job:  # a newer switch already runs
+            return
         self.progress.setVisible(False)
         self.refresh()
