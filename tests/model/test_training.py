@@ -204,3 +204,35 @@ def test_two_process_ddp_on_cpu(small_set, tmp_path):
     assert r0 == r1  # both ranks end with bit-identical weights
     assert (r0["world"], r0["epochs"]) == (2, 2)
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+
+
+def test_dataset_normalisation_matches_inference_preprocessing(small_set):
+    from model.data.dataset import CropDataset
+    from model.preprocess import Preprocessing, load_image, prepare_batch
+
+    prep = Preprocessing(48, 96, 0.05)
+    ds = CropDataset(small_set[:2], prep)
+    x, label = ds[1]
+    ref = prepare_batch([load_image(small_set[1].path)], [small_set[1].box], prep)[0]
+    assert x.shape == (1, 48, 96) and label == ds.labels[1]
+    # the cache keeps uint8 crops: within one grey level of inference's float crop
+    assert np.abs(x.numpy() - ref).max() < 0.05
+    assert ds.crop(1) is ds.crop(1)  # decoded once
+
+
+def test_augmentation_is_seeded_identity_when_off_and_moves_content():
+    from model.config import AugmentConfig
+    from model.training.augment import augment_batch
+
+    x = torch.zeros(2, 1, 32, 32)
+    x[:, :, 12:20, 12:20] = 1.0
+    none = AugmentConfig(zoom=0, shift=0, rotation=0, shear=0, brightness=0, contrast=0, blur_p=0)
+    assert torch.allclose(augment_batch(x, none, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    cfg = AugmentConfig(shift=0.2, rotation=20)
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)  # parameters come from the CPU generator: same on any device
+    assert not torch.allclose(a, x, atol=1e-2)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    with pytest.raises(ValueError, match=r"\[N,1,H,W\]"):
+        augment_batch(torch.zeros(2, 3, 8, 8), cfg, torch.Generator())
