@@ -74,7 +74,7 @@ def _share_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from model.api import FlukeidError, load_train_config, read_labels, train_siamese
+    from model.api import DataError, FlukeidError, load_train_config, read_labels, train_siamese
 
     def emit(event: dict) -> None:
         if args.progress_json:
@@ -99,6 +99,11 @@ def run_train(args: argparse.Namespace) -> int:
         labelled = read_labels(args.data, args.images)
         for problem in labelled.problems[:10]:
             print(f"flukeid: skipped: {problem}", file=sys.stderr)
+        if len(labelled.problems) > 10:
+            print(f"flukeid: ... and {len(labelled.problems) - 10} more skipped rows", file=sys.stderr)
+        if not labelled.records and labelled.problems:
+            raise DataError(f"{args.data}: none of its {len(labelled.problems)} rows can be used "
+                            f"(first problem: {labelled.problems[0]})")
         result = train_siamese(cfg, labelled.records, args.out, progress=progress, resume=args.resume,
                                events=emit)
     except FlukeidError as exc:
