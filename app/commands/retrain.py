@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 class _ProgressLine:
     """One terminal line that rewrites itself (a plain line per event when not a terminal)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream = stream if stream is not None else sys.stderr  # the stderr of now, not of import time
         self.tty = stream.isatty()
         self.width = 0
 
