@@ -98,7 +98,8 @@ def check_parity(branch: nn.Module, head: nn.Module, branch_onnx: Path, head_onn
         {"branch_max_abs_diff": ..., "head_max_abs_diff": ...}.
 
     Raises:
-        BundleError: a file fails the checker or a difference is at least ``tolerance``.
+        BundleError: a file fails the checker, or a difference is at least ``tolerance`` (for the
+            branch, per unit of its largest output magnitude).
     """
     import onnx
 
@@ -119,9 +120,13 @@ def check_parity(branch: nn.Module, head: nn.Module, branch_onnx: Path, head_onn
         raise BundleError(f"{head_onnx}: probability has shape {o_prob.shape}, expected ({batch},)")
     d_branch = max(float(np.abs(o_emb - t_emb.numpy()).max()), float(np.abs(o_fmap - t_fmap.numpy()).max()))
     d_head = float(np.abs(o_prob - t_prob.numpy()).max())
-    for name, d in ((branch_onnx, d_branch), (head_onnx, d_head)):
-        if not d < tolerance:
-            raise BundleError(f"{name}: onnxruntime differs from torch by {d:.3g} (limit {tolerance:g})")
+    # Branch outputs are unbounded (a trained BN map can reach tens), and float32 rounding grows with
+    # the magnitude: the branch limit is ``tolerance`` per unit of the largest output, never below it.
+    # Head outputs are probabilities in 0..1, so their limit stays absolute.
+    scale = max(1.0, float(t_emb.abs().max()), float(t_fmap.abs().max()))
+    for name, d, limit in ((branch_onnx, d_branch, tolerance * scale), (head_onnx, d_head, tolerance)):
+        if not d < limit:
+            raise BundleError(f"{name}: onnxruntime differs from torch by {d:.3g} (limit {limit:.3g})")
     return {"branch_max_abs_diff": d_branch, "head_max_abs_diff": d_head}
 
 
