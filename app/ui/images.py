@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QImageReader, QPainter, QPixmap
 
 from app.ui.viewdata import CROP_MARGIN, crop_rect
+from app.ui.workers import lower_thread_priority
 
 
 def read_qimage(path: str, max_side: int | None = None) -> QImage:
@@ -71,6 +72,7 @@ class _LoadTask(QRunnable):
         self.key, self.loader, self.signals = key, loader, signals
 
     def run(self) -> None:
+        lower_thread_priority()
         try:
             image = self.loader()
         except Exception:  # noqa: BLE001 - a bad photo shows as a placeholder

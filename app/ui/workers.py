@@ -9,6 +9,8 @@ event loop.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 import traceback
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
 
 from model.api import Interrupted
 
@@ -49,6 +51,23 @@ class Job:
         self.stop_event.set()
 
 
+def lower_thread_priority() -> None:
+    """Make the calling worker thread yield to the GUI thread when the CPUs are busy.
+
+    On Linux, Qt's thread priorities do not apply to normal threads, so the thread's nice value is
+    raised instead (a worker thread is only ever used for background work, so it stays lowered).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            if os.getpriority(os.PRIO_PROCESS, tid) < 10:
+                os.setpriority(os.PRIO_PROCESS, tid, 10)
+        except OSError:
+            pass
+    else:
+        QThread.currentThread().setPriority(QThread.Priority.LowPriority)
+
+
 class _Runnable(QRunnable):
     def __init__(self, fn: JobFn, job: Job, min_interval: float):
         super().__init__()
@@ -66,6 +85,7 @@ class _Runnable(QRunnable):
 
     def run(self) -> None:  # noqa: D401 - Qt override
         sig = self._job.signals
+        lower_thread_priority()
         try:
             value = self._fn(self._progress, self._job.stop_event.is_set)
         except Interrupted:
