@@ -137,8 +137,10 @@ def test_sigkill_during_model_install_and_activation(tmp_path, photo_dir, tiny_b
     stages = {"copying": 0, "activating": 0, "done": 0}
     for k in range(1, ACTIVATION_KILLS + 1):
         version = f"v{k}"
-        acked = _run_and_kill(_activation_child, (str(folder), str(tiny_bundle), version),
-                              rng.randint(0, 8), rng.uniform(0, 0.05), limit=30)
+        # the first kills land before the install is acknowledged (at once, or right after the first
+        # file is copied); the rest at random moments through install and activation
+        acks, delay = (k - 1, 0.0) if k <= 2 else (rng.randint(0, 8), rng.uniform(0, 0.05))
+        acked = _run_and_kill(_activation_child, (str(folder), str(tiny_bundle), version), acks, delay, limit=30)
         stages["done" if f"active {version}" in acked else
                "activating" if f"installed {version}" in acked else "copying"] += 1
         with _consistent(folder) as cat:

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 pytest.importorskip("PySide6")
 
 KEYS = ("window/geometry", "window/state", "recent", "last_catalog")
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what QSettings can store at all
 VALUES = st.one_of(
-    st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=40), st.binary(max_size=64),
-    st.lists(st.one_of(st.integers(), st.text(max_size=10)), max_size=5), st.booleans(),
+    st.none(), INT64, st.floats(allow_nan=True), st.text(max_size=40), st.binary(max_size=64),
+    st.lists(st.one_of(INT64, st.text(max_size=10)), max_size=5), st.booleans(),
 )
 
 
