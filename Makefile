@@ -28,7 +28,7 @@ demo: $(STAMP)
 
 ## make test: set up with the test extra and run the whole suite
 test: $(TEST_STAMP)
-	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -m "not package"
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check app model tests bench packaging
@@ -44,7 +44,6 @@ package: $(STAMP)
 
 ## build (or reuse) the program and run its --self-test offscreen
 package-test: $(TEST_STAMP)
-	$(PIP) install -q -e ".[test,package]"
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q -m package tests/test_package.py
 
 clean:
