@@ -25,6 +25,7 @@ from app.services import decisions as D
 from app.services.importing import import_photos
 from model.api import verify_bundle
 from tests.app.conftest import FakeDetector, write_photo
+from tests.app.test_crash_safety import _check_consistent as _consistent
 from tests.app.test_crash_safety import _run_and_kill
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or "fork" not in mp.get_all_start_methods(),
@@ -42,13 +43,6 @@ def photo_dir(tmp_path_factory):
     for i in range(30):
         write_photo(d / f"q{i:02d}.jpg", 2000 + i, size=(64, 48))
     return d
-
-
-def _consistent(folder) -> Catalog:
-    cat = Catalog.open(folder)
-    assert cat.integrity_check() == "ok"
-    assert cat._query("PRAGMA foreign_key_check") == []
-    return cat
 
 
 # ---------------------------------------------------------------------------------------- box edits
