@@ -25,7 +25,7 @@ CONFIG_VERSION = 1
 class BranchConfig:
     """The branch CNN (image -> embedding and last BN feature map)."""
 
-    kind: str = "cnn"  # registry name: cnn | resnet50 | efficientnet_lite0
+    kind: str = "cnn"  # registry name: cnn | plain | resnet50 | efficientnet_lite0
     width: int = 64  # cnn: channels of the first stage (doubles per stage)
     blocks: list[int] = field(default_factory=lambda: [1, 2, 2, 1])  # cnn: bottleneck blocks per stage
     embedding_dim: int = 512
@@ -114,7 +114,7 @@ class Config:
 def _tiny() -> Config:
     return Config(
         preset="tiny", input_height=48, input_width=96,  # flukes are wide: a wide input wastes less
-        branch=BranchConfig(kind="cnn", width=8, blocks=[1, 1, 1], embedding_dim=32),
+        branch=BranchConfig(kind="plain", width=8, blocks=[1, 1, 1, 1], embedding_dim=32),
         head=HeadConfig(kind="l1"),  # learns in far fewer steps than the nn head
         mining=MiningConfig(r_start=0.0, r_end=0.5, rounds=4),
         augment=AugmentConfig(rotation=5.0, shear=3.0),
@@ -261,7 +261,7 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
 
 
 _CHOICES = {
-    "branch.kind": ("cnn", "resnet50", "efficientnet_lite0"),
+    "branch.kind": ("cnn", "plain", "resnet50", "efficientnet_lite0"),
     "head.kind": ("nn", "l1"),
     "mining.kind": ("curriculum", "lap"),
     "schedule": ("cosine", "constant", "step"),

@@ -26,7 +26,7 @@ def test_flag_overrides_are_typed_and_dotted():
     assert cfg.lr == 0.01
     assert cfg.augment.enabled is False
     assert cfg.branch.blocks == [1, 1]
-    assert preset("tiny").branch.kind == "cnn"
+    assert preset("tiny").branch.kind == "plain"
 
 
 def test_json_file_on_a_base_preset(tmp_path):

@@ -41,7 +41,7 @@ def test_export_run_writes_a_verified_bundle_with_the_contract(tmp_path):
     run, model, cfg = _fake_run(tmp_path)
     bundle = export_run(run, tmp_path / "bundle", metrics={"top5": 0.9})
     manifest = verify_bundle(bundle)
-    assert manifest["branch"] == {"kind": "cnn", "embedding_dim": 32, "feature_channels": 32}
+    assert manifest["branch"] == {"kind": "plain", "embedding_dim": 32, "feature_channels": 32}
     assert manifest["head"] == {"kind": cfg.head.kind}
     assert manifest["preprocessing"]["input_width"] == cfg.input_width
     assert manifest["new_individual_threshold"] == pytest.approx(0.73)

@@ -13,7 +13,7 @@ from model.nets.registry import BRANCHES, HEADS, create_branch, create_head
 from model.nets.siamese import build_siamese
 
 
-@pytest.mark.parametrize("kind", ["cnn", "resnet50", "efficientnet_lite0"])
+@pytest.mark.parametrize("kind", ["cnn", "plain", "resnet50", "efficientnet_lite0"])
 def test_every_branch_returns_embedding_and_its_last_bn_feature_map(kind):
     torch.manual_seed(0)
     branch = create_branch(BranchConfig(kind=kind, width=8, blocks=[1, 1], embedding_dim=24)).eval()
@@ -29,7 +29,7 @@ def test_every_branch_returns_embedding_and_its_last_bn_feature_map(kind):
 
 def test_registries_know_the_names_and_refuse_others():
     create_branch(BranchConfig())  # loads the registry
-    assert {"cnn", "resnet50", "efficientnet_lite0"} <= set(BRANCHES)
+    assert {"cnn", "plain", "resnet50", "efficientnet_lite0"} <= set(BRANCHES)
     assert {"nn", "l1"} <= set(HEADS)
     with pytest.raises(ConfigError, match="unknown branch kind 'vgg'"):
         create_branch(BranchConfig(kind="vgg"))
