@@ -36,27 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.api import FlukeidError, evaluate_bundle, format_result, read_labels
+    from model.api import evaluate_bundle, format_result, read_labels
 
     def progress(fraction: float, message: str) -> None:
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{message} ({fraction:.0%})   ")
             sys.stderr.flush()
 
-    try:
-        labelled = read_labels(args.data, args.images)
-        for problem in labelled.problems[:10]:
-            print(f"flukeid: skipped: {problem}", file=sys.stderr)
-        if len(labelled.problems) > 10:
-            print(f"flukeid: ... and {len(labelled.problems) - 10} more skipped rows", file=sys.stderr)
-        res = evaluate_bundle(args.bundle, labelled.records, args.protocol, args.seed, flip=args.flip,
-                              device=args.device, progress=progress)
-    except FlukeidError as exc:
-        print(f"flukeid: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nflukeid: interrupted", file=sys.stderr)
-        return 130
+    # errors and Ctrl+C are reported by app.cli.main, as for every command
+    labelled = read_labels(args.data, args.images)
+    for problem in labelled.problems[:10]:
+        print(f"flukeid: skipped: {problem}", file=sys.stderr)
+    if len(labelled.problems) > 10:
+        print(f"flukeid: ... and {len(labelled.problems) - 10} more skipped rows", file=sys.stderr)
+    res = evaluate_bundle(args.bundle, labelled.records, args.protocol, args.seed, flip=args.flip,
+                          device=args.device, progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     if args.json:
