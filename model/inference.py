@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import onnxruntime as ort
 from model.bundle import verify_bundle
 from model.errors import BundleError, Interrupted
 from model.preprocess import Box, Preprocessing, prepare_batch
+from model.separable import SeparableHead, from_onnx
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Engine:
     device_note: str
     batch_size: int = 16
     head_chunk: int = HEAD_CHUNK
+    _separable: object = field(default=False, init=False, repr=False)  # False: not read yet
 
     @classmethod
     def load(cls, bundle_dir: str | Path, device: str = "auto", *, threads: int | None = None,
@@ -244,6 +246,16 @@ class Engine:
             out[i:i + c] = self.head.run(
                 ["probability"], {"embedding_a": a[i:i + c], "embedding_b": b[i:i + c]})[0].reshape(-1)
         return out
+
+    def separable_head(self) -> SeparableHead | None:
+        """The head as a sum of per-position terms (model.separable), read from head.onnx and
+        checked against it on first use; None when the head is not of that form."""
+        if self._separable is False:
+            kind = str(self.manifest.get("head", {}).get("kind", ""))
+            self._separable = from_onnx(self.bundle_dir / "head.onnx", self.embedding_dim, kind, self.score_pairs)
+            if self._separable is None:
+                log.info("%s: the head is scored with head.onnx over every photo", self.bundle_dir.name)
+        return self._separable
 
     def score(self, query_emb: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         """Probabilities that each query shows the same whale as each gallery photo.

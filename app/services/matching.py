@@ -84,7 +84,7 @@ def match_embedding(catalog: Catalog, query_emb: np.ndarray, engine, *, k: int =
     """Rank the catalog's individuals for a query embedding (a :class:`model.api.MatchResult`)."""
     from model.api import match
 
-    return match(engine, query_emb, gallery(catalog, engine.version, len(query_emb), exclude=exclude), k)
+    return match(engine, query_emb, gallery(catalog, engine.version, len(query_emb)), k, exclude=exclude)
 
 
 _GALLERY_CACHE: dict = {}  # (id(catalog), model version) -> (change marker, GalleryIndex)

@@ -105,7 +105,7 @@ def build_tiny_bundle(final: str | Path, *, dim: int = 32, mid: int = 16, size: 
     manifest = {
         "preprocessing": prep.to_dict(),
         "branch": {"kind": "tiny", "embedding_dim": dim, "feature_channels": fmap_channels},
-        "head": {"kind": "paper-tiny"},
+        "head": {"kind": "nn"},
         "training": {"note": "synthetic test fixture, untrained"},
         "config": {},
         "metrics": {},
