@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from model.preprocess import Box, Preprocessing, crop_matrix, to_gray
+from model.separable import SeparableHead
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
@@ -129,19 +130,24 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def channel_contributions(score_pairs: Callable[[np.ndarray, np.ndarray], np.ndarray], emb_a: np.ndarray,
-                          emb_b: np.ndarray, reference: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                          emb_b: np.ndarray, reference: np.ndarray | None = None, *,
+                          head: SeparableHead | None = None) -> tuple[np.ndarray, float]:
     """How much each channel raises the head's logit for the pair (a, b).
 
     A channel is ablated by replacing it, on one side at a time, with a reference value (what a
     typical other photo would show; default 0, the batch-norm mean): if a and b agree on a
     distinctive value, losing it on either side lowers the score. The contribution is the mean
     logit drop over the two sides. The intact pair and all 2*D ablations go through the head in
-    one batch.
+    one batch. With ``head`` (the head as a sum of per-position terms, ``Engine.separable_head()``)
+    each ablation changes one term only, so the drops are computed from the terms directly: the
+    same numbers without 2*D+1 head evaluations, and without the clipping of saturated
+    probabilities.
 
     Args:
         score_pairs: the head over row-aligned pairs (``Engine.score_pairs``).
         emb_a, emb_b: the two embeddings [D].
         reference: per-channel replacement values [D] (e.g. the gallery's mean embedding).
+        head: the separable form of the same head, when it has one.
 
     Returns:
         ([D] contributions in logit units, the intact pair's probability).
@@ -150,6 +156,13 @@ def channel_contributions(score_pairs: Callable[[np.ndarray, np.ndarray], np.nda
     b = np.asarray(emb_b, np.float32).reshape(-1)
     d = len(a)
     ref = np.zeros(d, np.float32) if reference is None else np.asarray(reference, np.float32).reshape(-1)
+    if head is not None and head.dim == d:
+        w = head.weight.astype(np.float64)
+        intact = head.terms(a, b).astype(np.float64)
+        drop_a = w * (intact - head.terms(ref, b))
+        drop_b = w * (intact - head.terms(a, ref))
+        logit = float(w @ intact + head.bias)
+        return (0.5 * (drop_a + drop_b)).astype(np.float32), float(1.0 / (1.0 + np.exp(-logit)))
     A = np.repeat(a[None], 2 * d + 1, axis=0)
     B = np.repeat(b[None], 2 * d + 1, axis=0)
     idx = np.arange(d)
@@ -164,7 +177,8 @@ def channel_contributions(score_pairs: Callable[[np.ndarray, np.ndarray], np.nda
 def pair_evidence(score_pairs: Callable[[np.ndarray, np.ndarray], np.ndarray],
                   emb_a: np.ndarray, fmap_a: np.ndarray, photo_a_hw: tuple[int, int], box_a: Box | None,
                   emb_b: np.ndarray, fmap_b: np.ndarray, photo_b_hw: tuple[int, int], box_b: Box | None,
-                  prep: Preprocessing, n_peaks: int = 8, reference: np.ndarray | None = None) -> PairEvidence:
+                  prep: Preprocessing, n_peaks: int = 8, reference: np.ndarray | None = None,
+                  head: SeparableHead | None = None) -> PairEvidence:
     """Which locations carry the channels that raise the head's score most, on both photos.
 
     Args:
@@ -177,6 +191,7 @@ def pair_evidence(score_pairs: Callable[[np.ndarray, np.ndarray], np.ndarray],
         n_peaks: how many channels (lines) to keep at most.
         reference: per-channel "typical photo" values for the ablation (default 0; the
             gallery's mean embedding is a good choice, see :func:`channel_contributions`).
+        head: the head's separable form (``Engine.separable_head()``): same result, faster.
 
     Returns:
         A :class:`PairEvidence`; only channels with a positive contribution make peaks and lines.
@@ -186,7 +201,7 @@ def pair_evidence(score_pairs: Callable[[np.ndarray, np.ndarray], np.ndarray],
     if fa.shape[0] != len(np.ravel(emb_a)) or fb.shape[0] != len(np.ravel(emb_b)):
         raise ValueError(f"pair evidence needs one feature-map channel per embedding entry "
                          f"(maps {fa.shape[0]}/{fb.shape[0]}, embeddings {len(np.ravel(emb_a))})")
-    contrib, prob = channel_contributions(score_pairs, emb_a, emb_b, reference)
+    contrib, prob = channel_contributions(score_pairs, emb_a, emb_b, reference, head=head)
     w = np.maximum(contrib, 0.0)
     order = np.argsort(-contrib, kind="stable")
     top = order[: max(n_peaks, 0)]

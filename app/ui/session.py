@@ -186,7 +186,7 @@ class Session:
         ca, ba, ea, fa = self._crop_maps(query_path, query_box)
         cb, bb, eb, fb = self._crop_maps(cand_path, cand_box)
         ev = pair_evidence(self.engine.score_pairs, ea, fa, ca.shape[:2], ba, eb, fb, cb.shape[:2], bb,
-                           self.engine.preprocessing)
+                           self.engine.preprocessing, head=self.engine.separable_head())
         (ha, wa), (hb, wb) = ca.shape[:2], cb.shape[:2]
         lines = [EvidenceLine(xa / wa, ya / ha, xb / wb, yb / hb, float(wt))
                  for ((xa, ya), (xb, yb)), wt in zip(ev.lines, ev.weights)]
