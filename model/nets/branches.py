@@ -3,6 +3,11 @@
 Every branch is ``backbone features -> neck (1x1 conv + BatchNorm) -> global max pooling``, the
 shape of the kernel the paper built on: the neck's BN output is the feature map the heatmaps use,
 and the embedding is its maximum over positions. ``forward_features`` returns that map.
+``branch.pool = "avg"`` pools by the mean instead, and ``branch.normalize`` L2-normalises the
+embedding (cosine geometry, which the metric-learning stage trains for) to the norm sqrt(D), so
+each component keeps about unit size as the pair heads' inputs (a unit-norm 256-d embedding has
+components near 0.06, and the nn head's products and squared differences of those barely move
+it); both are part of the graph, so the exported ONNX branch gives the same embedding.
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ from model.nets.registry import register_branch
 class Branch(nn.Module):
     """Backbone + neck + global max pooling. Subclasses set ``backbone`` and ``backbone_channels``."""
 
-    def __init__(self, backbone: nn.Module, backbone_channels: int, embedding_dim: int, freeze: bool = False):
+    def __init__(self, backbone: nn.Module, backbone_channels: int, embedding_dim: int, freeze: bool = False,
+                 pool: str = "max", normalize: bool = False):
         super().__init__()
+        if pool not in ("max", "avg"):
+            raise ConfigError(f"branch.pool {pool!r}: choose from max, avg")
+        self.pool = pool
+        self.normalize = normalize
         self.backbone = backbone
         self.neck = nn.Sequential(nn.Conv2d(backbone_channels, embedding_dim, 1, bias=False),
                                   nn.BatchNorm2d(embedding_dim))
@@ -43,7 +53,15 @@ class Branch(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.forward_features(image)
-        return torch.amax(fmap, dim=(2, 3)), fmap
+        emb = torch.amax(fmap, dim=(2, 3)) if self.pool == "max" else torch.mean(fmap, dim=(2, 3))
+        if self.normalize:
+            emb = emb * (self.embedding_dim ** 0.5 / emb.norm(dim=1, keepdim=True).clamp_min(1e-6))
+        return emb, fmap
+
+
+def _pooling(cfg) -> dict:
+    """The pooling options of a BranchConfig (older configs without them keep max pooling, raw)."""
+    return {"pool": getattr(cfg, "pool", "max"), "normalize": bool(getattr(cfg, "normalize", False))}
 
 
 class Bottleneck(nn.Module):
@@ -82,7 +100,7 @@ def _cnn_backbone(width: int, blocks: list[int]) -> tuple[nn.Module, int]:
 def cnn(cfg) -> Branch:
     """The self-designed CNN (trained from scratch): stem, residual bottleneck stages, BN neck, max pool."""
     backbone, ch = _cnn_backbone(cfg.width, list(cfg.blocks))
-    branch = Branch(backbone, ch, cfg.embedding_dim)
+    branch = Branch(backbone, ch, cfg.embedding_dim, **_pooling(cfg))
     if cfg.weights not in ("none", "", "imagenet"):
         _load_state(branch, cfg.weights, "cnn")
     return branch
@@ -111,7 +129,7 @@ def plain(cfg) -> Branch:
     stage), ``blocks`` the convolutions per stage.
     """
     backbone, ch = _plain_backbone(cfg.width, list(cfg.blocks))
-    branch = Branch(backbone, ch, cfg.embedding_dim)
+    branch = Branch(backbone, ch, cfg.embedding_dim, **_pooling(cfg))
     if cfg.weights not in ("none", "", "imagenet"):
         _load_state(branch, cfg.weights, "plain")
     return branch
@@ -173,7 +191,7 @@ def resnet50(cfg) -> Branch:
         if cfg.weights not in ("none", ""):
             _load_state(net, cfg.weights, "resnet50")
     net.conv1 = _gray_stem(net.conv1)
-    return Branch(_ResNetFeatures(net), 2048, cfg.embedding_dim, freeze=cfg.freeze)
+    return Branch(_ResNetFeatures(net), 2048, cfg.embedding_dim, freeze=cfg.freeze, **_pooling(cfg))
 
 
 def efficientnet_lite0_imagenet_state(model: nn.Module) -> dict:
@@ -220,4 +238,4 @@ def efficientnet_lite0(cfg) -> Branch:
     elif cfg.weights not in ("none", ""):
         _load_state(net, cfg.weights, "efficientnet_lite0")
     net.conv_stem = _gray_stem(net.conv_stem)
-    return Branch(_TimmFeatures(net), net.num_features, cfg.embedding_dim, freeze=cfg.freeze)
+    return Branch(_TimmFeatures(net), net.num_features, cfg.embedding_dim, freeze=cfg.freeze, **_pooling(cfg))

@@ -10,6 +10,12 @@ callbacks (and an ``events`` callback for JSON-lines progress). Each epoch:
 4. validate on held-out individuals (top-1/top-5, individuals ranked by their best photo);
 5. write checkpoint.pt atomically (model, optimizer, scheduler, epoch, config, RNG, history).
 
+With ``metric.enabled`` a metric-learning stage runs first (model.training.metric: sub-center
+ArcFace fine-tuning of the branch, checkpointed per epoch under the checkpoint's ``metric`` key);
+then the branch is frozen and the epochs above train only the head, on cached plain and augmented
+embeddings instead of re-embedding photos (step 1 is the cached plain pass, step 3 draws each
+pair member's pass at random).
+
 All randomness of an epoch is seeded from (seed, epoch), so a resumed run repeats the
 uninterrupted one. Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DDP (gloo on CPU,
 NCCL on CUDA); every rank mines the same pairs and trains on its share of them; rank 0 writes.
@@ -37,6 +43,7 @@ from model.errors import CheckpointError, ConfigError, DataError, Interrupted
 from model.nets.siamese import Siamese, build_siamese
 from model.preprocess import Preprocessing
 from model.training.augment import augment_batch
+from model.training.metric import embedding_bank, pick_passes, train_metric
 from model.training.mining import concat_pairs, create_miner, score_matrix
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,6 +71,7 @@ class TrainResult:
     device: str = "cpu"
     world_size: int = 1
     weights_sha256: str = ""  # of the final weights and BN statistics (ranks of a DDP run agree)
+    metric_history: list[dict] = field(default_factory=list)  # the metric stage's epochs (when enabled)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,7 +206,7 @@ def embed_all(model: Siamese, ds, device: torch.device, cfg: Config) -> torch.Te
 
 @torch.no_grad()
 def validate_split(model: Siamese, train_ds, val_ds, device: torch.device, cfg: Config,
-                   train_emb: torch.Tensor | None = None) -> dict:
+                   train_emb: torch.Tensor | None = None, val_emb: torch.Tensor | None = None) -> dict:
     """Top-1/top-5 on held-out individuals, and scores to calibrate the new-individual threshold.
 
     For each held-out individual, its first photo is the query; the gallery is its other photos,
@@ -206,7 +214,7 @@ def validate_split(model: Siamese, train_ds, val_ds, device: torch.device, cfg: 
     photo's head score.
     """
     te = train_emb if train_emb is not None else embed_all(model, train_ds, device, cfg)
-    ve = embed_all(model, val_ds, device, cfg)
+    ve = val_emb if val_emb is not None else embed_all(model, val_ds, device, cfg)
     gal = torch.cat([te, ve])
     gal_lab = np.array([f"t{x}" for x in train_ds.labels.tolist()] + [f"v{x}" for x in val_ds.labels.tolist()])
     vlab = val_ds.labels.numpy()
@@ -367,11 +375,16 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
     val_ds = dataset_from_crops(val_recs, [crop_of[id(r)] for r in val_recs], prep,
                                 [vidx[str(r.individual)] for r in val_recs]) if val_recs else None
 
+    metric = cfg.metric.enabled
+    if metric and world > 1:
+        raise ConfigError("the metric-learning stage (metric.enabled) does not run under torchrun yet; "
+                          "train it in one process")
     torch.manual_seed(cfg.seed)
     model = build_siamese(_no_download(cfg) if ck else cfg).to(device)
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # with the metric stage, the epochs below train the head only (the branch is frozen after stage 1)
+    params = [p for p in (model.head if metric else model).parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     start_epoch, history = 0, []
@@ -401,6 +414,30 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
     emit({"event": "start", "run_dir": str(out), "epochs": cfg.epochs, "start_epoch": start_epoch,
           "train_images": len(train_ds), "train_individuals": len(names), "val_individuals": len(vnames),
           "device": str(device), "world_size": world, "problems": report.problems[:20]})
+    metric_state = ck.get("metric") if ck else None
+    bank = val_emb = None
+    if metric:
+        def save_metric(state: dict) -> None:
+            _save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "epoch": start_epoch, "config": cfg.to_dict(),
+                          "rng": {"torch": torch.get_rng_state()}, "history": history, "individuals": names,
+                          "metric": state}, out / CHECKPOINT)
+
+        if not (metric_state and metric_state.get("done")):
+            left = cfg.time_budget_s * cfg.metric.budget_fraction - (time.monotonic() - t_start)
+            budget = max(left, 1e-3) if cfg.time_budget_s else 0.0
+            metric_state = train_metric(
+                model, train_ds, device, cfg, state=metric_state, budget_s=budget, to_input=_to_input,
+                embed_all=embed_all, autocast=lambda: _autocast(device, cfg), save=save_metric,
+                progress=lambda f, m: prog(0.05 + 0.75 * f, m), should_stop=stop, events=emit)
+        for p in model.branch.parameters():
+            p.requires_grad_(False)
+        prog(0.8, "caching embeddings for the pair head")
+        bank = embedding_bank(model, train_ds, device, cfg, cfg.metric.passes, to_input=_to_input,
+                              embed_all=embed_all)
+        if val_ds is not None:
+            val_emb = embed_all(model, val_ds, device, cfg)
+        result.metric_history = list(metric_state.get("history", []))
     val: dict = {}
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.epochs):
@@ -409,7 +446,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
         rng = np.random.default_rng([cfg.seed, epoch])
         g_aug = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
         _sync_buffers(model, world)
-        emb = embed_all(model, train_ds, device, cfg)
+        emb = bank[0] if bank is not None else embed_all(model, train_ds, device, cfg)
         scores = score_matrix(model.head, emb, cfg.mining.block)
         pairs = concat_pairs([miner(scores, labels, epoch, cfg.epochs, rng) for _ in range(cfg.mining.rounds)])
         perm = rng.permutation(len(pairs))
@@ -427,9 +464,15 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
             a = torch.from_numpy(pairs.a[mine])
             b = torch.from_numpy(pairs.b[mine])
             y = torch.from_numpy(pairs.target[mine]).to(device)
-            x = _to_input(train_ds.uint8_batch(torch.cat([a, b]).tolist()), device, cfg, g_aug)
-            with _autocast(device, cfg):
-                logits = net(x[: len(mine)], x[len(mine):])
+            if bank is not None:  # head only, on cached embeddings (a random plain/augmented pass each)
+                pa = torch.from_numpy(pick_passes(len(mine), cfg.metric.passes, rng))
+                pb = torch.from_numpy(pick_passes(len(mine), cfg.metric.passes, rng))
+                model.branch.eval()
+                logits = model.head(bank[pa, a], bank[pb, b])
+            else:
+                x = _to_input(train_ds.uint8_batch(torch.cat([a, b]).tolist()), device, cfg, g_aug)
+                with _autocast(device, cfg):
+                    logits = net(x[: len(mine)], x[len(mine):])
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -445,7 +488,8 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
                "pairs": len(pairs), "lr": opt.param_groups[0]["lr"],
                "images_per_s": 2 * n_seen * world / max(train_s, 1e-9)}
         if val_ds is not None:
-            val = validate_split(model, train_ds, val_ds, device, cfg)
+            val = validate_split(model, train_ds, val_ds, device, cfg,
+                                 train_emb=bank[0] if bank is not None else None, val_emb=val_emb)
             rec["val_top1"], rec["val_top5"] = val["top1"], val["top5"]
         epoch_times.append(time.monotonic() - t0)
         rec["epoch_s"] = epoch_times[-1]
@@ -456,7 +500,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
             _save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(),
                           "rng": {"torch": torch.get_rng_state()}, "history": history,
-                          "individuals": names}, out / CHECKPOINT)
+                          "individuals": names, **({"metric": metric_state} if metric else {})}, out / CHECKPOINT)
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
         emit({"event": "epoch", **rec})
@@ -465,7 +509,8 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
             break
     if val_ds is not None:
         if not val:
-            val = validate_split(model, train_ds, val_ds, device, cfg)
+            val = validate_split(model, train_ds, val_ds, device, cfg,
+                                 train_emb=bank[0] if bank is not None else None, val_emb=val_emb)
         result.val_top1, result.val_top5 = val["top1"], val["top5"]
         result.new_individual_threshold = calibrate_threshold(val["pos"], val["neg"])
     result.history = history
