@@ -237,7 +237,7 @@ def write_markdown(results: list[dict], cmd: str) -> str:
             f"| {_ms(r['table']['median_ms'])} | {_ms(r['table']['p95_ms'])} | {_ms(r['table']['cpu_median_ms'])} "
             f"| {r['table_same_top5']}/{r['table_compared']} | {_recall(r['table_recall_at_5'], r['table_compared'])} "
             f"| {'-' if ratio != ratio else f'{ratio:.0f}x'} "
-            f"| {r['codes_mb']:,.0f} MB in {r['codes_build_s']:.2f} s "
+            f"| {r['codes_mb']:,.1f} MB in {r['codes_build_s']:.2f} s "
             f"| {r['loadavg_start']:.1f}-{r['loadavg_end']:.1f} |")
     lines += [
         "",
@@ -254,7 +254,7 @@ def write_markdown(results: list[dict], cmd: str) -> str:
             f"| {r['peak_rss_mb']:,.0f} MB | {r['loadavg_start']:.1f}-{r['loadavg_end']:.1f} |")
     lines += ["", "Memory per size (peak RSS of the whole benchmark process, including generating the data):", ""]
     for r in results:
-        codes = f", 8-bit codes {r['codes_mb']:,.0f} MB" if r.get("table_queries") else ""
+        codes = f", 8-bit codes {r['codes_mb']:,.1f} MB" if r.get("table_queries") else ""
         lines.append(f"- {r['n']:,}: embeddings {r['gallery_mb']:,.0f} MB{codes}, IVF-SQ8 index {r['index_mb']:,.0f} MB, "
                      f"peak RSS {r['peak_rss_mb']:,.0f} MB (before the IVF index: {r['peak_rss_exact_only_mb']:,.0f} MB)")
     by_n = {r["n"]: r for r in results}
