@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -26,7 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_process() -> None:
+    """Process-wide settings that must precede importing torch (no effect once it is imported).
+
+    OpenMP threads wait passively instead of spinning. torch's CPU kernels (GNU OpenMP) spin
+    between parallel regions by default; when another process holds one of the cores (the GUI,
+    an import, a second job), every small operation then waits for a descheduled thread: measured
+    on the 2-core VM with one busy neighbour, a small CNN's forward pass took 1,490 ms with
+    spinning threads and 63 ms with passive ones, and the training tests ran 4.3x faster
+    (131 s -> 30 s). A user's own OMP_WAIT_POLICY is kept.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

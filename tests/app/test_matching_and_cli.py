@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from app.cli import main
@@ -80,3 +82,15 @@ def test_gallery_is_cached_until_the_catalog_changes(catalog, tmp_path):
     # an identified query photo is left out of its own gallery
     res = matching.match_photo(catalog, ids[0], eng)
     assert res.candidates == []
+
+
+def test_cli_makes_openmp_threads_wait_passively(monkeypatch):
+    """Set before torch loads: spinning OpenMP threads made CPU training 4-20x slower on a busy machine."""
+    from app import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cli.configure_process()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own choice is kept
+    cli.configure_process()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
