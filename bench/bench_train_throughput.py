@@ -81,14 +81,58 @@ def machine() -> str:
             f"load average at start {load[0]:.1f}")
 
 
+def _worker_row(index: int, hw, pairs: int, steps: int) -> dict:
+    kind, over, label = BRANCHES[index]
+    r = measure(kind, over, hw, pairs, steps)
+    r["label"] = label
+    return r
+
+
+def wait_policy_rows(hw, pairs: int, steps: int, indices=(0, 3)) -> list[dict]:
+    """The same rows in fresh processes with OpenMP threads spinning (ACTIVE) or waiting (PASSIVE),
+    on their own and next to one busy process (a pure-Python loop holding one core, as the GUI, an
+    import or another job would)."""
+    import json
+    import subprocess
+
+    out = []
+    for neighbour in (False, True):
+        busy = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None)
+        try:
+            for index in indices:
+                for policy in ("ACTIVE", "PASSIVE"):
+                    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                    proc = subprocess.run(
+                        [sys.executable, "-m", "bench.bench_train_throughput", "--worker", str(index),
+                         "--size", f"{hw[0]}x{hw[1]}", "--pairs", str(pairs), "--steps", str(steps)],
+                        cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    r.update(policy=policy, neighbour=neighbour)
+                    out.append(r)
+                    print(f"  {r['label']}, {policy}, busy neighbour {neighbour}: {r['images_per_s']:.1f} images/s",
+                          flush=True)
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="64x128", help="input HxW (default 64x128)")
     ap.add_argument("--pairs", type=int, default=8, help="pairs per step (default 8 = 16 images)")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per branch (median reported)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench" / "train_throughput.md"))
+    ap.add_argument("--no-wait-policy", action="store_true", help="skip the OpenMP wait-policy comparison")
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     hw = tuple(int(v) for v in args.size.lower().split("x"))
+    if args.worker is not None:
+        import json
+
+        print(json.dumps(_worker_row(args.worker, hw, args.pairs, args.steps)))
+        return 0
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mach = machine()
     rows = []
@@ -115,6 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         lines.append(f"| {r['label']} | {r['params'] / 1e6:.1f} M | {r['images_per_s']:.1f} | {r['step_s'] * 1000:.0f} |")
+    if not args.no_wait_policy:
+        pol = wait_policy_rows(hw, args.pairs, args.steps)
+        lines += ["", "OpenMP wait policy, each figure from a fresh process, side by side in this run "
+                  "(flukeid, the benchmarks and the tests set `OMP_WAIT_POLICY=PASSIVE`; torch's default "
+                  "spins). \"Busy neighbour\": one other process holds a core (a Python loop), as the GUI, "
+                  "an import or a second job does on a workstation:", "",
+                  "| branch | neighbour | ACTIVE (spinning) images/s | PASSIVE images/s | PASSIVE / ACTIVE |",
+                  "|---|---|---:|---:|---:|"]
+        for label in dict.fromkeys(r["label"] for r in pol):
+            for neighbour in (False, True):
+                a = next(r for r in pol if r["label"] == label and r["neighbour"] == neighbour
+                         and r["policy"] == "ACTIVE")
+                b = next(r for r in pol if r["label"] == label and r["neighbour"] == neighbour
+                         and r["policy"] == "PASSIVE")
+                lines.append(f"| {label} | {'one busy process' if neighbour else 'none'} "
+                             f"| {a['images_per_s']:.1f} | {b['images_per_s']:.1f} "
+                             f"| {b['images_per_s'] / a['images_per_s']:.1f}x |")
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines += ["", f"Load average at the end: {end_load:.1f} (on {os.cpu_count()} CPUs; above that, figures are "
               "proportionally lower than on an idle machine)."]
