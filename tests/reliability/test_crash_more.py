@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing as mp
 import os
 import random
 import shutil
-import sys
 
 import pytest
 
@@ -25,11 +23,15 @@ from app.services import decisions as D
 from app.services.importing import import_photos
 from model.api import verify_bundle
 from tests.app.conftest import FakeDetector, write_photo
-from tests.app.test_crash_safety import _check_consistent as _consistent
-from tests.app.test_crash_safety import _run_and_kill
+from tests.app.sigkill import (
+    catalog_with_photos,
+    check_consistent,
+    export_until_killed,
+    needs_fork_and_sigkill,
+    run_and_kill,
+)
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32" or "fork" not in mp.get_all_start_methods(),
-                                reason="needs fork and SIGKILL")
+pytestmark = needs_fork_and_sigkill
 
 BOX_KILLS = 10
 ACTIVATION_KILLS = 10
@@ -47,36 +49,32 @@ def photo_dir(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------- box edits
 def _box_child(fd: int, folder: str, seed: int) -> None:
-    try:
-        rng = random.Random(seed)
-        cat = Catalog.open(folder)
-        photos = [p.id for p in cat.photos()]
-        while True:
-            pid = rng.choice(photos)
-            r = rng.random()
-            if r < 0.7:
-                box = (round(rng.uniform(0, 10), 3), round(rng.uniform(0, 10), 3),
-                       round(rng.uniform(20, 60), 3), round(rng.uniform(15, 45), 3))
-                done = D.set_box(cat, pid, box)
-            elif r < 0.85:
-                box, done = None, D.confirm_box(cat, pid)
-            else:
-                box, done = None, D.mark_junk(cat, pid, rng.random() < 0.5)
-            os.write(fd, (json.dumps([done.action_id, pid, box]) + "\n").encode())
-    finally:
-        os._exit(0)
+    rng = random.Random(seed)
+    cat = Catalog.open(folder)
+    photos = [p.id for p in cat.photos()]
+    while True:
+        pid = rng.choice(photos)
+        r = rng.random()
+        if r < 0.7:
+            box = (round(rng.uniform(0, 10), 3), round(rng.uniform(0, 10), 3),
+                   round(rng.uniform(20, 60), 3), round(rng.uniform(15, 45), 3))
+            done = D.set_box(cat, pid, box)
+        elif r < 0.85:
+            box, done = None, D.confirm_box(cat, pid)
+        else:
+            box, done = None, D.mark_junk(cat, pid, rng.random() < 0.5)
+        os.write(fd, (json.dumps([done.action_id, pid, box]) + "\n").encode())
 
 
 def test_sigkill_during_box_edits(tmp_path, photo_dir):
     folder = tmp_path / "cat"
-    with Catalog.create(folder) as cat:
-        import_photos(cat, [photo_dir], detector=FakeDetector())
+    catalog_with_photos(folder, photo_dir)
     rng = random.Random(21)
     acked: list[tuple[int, int, list | None]] = []
     for k in range(BOX_KILLS):
         acked += [tuple(json.loads(line)) for line in
-                  _run_and_kill(_box_child, (str(folder), 300 + k), rng.randint(1, 30), rng.uniform(0, 0.01))]
-        with _consistent(folder) as cat:
+                  run_and_kill(_box_child, (str(folder), 300 + k), rng.randint(1, 30), rng.uniform(0, 0.01))]
+        with check_consistent(folder) as cat:
             actions = {a.id: a for a in cat.actions()}
             last_box: dict[int, tuple[int, list]] = {}
             for action_id, pid, box in acked:
@@ -95,26 +93,23 @@ def test_sigkill_during_box_edits(tmp_path, photo_dir):
 
 # -------------------------------------------------------------------------- model install/activation
 def _activation_child(fd: int, folder: str, source: str, version: str) -> None:
-    try:
-        from app.services.retraining import activate
-        from model.api import finalize_bundle, read_manifest, staging_dir
+    from app.services.retraining import activate
+    from model.api import finalize_bundle, read_manifest, staging_dir
 
-        cat = Catalog.open(folder)
-        final = cat.models_dir / version
-        stage = staging_dir(final)
-        manifest = read_manifest(source)
-        for name in manifest["files"]:
-            shutil.copy2(os.path.join(source, name), stage / name)
-            os.write(fd, f"copied {name}\n".encode())
-        manifest = {k: v for k, v in manifest.items() if k not in ("files", "format_version", "created")}
-        manifest["version"] = version
-        finalize_bundle(stage, final, manifest)
-        cat.add_model(version, final)
-        os.write(fd, f"installed {version}\n".encode())
-        activate(cat, version, progress=lambda f, m: os.write(fd, f"progress {f:.3f}\n".encode()))
-        os.write(fd, f"active {version}\n".encode())
-    finally:
-        os._exit(0)
+    cat = Catalog.open(folder)
+    final = cat.models_dir / version
+    stage = staging_dir(final)
+    manifest = read_manifest(source)
+    for name in manifest["files"]:
+        shutil.copy2(os.path.join(source, name), stage / name)
+        os.write(fd, f"copied {name}\n".encode())
+    manifest = {k: v for k, v in manifest.items() if k not in ("files", "format_version", "created")}
+    manifest["version"] = version
+    finalize_bundle(stage, final, manifest)
+    cat.add_model(version, final)
+    os.write(fd, f"installed {version}\n".encode())
+    activate(cat, version, progress=lambda f, m: os.write(fd, f"progress {f:.3f}\n".encode()))
+    os.write(fd, f"active {version}\n".encode())
 
 
 def test_sigkill_during_model_install_and_activation(tmp_path, photo_dir, tiny_bundle):
@@ -134,10 +129,10 @@ def test_sigkill_during_model_install_and_activation(tmp_path, photo_dir, tiny_b
         # the first kills land before the install is acknowledged (at once, or right after the first
         # file is copied); the rest at random moments through install and activation
         acks, delay = (k - 1, 0.0) if k <= 2 else (rng.randint(0, 8), rng.uniform(0, 0.05))
-        acked = _run_and_kill(_activation_child, (str(folder), str(tiny_bundle), version), acks, delay, limit=30)
+        acked = run_and_kill(_activation_child, (str(folder), str(tiny_bundle), version), acks, delay, limit=30)
         stages["done" if f"active {version}" in acked else
                "activating" if f"installed {version}" in acked else "copying"] += 1
-        with _consistent(folder) as cat:
+        with check_consistent(folder) as cat:
             active = cat.active_model()
             if f"active {version}" in acked:
                 assert active.version == version
@@ -167,18 +162,6 @@ def test_sigkill_during_model_install_and_activation(tmp_path, photo_dir, tiny_b
 
 
 # ------------------------------------------------------------------------------------------- exports
-def _export_child(fd: int, folder: str, fmt: str, out: str) -> None:
-    try:
-        from app.services import exporting
-
-        cat = Catalog.open(folder, mode="read")
-        while True:
-            exporting.export(cat, fmt, out)
-            os.write(fd, b"exported\n")
-    finally:
-        os._exit(0)
-
-
 def test_sigkill_during_every_export_format(tmp_path, photo_dir):
     from app.services import exporting
 
@@ -201,7 +184,7 @@ def test_sigkill_during_every_export_format(tmp_path, photo_dir):
         out.parent.mkdir(exist_ok=True)
         out.write_text("previous export\n")  # an older file under the final name
         for _ in range(EXPORT_KILLS // len(exporting.FORMATS)):
-            _run_and_kill(_export_child, (str(folder), fmt, str(out)), rng.randint(0, 2), rng.uniform(0, 0.02))
+            run_and_kill(export_until_killed, (str(folder), fmt, str(out)), rng.randint(0, 2), rng.uniform(0, 0.02))
             kills += 1
             data = out.read_bytes()
             assert data in (b"previous export\n", reference[fmt]), f"{fmt}: partial file under the final name"
