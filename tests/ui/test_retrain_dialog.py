@@ -13,23 +13,17 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from app.services import retraining  # noqa: E402
 from app.ui.model_versions import ModelVersionsDialog  # noqa: E402
 from app.ui.retrain_dialog import RetrainDialog, TrainingPlot, format_duration  # noqa: E402
-from tests.app.test_retraining import catalog_copy, make_fake_python, tiny_bundle_source  # noqa: E402
+from tests.app.retrain_fakes import (
+    catalog_fixture,  # noqa: E402, F401  (the `catalog` fixture)
+    fake_training_env,  # noqa: E402
+)
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    cat = catalog_copy(tmp_path / "catalog")
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
 def fake_python(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLUKEID_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("FAKE_BUNDLE", str(tiny_bundle_source()))
-    path = make_fake_python(tmp_path)
+    path = fake_training_env(tmp_path, monkeypatch)
     monkeypatch.setenv(retraining.TRAINING_PYTHON_ENV, path)
     return path
 
