@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import time
 import warnings
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, machine, write_fragment
+
 WORK = Path("/tmp/flukeid-bench/inference")
 
 
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     md = f"""## Inference: branch throughput, head cost, heatmaps
 
 Command: `{cmd}`\\
-Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU; onnxruntime CPU provider,
+Machine: {machine()}; onnxruntime CPU provider,
 torch {__import__('torch').__version__} eager with {os.cpu_count()} threads; date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')};
 load average (1 min) {load0:.1f} at start, {load1:.1f} at end (shared machine: absolute times are pessimistic,
 the side-by-side ratio less so).
@@ -287,10 +287,7 @@ Import path (decode with model.preprocess.load_image, detect with model.detectio
 decode {imp['decode_ms']:.0f} ms, detect {imp['detect_ms']:.0f} ms, crop + embed {imp['embed_ms']:.0f} ms (wall, median of 3).
 """
     if not args.no_write:
-        out = ROOT / "docs" / "bench" / "inference.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(md)
-        print(f"wrote {out}")
+        write_fragment("inference", md)
     return 0
 
 

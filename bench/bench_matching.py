@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, machine, write_fragment
+
 D = 512
 PER = 5
 LATENT = 32
@@ -181,10 +181,6 @@ def _worker(n: int) -> dict:
     return out
 
 
-def machine() -> str:
-    return f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU"
-
-
 def _ms(v: float) -> str:
     return "not run" if v != v else f"{v:.1f} ms"  # NaN: not measured
 
@@ -324,10 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     md = write_markdown(results, "python -m bench.bench_matching" + (f" --sizes {args.sizes}"
                                                                       if args.sizes != ap.get_default("sizes") else ""))
     if not args.no_write:
-        out = ROOT / "docs" / "bench" / "matching.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(md)
-        print(f"wrote {out}")
+        write_fragment("matching", md)
     return 0
 
 
