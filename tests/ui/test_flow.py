@@ -12,6 +12,22 @@ from tests.ui.conftest import open_and_wait, wait_idle
 pytestmark = pytest.mark.gui
 
 
+def _open_with_field_photos(qtbot, window, ui_catalog, n: int) -> None:
+    """Open the catalog and import the first ``n`` field photos (boxed by the detector, not identified)."""
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    window.import_photos([str(p) for p in new_photos[:n]])
+    wait_idle(qtbot, window)
+
+
+def _match_task(qtbot, window, photo_ok=None):
+    """Wait until the match review shows a photo (one that ``photo_ok(photo_id)`` accepts); its task."""
+    review = window.match_review
+    qtbot.waitUntil(lambda: review.task is not None and (photo_ok is None or photo_ok(review.task.photo.photo_id)),
+                    timeout=30000)
+    return review.task
+
+
 def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_path):
     from app.catalog import Catalog
 
@@ -43,8 +59,7 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
 
     # match review: key 1 confirms the top candidate
     window.show_view("match")
-    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
-    task = window.match_review.task
+    task = _match_task(qtbot, window)
     assert 1 <= len(task.candidates) <= 5
     scores = [c.score for c in task.candidates]
     assert scores == sorted(scores, reverse=True)
@@ -55,8 +70,7 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
     wait_idle(qtbot, window)
     assert cat.current_individual(query) == top.individual_id
     # the next unidentified photo came up
-    qtbot.waitUntil(lambda: window.match_review.task is not None
-                    and window.match_review.task.photo.photo_id != query, timeout=30000)
+    _match_task(qtbot, window, lambda photo_id: photo_id != query)
 
     # undo, redo: through the catalog's append-only history
     window.undo_act.trigger()
@@ -93,14 +107,10 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
 
 
 def test_reject_keeps_photo_and_shows_next_candidate(qtbot, window, ui_catalog):
-    folder, new_photos = ui_catalog
-    open_and_wait(qtbot, window, folder)
-    window.import_photos([str(new_photos[0])])
-    wait_idle(qtbot, window)
+    _open_with_field_photos(qtbot, window, ui_catalog, 1)
     window.show_view("match")
-    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    task = _match_task(qtbot, window)
     review = window.match_review
-    task = review.task
     assert review.selected == 0
     # the keys work wherever the focus is in the window (here: the tab bar just clicked)
     window.activateWindow()
@@ -116,12 +126,9 @@ def test_reject_keeps_photo_and_shows_next_candidate(qtbot, window, ui_catalog):
 
 
 def test_heatmap_toggle_and_evidence(qtbot, window, ui_catalog):
-    folder, new_photos = ui_catalog
-    open_and_wait(qtbot, window, folder)
-    window.import_photos([str(new_photos[0])])
-    wait_idle(qtbot, window)
+    _open_with_field_photos(qtbot, window, ui_catalog, 1)
     window.show_view("match")
-    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
+    _match_task(qtbot, window)
     review = window.match_review
     review.setFocus()
     qtbot.keyClick(review, Qt.Key.Key_H)
@@ -142,10 +149,7 @@ def test_heatmap_toggle_and_evidence(qtbot, window, ui_catalog):
 
 
 def test_opening_a_photo_goes_to_the_view_that_needs_it(qtbot, window, ui_catalog):
-    folder, new_photos = ui_catalog
-    open_and_wait(qtbot, window, folder)
-    window.import_photos([str(p) for p in new_photos[:2]])
-    wait_idle(qtbot, window)
+    _open_with_field_photos(qtbot, window, ui_catalog, 2)
     boxed = [p for p in window.snapshot.photos if p.status == "box"]
     known = [p for p in window.snapshot.photos if p.status == "identified"]
     window.photos_view.photo_activated.emit(boxed[-1].photo_id)
@@ -157,37 +161,26 @@ def test_opening_a_photo_goes_to_the_view_that_needs_it(qtbot, window, ui_catalo
 
 
 def test_skip_records_and_moves_on_and_a_lone_photo_stays(qtbot, window, ui_catalog):
-    folder, new_photos = ui_catalog
-    open_and_wait(qtbot, window, folder)
-    window.import_photos([str(p) for p in new_photos[:2]])
-    wait_idle(qtbot, window)
+    _open_with_field_photos(qtbot, window, ui_catalog, 2)
     window.show_view("match")
-    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
-    first = window.match_review.task.photo.photo_id
+    first = _match_task(qtbot, window).photo.photo_id
     window.match_review.setFocus()
     qtbot.keyClick(window.match_review, Qt.Key.Key_S)
     wait_idle(qtbot, window)
-    qtbot.waitUntil(lambda: window.match_review.task is not None
-                    and window.match_review.task.photo.photo_id != first, timeout=30000)
-    second = window.match_review.task.photo.photo_id
+    second = _match_task(qtbot, window, lambda photo_id: photo_id != first).photo.photo_id
     qtbot.keyClick(window.match_review, Qt.Key.Key_N)  # the second is a new whale
     wait_idle(qtbot, window)
-    qtbot.waitUntil(lambda: window.match_review.task is not None
-                    and window.match_review.task.photo.photo_id == first, timeout=30000)
+    _match_task(qtbot, window, lambda photo_id: photo_id == first)
     qtbot.keyClick(window.match_review, Qt.Key.Key_S)  # skipping the last one keeps it on screen
     wait_idle(qtbot, window)
-    qtbot.waitUntil(lambda: window.match_review.task is not None, timeout=30000)
-    assert window.match_review.task.photo.photo_id == first
+    assert _match_task(qtbot, window).photo.photo_id == first
     cat = window.session.catalog
     assert [d.decision for d in cat.match_decisions(first)] == ["skip", "skip"]
     assert cat.current_individual(second) is not None
 
 
 def test_redrawn_box_is_recorded_and_undone(qtbot, window, ui_catalog):
-    folder, new_photos = ui_catalog
-    open_and_wait(qtbot, window, folder)
-    window.import_photos([str(new_photos[0])])
-    wait_idle(qtbot, window)
+    _open_with_field_photos(qtbot, window, ui_catalog, 1)
     window.show_view("boxes")
     photo = window.box_review.current()
     cat = window.session.catalog
