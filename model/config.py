@@ -87,7 +87,7 @@ class MetricConfig:
     scale: float = 30.0  # logit scale s
     subcenters: int = 3  # sub-centres per individual (k)
     lr: float = 1e-3  # branch learning rate (Adam + weight_decay, warmup then cosine per step)
-    centre_lr_mult: float = 10.0  # the class centres learn this much faster than the branch
+    centre_lr_mult: float = 1.0  # the class centres' LR relative to the branch's
     warmup_epochs: float = 0.5
     batch_size: int = 32  # photos per step
     passes: int = 4  # augmented embedding passes cached for the head stage (plus one plain pass)
@@ -156,9 +156,9 @@ def _cpu() -> Config:
         branch=BranchConfig(kind="efficientnet_lite0", weights="imagenet", embedding_dim=256, pool="avg",
                             normalize=True),
         head=HeadConfig(kind="nn", hidden=32),
-        mining=MiningConfig(r_start=0.2, r_end=0.9, rounds=4),
+        mining=MiningConfig(r_start=0.2, r_end=0.9, rounds=2),
         metric=MetricConfig(enabled=True, epochs=12, budget_fraction=0.8, margin=0.3, scale=30.0, subcenters=3,
-                            lr=1e-3, centre_lr_mult=10.0, warmup_epochs=0.5, batch_size=32, passes=1),
+                            lr=1e-3, centre_lr_mult=1.0, warmup_epochs=0.5, batch_size=32, passes=1),
         epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0, num_workers=2,
         time_budget_s=3300.0,
     )

@@ -165,8 +165,8 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
                      f"metric epoch {epoch + 1}/{planned}: step {s + 1}/{steps_per_epoch}")
         dt = time.monotonic() - t0
         seconds += dt
-        if epoch == 0 and budget_s > 0:  # plan the stage at the first epoch's pace
-            planned = max(1, min(mc.epochs, int(budget_s // max(dt, 1e-9))))
+        if epoch == 0 and budget_s > 0:  # plan the stage at the first epoch's pace (nearest whole number)
+            planned = max(1, min(mc.epochs, int(round(budget_s / max(dt, 1e-9)))))
         rec = {"stage": "metric", "epoch": epoch + 1, "epochs": planned, "loss": loss_sum / max(seen, 1),
                "train_acc": correct / max(seen, 1), "lr": opt.param_groups[0]["lr"], "epoch_s": dt,
                "images_per_s": seen / max(dt, 1e-9)}
@@ -199,6 +199,38 @@ def embedding_bank(model, ds, device: torch.device, cfg, passes: int, *, to_inpu
     finally:
         model.train(was)
     return torch.stack(out)
+
+
+@torch.no_grad()
+def shortlist_score_matrix(head: nn.Module, emb: torch.Tensor, labels: torch.Tensor, k: int = 50,
+                           block: int = 8192) -> torch.Tensor:
+    """Head probabilities [N,N] for the pairs a miner can find hard; every other pair gets 0.
+
+    Scored: each image against its ``k`` nearest images by cosine and against every photo of its own
+    individual (the matched pairs). The pairs left out are the far ones by cosine, which the head
+    scores low anyway, so the miners' hardest pairs are the same; the nn head over all N^2 pairs of a
+    few thousand photos takes minutes per epoch on a CPU, this a few seconds. The diagonal is 1.
+    """
+    n = emb.shape[0]
+    e = F.normalize(emb.float(), dim=1)
+    k = min(k, n)
+    near = torch.topk(e @ e.T, k, dim=1).indices
+    rows = torch.arange(n)[:, None].expand(n, k).reshape(-1)
+    cols = near.reshape(-1)
+    same = labels[:, None] == labels[None, :]
+    si, sj = torch.nonzero(same, as_tuple=True)
+    pairs = torch.unique(torch.stack([torch.cat([rows, si]), torch.cat([cols, sj])], 1), dim=0)
+    out = torch.zeros(n, n)
+    was = head.training
+    head.eval()
+    try:
+        for s in range(0, len(pairs), block):
+            a, b = pairs[s:s + block, 0], pairs[s:s + block, 1]
+            out[a, b] = torch.sigmoid(head(emb[a].float(), emb[b].float()).float()).cpu()
+    finally:
+        head.train(was)
+    out.fill_diagonal_(1.0)
+    return out
 
 
 def pick_passes(n: int, passes: int, rng: np.random.Generator) -> np.ndarray:

@@ -43,7 +43,7 @@ from model.errors import CheckpointError, ConfigError, DataError, Interrupted
 from model.nets.siamese import Siamese, build_siamese
 from model.preprocess import Preprocessing
 from model.training.augment import augment_batch
-from model.training.metric import embedding_bank, pick_passes, train_metric
+from model.training.metric import embedding_bank, pick_passes, shortlist_score_matrix, train_metric
 from model.training.mining import concat_pairs, create_miner, score_matrix
 
 CHECKPOINT = "checkpoint.pt"
@@ -446,8 +446,10 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
         rng = np.random.default_rng([cfg.seed, epoch])
         g_aug = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
         _sync_buffers(model, world)
-        emb = bank[0] if bank is not None else embed_all(model, train_ds, device, cfg)
-        scores = score_matrix(model.head, emb, cfg.mining.block)
+        if bank is not None:  # cached embeddings; the head scores only the pairs that can be hard
+            scores = shortlist_score_matrix(model.head, bank[0], labels.to(bank.device), block=cfg.mining.block)
+        else:
+            scores = score_matrix(model.head, embed_all(model, train_ds, device, cfg), cfg.mining.block)
         pairs = concat_pairs([miner(scores, labels, epoch, cfg.epochs, rng) for _ in range(cfg.mining.rounds)])
         perm = rng.permutation(len(pairs))
         step_pairs = cfg.batch_size * world

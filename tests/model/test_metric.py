@@ -98,6 +98,7 @@ def _metric_cfg(**metric):
     cfg.metric.batch_size = 8
     cfg.metric.passes = 1
     cfg.metric.lr = 3e-3
+    cfg.metric.centre_lr_mult = 10.0  # a from-scratch tiny net: centres from its class means need to move fast
     for k, v in metric.items():
         setattr(cfg.metric, k, v)
     return cfg
@@ -189,3 +190,23 @@ def test_metric_config_is_validated():
     cpu = preset("cpu")
     assert cpu.metric.enabled and cpu.branch.normalize and (cpu.input_height, cpu.input_width) == (160, 160)
     assert not preset("tiny").metric.enabled and not preset("paper").metric.enabled
+
+
+def test_shortlist_scores_match_the_full_head_where_scored():
+    from model.nets.heads import NNHead
+    from model.training.metric import shortlist_score_matrix
+    from model.training.mining import score_matrix
+
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    emb = torch.randn(10, 16)
+    head = NNHead(16, 8)
+    full = score_matrix(head, emb)
+    short = shortlist_score_matrix(head, emb, labels, k=3, block=7)
+    scored = short != 0
+    assert torch.allclose(short[scored], full[scored], atol=1e-6)
+    assert bool(scored[labels[:, None] == labels[None, :]].all())  # every matched pair is scored
+    e = torch.nn.functional.normalize(emb, dim=1)
+    near = torch.topk(e @ e.T, 3, dim=1).indices
+    assert all(bool(scored[i, near[i]].all()) for i in range(10))
+    assert int((~scored).sum()) > 0  # the far pairs are left at 0
