@@ -88,6 +88,26 @@ class SubCenterArcFace(nn.Module):
         self.weight.copy_(F.normalize(w, dim=1).to(self.weight.device))
 
 
+@torch.no_grad()
+def _train_mode_embeddings(model, ds, device: torch.device, cfg, batch: int, to_input: Callable) -> torch.Tensor:
+    """Embeddings as the training steps see them (BN on batch statistics), for the centres' start.
+
+    In eval mode a fresh neck's BN uses its initial running statistics (mean 0, variance 1), so the
+    embeddings of every photo point almost the same way (cosine ~0.99) and class means made from them
+    are useless starting centres: measured on the right whales, ArcFace from such centres drifted
+    towards the collapsed solution (train accuracy at chance after two epochs). This pass also moves
+    the BN running statistics towards the data's.
+    """
+    was = model.training
+    model.train()
+    try:
+        parts = [model.embed(to_input(ds.uint8_batch(range(i, min(len(ds), i + batch))), device, cfg, None)).float()
+                 for i in range(0, len(ds), batch)]
+    finally:
+        model.train(was)
+    return torch.cat(parts)
+
+
 def metric_lr(step: int, total: int, warmup: int) -> float:
     """LR factor: linear warmup over ``warmup`` steps, then cosine from 1 down to 0.02 at ``total``."""
     if step < warmup:
@@ -130,8 +150,8 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
         torch.set_rng_state(state["rng"])
         start, planned, seconds = int(state["epoch"]), int(state["planned"]), float(state["seconds"])
     else:
-        emb0 = embed_all(model, train_ds, device, cfg)
-        arc.init_from_embeddings(emb0, labels, torch.Generator().manual_seed(cfg.seed))
+        arc.init_from_embeddings(_train_mode_embeddings(model, train_ds, device, cfg, mc.batch_size, to_input),
+                                 labels, torch.Generator().manual_seed(cfg.seed))
         start, planned, seconds = 0, mc.epochs, 0.0
     model.train()
     for epoch in range(start, planned):
