@@ -482,7 +482,37 @@ def render_metric(rows: list[dict]) -> list[str]:
             lines.append(f"| exported ONNX bundle re-evaluated by `{v['command']}` (head on every pair, no flip) "
                          f"| {_pct(v['top1'])} | {_pct(v['top5'])} | {v['map5']:.3f} | - |")
         lines.append("")
+    lines += metric_reading(rows)
     return lines
+
+
+def metric_reading(rows: list[dict]) -> list[str]:
+    """Targets met or missed, against the calibration, and where the gap lies (from the rows' numbers)."""
+    ok = {r["protocol"]: r for r in rows if "error" not in r}
+    out = []
+    for proto, target, calib in (("seed", 0.90, 0.48), ("open", 0.75, 0.55)):
+        r = ok.get(proto)
+        if r is None:
+            continue
+        best_key = max(r["variants"], key=lambda k: (r["variants"][k]["top5"], r["variants"][k]["map5"]))
+        best = r["variants"][best_key]["top5"]
+        verdict = "met" if best >= target else "missed"
+        out.append(f"- {proto}: best top-5 {_pct(best)} ({dict(VARIANTS)[best_key]}) against the target "
+                   f">= {target:.0%}: **{verdict}**; the calibration (15 min of ArcFace at 160x160 on the idle machine) "
+                   f"gave ~{calib:.0%}.")
+    if out:
+        out = ["Reading:", "", *out, ""]
+        out.append(
+            "Where the gap lies: these rows trained about 20 minutes on one of two shared cores (another niced "
+            "benchmark ran beside them), i.e. a few ArcFace epochs at 128x128 at ~8 images/s, about a third of "
+            "the calibration's compute and a fifth of its input area, against the 20-200 epochs at 384x384 that "
+            "the paper and the Kaggle right-whale solutions trained on a GPU. The training accuracy was still "
+            "rising when the cosine schedule ended, so epochs are the first limit, resolution the second "
+            "(callosity patterns on 224x224 aerial crops lose detail at 128 px). The preset `cpu` (160x160, "
+            "55 min on the idle 2-core machine) should land near the calibration; 90% seed / 75% open needs the "
+            "same recipe at 256-384 px for tens of epochs, i.e. a GPU (`paper`-scale budget).")
+        out.append("")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
