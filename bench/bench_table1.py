@@ -36,6 +36,7 @@ FRAGMENT = ROOT / "docs" / "bench" / "table1.md"
 RESULTS = ROOT / "docs" / "bench" / "table1.json"
 WORK = Path("/tmp/flukeid_table1")
 REUSE = False
+RESUME = False
 COMMAND = ""
 MACHINE = "2-core x86-64 CPU VM, no GPU (shared with other jobs; 1 torch thread)"
 
@@ -259,14 +260,16 @@ def run_metric_row(row: Row, dataset: str, records: list, protocol: str, scale: 
     t0 = time.perf_counter()
     cfg = make_config(row, row.budget * scale, epochs=preset_epochs())
     run_dir = WORK / "runs" / f"{dataset}_{row.key}_{protocol}"
+    log = lambda e: print(json.dumps({k: v for k, v in e.items() if k != "problems"}), flush=True)  # noqa: E731
     if REUSE and (run_dir / "summary.json").is_file():
         from types import SimpleNamespace
 
         tr = SimpleNamespace(**json.loads((run_dir / "summary.json").read_text()))
+    elif RESUME and (run_dir / "checkpoint.pt").is_file():  # an interrupted run: continue it
+        tr = train(cfg, [records[i] for i in split.train], run_dir, resume=True, events=log)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
-        tr = train(cfg, [records[i] for i in split.train], run_dir,
-                   events=lambda e: print(json.dumps({k: v for k, v in e.items() if k != "problems"}), flush=True))
+        tr = train(cfg, [records[i] for i in split.train], run_dir, events=log)
     t_eval = time.perf_counter()
     scores = metric_scores(run_dir, records, split.queries, split.gallery)
     variants = {}
@@ -280,7 +283,8 @@ def run_metric_row(row: Row, dataset: str, records: list, protocol: str, scale: 
         "top5": main["top5"], "map5": main["map5"], "queries": main["n"], "flip": True,
         "budget_s": round(row.budget * scale), "by_photos": main["by_photos"], "variants": variants,
         "split": {k: v for k, v in r.info.items() if k.endswith(("photos", "individuals", "queries"))},
-        "train_s": round(tr.seconds, 1), "eval_s": round(time.perf_counter() - t_eval, 1),
+        # a resumed run's seconds cover only its last part: add the metric epochs' own times
+        "train_s": round(tr.seconds + (sum(h["epoch_s"] for h in mh) if RESUME else 0.0), 1), "eval_s": round(time.perf_counter() - t_eval, 1),
         "epochs": tr.epochs_done, "metric_epochs": len(mh),
         "metric_epochs_planned": mh[-1]["epochs"] if mh else 0,
         "metric_images_per_s": round(float(np.mean([h["images_per_s"] for h in mh])), 1) if mh else None,
@@ -531,13 +535,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="attach a `flukeid evaluate --json` result (of the exported metric run) to the rw_full "
                         "metric row of --protocol, then re-render; --bundle-command names the command")
     p.add_argument("--bundle-command", default="flukeid evaluate --bundle <export> --data <rw labels> --protocol seed")
+    p.add_argument("--resume-runs", action="store_true", help="continue interrupted runs under /tmp from their checkpoint")
     p.add_argument("--reuse-runs", action="store_true", help="evaluate finished runs under /tmp instead of retraining")
     p.add_argument("--render-only", metavar="COMMAND", default=None,
                    help="only rewrite table1.md from table1.json, quoting COMMAND as the command that measured it")
     p.add_argument("--started", default="", help="with --render-only: when the measurement ran")
     args = p.parse_args(argv)
-    global REUSE, COMMAND
-    REUSE = args.reuse_runs
+    global REUSE, RESUME, COMMAND
+    REUSE, RESUME = args.reuse_runs, args.resume_runs
     import torch
 
     torch.set_num_threads(args.threads)

@@ -154,7 +154,8 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
                                  labels, torch.Generator().manual_seed(cfg.seed))
         start, planned, seconds = 0, mc.epochs, 0.0
     model.train()
-    for epoch in range(start, planned):
+    epoch = start
+    while epoch < planned:  # planned may shrink after the first epoch
         t0 = time.monotonic()
         torch.manual_seed(cfg.seed * 1000 + 500 + epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
@@ -195,6 +196,7 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
                  "history": [*(state or {}).get("history", []), rec]}
         save(state)
         events({"event": "metric_epoch", **rec})
+        epoch += 1
     if state is None or not state.get("done"):  # nothing left to run (e.g. epochs already done)
         state = {**(state or {}), "done": True}
     return state

@@ -210,3 +210,12 @@ def test_shortlist_scores_match_the_full_head_where_scored():
     near = torch.topk(e @ e.T, 3, dim=1).indices
     assert all(bool(scored[i, near[i]].all()) for i in range(10))
     assert int((~scored).sum()) > 0  # the far pairs are left at 0
+
+
+def test_the_budget_plan_shortens_the_metric_stage(syn, tmp_path):
+    cfg = _metric_cfg(epochs=50)
+    cfg.time_budget_s = 1e-3  # any real epoch passes it: the plan after the first epoch is one epoch
+    cfg.epochs = 1
+    res = train(cfg, syn, tmp_path / "run")
+    assert [h["epochs"] for h in res.metric_history] == [1]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["metric"]["done"]
