@@ -156,10 +156,10 @@ def _cpu() -> Config:
         branch=BranchConfig(kind="efficientnet_lite0", weights="imagenet", embedding_dim=256, pool="avg",
                             normalize=True),
         head=HeadConfig(kind="nn", hidden=32),
-        mining=MiningConfig(r_start=0.2, r_end=0.9, rounds=2),
+        mining=MiningConfig(r_start=0.0, r_end=0.5, rounds=2),
         metric=MetricConfig(enabled=True, epochs=12, budget_fraction=0.8, margin=0.3, scale=30.0, subcenters=3,
                             lr=1e-3, centre_lr_mult=1.0, warmup_epochs=0.5, batch_size=32, passes=1),
-        epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0, num_workers=2,
+        epochs=6, batch_size=64, lr=3e-4, weight_decay=1e-4, warmup_epochs=0, num_workers=2,
         time_budget_s=3300.0,
     )
 

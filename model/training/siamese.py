@@ -43,7 +43,13 @@ from model.errors import CheckpointError, ConfigError, DataError, Interrupted
 from model.nets.siamese import Siamese, build_siamese
 from model.preprocess import Preprocessing
 from model.training.augment import augment_batch
-from model.training.metric import embedding_bank, pick_passes, shortlist_score_matrix, train_metric
+from model.training.metric import (
+    embedding_bank,
+    init_head_as_cosine,
+    pick_passes,
+    shortlist_score_matrix,
+    train_metric,
+)
 from model.training.mining import concat_pairs, create_miner, score_matrix
 
 CHECKPOINT = "checkpoint.pt"
@@ -423,6 +429,8 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
                           "rng": {"torch": torch.get_rng_state()}, "history": history, "individuals": names,
                           "metric": state}, out / CHECKPOINT)
 
+        if ck is None and cfg.branch.normalize:  # a fresh run: the head starts at the cosine (kept on resume)
+            init_head_as_cosine(model.head, model.branch.embedding_dim)
         if not (metric_state and metric_state.get("done")):
             left = cfg.time_budget_s * cfg.metric.budget_fraction - (time.monotonic() - t_start)
             budget = max(left, 1e-3) if cfg.time_budget_s else 0.0

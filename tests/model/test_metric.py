@@ -219,3 +219,18 @@ def test_the_budget_plan_shortens_the_metric_stage(syn, tmp_path):
     res = train(cfg, syn, tmp_path / "run")
     assert [h["epochs"] for h in res.metric_history] == [1]
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["metric"]["done"]
+
+
+def test_nn_head_can_start_at_the_cosine():
+    from model.nets.heads import L1Head, NNHead
+    from model.training.metric import init_head_as_cosine
+
+    torch.manual_seed(0)
+    head = NNHead(64, 8)
+    assert init_head_as_cosine(head, 64, scale=10.0, threshold=0.5)
+    a = torch.nn.functional.normalize(torch.randn(6, 64), dim=1) * 8.0  # norm sqrt(64), as branch.normalize
+    b = torch.nn.functional.normalize(torch.randn(6, 64), dim=1) * 8.0
+    cos = torch.nn.functional.cosine_similarity(a, b)
+    with torch.no_grad():
+        assert torch.allclose(head(a, b), 10.0 * (cos - 0.5), atol=0.05)
+    assert not init_head_as_cosine(L1Head(64), 64)
