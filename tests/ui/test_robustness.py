@@ -59,7 +59,8 @@ def test_failing_job_shows_a_visible_message(qtbot, window):
     assert "Importing a labelled catalog failed" in text
     assert "column individual_id is missing" in text
     assert window.notification.property("kind") == "error"
-    assert not window.job_progress.isVisible()
+    # the error and the job's end are two queued signals: the progress bar goes with the second
+    qtbot.waitUntil(lambda: not window.job_progress.isVisible(), timeout=5000)
 
 
 def test_catalog_from_newer_version_gets_clear_message(qtbot, window, tmp_path):
