@@ -30,12 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_process() -> None:
     """Process-wide settings that must precede importing torch (no effect once it is imported).
 
-    OpenMP threads wait passively instead of spinning. torch's CPU kernels (GNU OpenMP) spin
-    between parallel regions by default; when another process holds one of the cores (the GUI,
-    an import, a second job), every small operation then waits for a descheduled thread: measured
-    on the 2-core VM with one busy neighbour, a small CNN's forward pass took 1,490 ms with
-    spinning threads and 63 ms with passive ones, and the training tests ran 4.3x faster
-    (131 s -> 30 s). A user's own OMP_WAIT_POLICY is kept.
+    OpenMP threads wait passively instead of spinning. Measured on the 2-core VM while two other
+    (niced, single-threaded) torch trainings ran: a small CNN's forward pass took 1,490 ms with
+    torch's default GNU OpenMP waiting and 63 ms with passive waiting, and the training tests ran
+    in 131 s instead of 30 s; on the idle machine the training tests take the same time either
+    way (25-27 s). bench/bench_train_throughput.py compares the policies next to busy processes
+    (docs/bench/train_throughput.md): always-spinning threads lose 2-25x there, passive ones
+    stay near the default. A user's own OMP_WAIT_POLICY is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -90,18 +90,20 @@ def _worker_row(index: int, hw, pairs: int, steps: int) -> dict:
 
 def wait_policy_rows(hw, pairs: int, steps: int, indices=(0, 3)) -> list[dict]:
     """The same rows in fresh processes with OpenMP threads spinning (ACTIVE) or waiting (PASSIVE),
-    on their own and next to one busy process (a pure-Python loop holding one core, as the GUI, an
+    on their own and next to one or two busy processes (a pure-Python loop holding one core, as the GUI, an
     import or another job would)."""
     import json
     import subprocess
 
     out = []
-    for neighbour in (False, True):
-        busy = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None)
+    for neighbour in (0, 1, 2):
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(neighbour)]
         try:
             for index in indices:
-                for policy in ("ACTIVE", "PASSIVE"):
-                    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                for policy in ("default", "ACTIVE", "PASSIVE"):
+                    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+                    if policy != "default":  # default: GNU OpenMP spins a while, then sleeps
+                        env["OMP_WAIT_POLICY"] = policy
                     proc = subprocess.run(
                         [sys.executable, "-m", "bench.bench_train_throughput", "--worker", str(index),
                          "--size", f"{hw[0]}x{hw[1]}", "--pairs", str(pairs), "--steps", str(steps)],
@@ -109,12 +111,12 @@ def wait_policy_rows(hw, pairs: int, steps: int, indices=(0, 3)) -> list[dict]:
                     r = json.loads(proc.stdout.strip().splitlines()[-1])
                     r.update(policy=policy, neighbour=neighbour)
                     out.append(r)
-                    print(f"  {r['label']}, {policy}, busy neighbour {neighbour}: {r['images_per_s']:.1f} images/s",
+                    print(f"  {r['label']}, {policy}, busy neighbours {neighbour}: {r['images_per_s']:.1f} images/s",
                           flush=True)
         finally:
-            if busy is not None:
-                busy.kill()
-                busy.wait()
+            for b in busy:
+                b.kill()
+                b.wait()
     return out
 
 
@@ -162,20 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_wait_policy:
         pol = wait_policy_rows(hw, args.pairs, args.steps)
         lines += ["", "OpenMP wait policy, each figure from a fresh process, side by side in this run "
-                  "(flukeid, the benchmarks and the tests set `OMP_WAIT_POLICY=PASSIVE`; torch's default "
-                  "spins). \"Busy neighbour\": one other process holds a core (a Python loop), as the GUI, "
-                  "an import or a second job does on a workstation:", "",
-                  "| branch | neighbour | ACTIVE (spinning) images/s | PASSIVE images/s | PASSIVE / ACTIVE |",
-                  "|---|---|---:|---:|---:|"]
+                  "(flukeid, the benchmarks and the tests set `OMP_WAIT_POLICY=PASSIVE`; unset, GNU "
+                  "OpenMP spins for a while before sleeping; ACTIVE spins always). \"Busy neighbours\": other "
+                  "processes each holding a core (a Python loop), as an import or a second job does:", "",
+                  "| branch | busy neighbours | default images/s | ACTIVE images/s | PASSIVE images/s "
+                  "| PASSIVE / default |",
+                  "|---|---|---:|---:|---:|---:|"]
         for label in dict.fromkeys(r["label"] for r in pol):
-            for neighbour in (False, True):
-                a = next(r for r in pol if r["label"] == label and r["neighbour"] == neighbour
-                         and r["policy"] == "ACTIVE")
-                b = next(r for r in pol if r["label"] == label and r["neighbour"] == neighbour
-                         and r["policy"] == "PASSIVE")
-                lines.append(f"| {label} | {'one busy process' if neighbour else 'none'} "
-                             f"| {a['images_per_s']:.1f} | {b['images_per_s']:.1f} "
-                             f"| {b['images_per_s'] / a['images_per_s']:.1f}x |")
+            for neighbour in (0, 1, 2):
+                d, a, b = (next(r for r in pol if r["label"] == label and r["neighbour"] == neighbour
+                                 and r["policy"] == policy) for policy in ("default", "ACTIVE", "PASSIVE"))
+                lines.append(f"| {label} | {neighbour or 'none'} "
+                             f"| {d['images_per_s']:.1f} | {a['images_per_s']:.1f} | {b['images_per_s']:.1f} "
+                             f"| {b['images_per_s'] / d['images_per_s']:.2f}x |")
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines += ["", f"Load average at the end: {end_load:.1f} (on {os.cpu_count()} CPUs; above that, figures are "
               "proportionally lower than on an idle machine)."]

@@ -85,7 +85,7 @@ def test_gallery_is_cached_until_the_catalog_changes(catalog, tmp_path):
 
 
 def test_cli_makes_openmp_threads_wait_passively(monkeypatch):
-    """Set before torch loads: spinning OpenMP threads made CPU training 4-20x slower on a busy machine."""
+    """Set before torch loads: waiting OpenMP threads made CPU training up to 4x slower next to other jobs."""
     from app import cli
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
