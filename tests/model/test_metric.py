@@ -234,3 +234,53 @@ def test_nn_head_can_start_at_the_cosine():
     with torch.no_grad():
         assert torch.allclose(head(a, b), 10.0 * (cos - 0.5), atol=0.05)
     assert not init_head_as_cosine(L1Head(64), 64)
+
+
+def _scripted_validation(monkeypatch, top5s: list[float]):
+    """Replace validate_split by a script of top-5 values (the first call validates the start head)."""
+    from model.training import siamese as S
+
+    calls = iter(top5s)
+
+    def fake(model, train_ds, val_ds, device, cfg, train_emb=None, val_emb=None):
+        t5 = next(calls)
+        return {"top1": t5 / 2, "top5": t5, "pos": [0.9, 0.8], "neg": [0.2, 0.3]}
+
+    monkeypatch.setattr(S, "validate_split", fake)
+
+
+@pytest.mark.parametrize("trained_better", [False, True])
+def test_head_stage_keeps_its_cosine_start_when_training_did_worse(syn, tmp_path, monkeypatch, trained_better):
+    from model.training.metric import init_head_as_cosine
+
+    cfg = _metric_cfg(epochs=1)
+    cfg.val_fraction, cfg.epochs, cfg.lr = 0.25, 2, 1e-2
+    _scripted_validation(monkeypatch, [0.5, 0.4, 0.75 if trained_better else 0.25])
+    res = train(cfg, syn, tmp_path / "run")
+    assert res.head_start_val_top5 == 0.5 and res.head_kept_at_start is (not trained_better)
+    assert res.val_top5 == (0.75 if trained_better else 0.5)
+    model, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoint.pt"))
+    torch.manual_seed(cfg.seed)  # the head as train() builds it, then started at the cosine
+    start = build_siamese(cfg).head
+    init_head_as_cosine(start, cfg.branch.embedding_dim)
+    same = all(torch.equal(a, b) for a, b in zip(model.head.state_dict().values(), start.state_dict().values()))
+    assert same is (not trained_better)  # the checkpoint (what export ships) holds the kept head
+
+
+def test_a_diverged_head_does_not_validate_as_perfect(syn):
+    from model.data.dataset import dataset_from_crops, load_records
+    from model.preprocess import Preprocessing
+    from model.training.siamese import validate_split
+
+    cfg = _metric_cfg()
+    model = build_siamese(cfg).eval()
+    prep = Preprocessing(cfg.input_height, cfg.input_width, cfg.margin)
+    ok, crops, _ = load_records(syn, prep)
+    names = sorted({str(r.individual) for r in ok})
+    labels = [names.index(str(r.individual)) for r in ok]
+    ds = dataset_from_crops(ok, crops, prep, labels)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.fill_(float("nan"))
+    val = validate_split(model, ds, ds, torch.device("cpu"), cfg)
+    assert val["top1"] == 0.0 and val["top5"] == 0.0
