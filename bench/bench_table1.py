@@ -163,13 +163,9 @@ def training_subset(records: list, idx, cap: int, seed: int = 0) -> list[int]:
     return sorted(out)
 
 
-def torch_scores(run_dir: Path, records: list, q_idx, g_idx, flip: bool,
-                 shortlist: int = 100) -> dict[bool, np.ndarray]:
-    """Head probabilities [Q, G] from a run's checkpoint (embeddings computed once, head in blocks).
-
-    Returns ``{False: plain scores}``, plus ``{True: scores of flip-averaged embeddings}`` when
-    ``flip`` is set (both from the same embedding pass, so the TTA gain is measured side by side).
-    """
+def _run_embeddings(run_dir: Path, records: list, q_idx, g_idx, flip: bool):
+    """A run's model and its query/gallery embeddings: ``{False: (q, g)}``, plus ``{True: ...}`` of
+    embeddings averaged with the mirrored crops' when ``flip`` is set (one pass each)."""
     import torch
 
     from model.data.dataset import dataset_from_crops, load_records
@@ -190,25 +186,37 @@ def torch_scores(run_dir: Path, records: list, q_idx, g_idx, flip: bool,
     pos = {i: k for k, i in enumerate(need)}
     qi = [pos[i] for i in q_idx]
     gi = [pos[i] for i in g_idx]
-    out: dict[bool, np.ndarray] = {}
-    for key, emb in embs.items():
-        q, g = emb[qi], emb[gi]
-        k = min(shortlist or len(g), len(g))
-        # shortlist: the head re-ranks each query's k nearest gallery photos (cosine), as the app's matcher does
-        qn = torch.nn.functional.normalize(q, dim=1)
-        gn = torch.nn.functional.normalize(g, dim=1)
-        near = torch.topk(qn @ gn.T, k, dim=1).indices
-        sc = np.full((len(q), len(g)), -1.0, np.float32)
-        block = max(1, 8192 // k)
-        with torch.no_grad():
-            for s in range(0, len(q), block):
-                idx = near[s:s + block]
-                a = q[s:s + block][:, None, :].expand(-1, k, -1).reshape(-1, q.shape[1])
-                b = g[idx.reshape(-1)]
-                p = torch.sigmoid(model.head(a, b)).reshape(len(idx), k).numpy()
-                np.put_along_axis(sc[s:s + len(idx)], idx.numpy(), p, axis=1)
-        out[key] = sc
-    return out
+    return model, {key: (emb[qi], emb[gi]) for key, emb in embs.items()}
+
+
+def _cosine_and_head(model, q, g, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine [Q, G] of the embeddings, and head probabilities [Q, G] on each query's ``shortlist``
+    cosine-nearest gallery photos (-1 elsewhere; 0: every photo), as the app's matcher shortlists."""
+    import torch
+
+    cos = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(g, dim=1).T
+    k = min(shortlist or len(g), len(g))
+    near = torch.topk(cos, k, dim=1).indices
+    sc = np.full((len(q), len(g)), -1.0, np.float32)
+    block = max(1, 8192 // k)
+    with torch.no_grad():
+        for s in range(0, len(q), block):
+            idx = near[s:s + block]
+            a = q[s:s + block][:, None, :].expand(-1, k, -1).reshape(-1, q.shape[1])
+            p = torch.sigmoid(model.head(a, g[idx.reshape(-1)])).reshape(len(idx), k).numpy()
+            np.put_along_axis(sc[s:s + len(idx)], idx.numpy(), p, axis=1)
+    return cos.numpy(), sc
+
+
+def torch_scores(run_dir: Path, records: list, q_idx, g_idx, flip: bool,
+                 shortlist: int = 100) -> dict[bool, np.ndarray]:
+    """Head probabilities [Q, G] from a run's checkpoint (embeddings computed once, head in blocks).
+
+    Returns ``{False: plain scores}``, plus ``{True: scores of flip-averaged embeddings}`` when
+    ``flip`` is set (both from the same embedding pass, so the TTA gain is measured side by side).
+    """
+    model, embs = _run_embeddings(run_dir, records, q_idx, g_idx, flip)
+    return {key: _cosine_and_head(model, q, g, shortlist)[1] for key, (q, g) in embs.items()}
 
 
 def metric_scores(run_dir: Path, records: list, q_idx, g_idx, shortlist: int = 100) -> dict[str, np.ndarray]:
@@ -218,41 +226,11 @@ def metric_scores(run_dir: Path, records: list, q_idx, g_idx, shortlist: int = 1
     each query's ``shortlist`` nearest gallery photos (by cosine), as the app's matcher does; each
     also ``*_flip``: embeddings averaged with the mirrored crop's.
     """
-    import torch
-
-    from model.data.dataset import dataset_from_crops, load_records
-    from model.preprocess import Preprocessing
-    from model.training.siamese import embed_all, load_checkpoint, model_from_checkpoint
-
-    model, cfg = model_from_checkpoint(load_checkpoint(run_dir / "checkpoint.pt"))
-    prep = Preprocessing(cfg.input_height, cfg.input_width, cfg.margin)
-    need = sorted(set(q_idx) | set(g_idx))
-    ok, crops, report = load_records([records[i] for i in need], prep, workers=2)
-    if report.problems:
-        raise RuntimeError(report.problems[0])
-    dev = torch.device("cpu")
-    plain = embed_all(model, dataset_from_crops(ok, crops, prep, [0] * len(ok)), dev, cfg)
-    fl = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
-    flipped = (plain + embed_all(model, dataset_from_crops(ok, fl, prep, [0] * len(ok)), dev, cfg)) / 2
-    pos = {i: k for k, i in enumerate(need)}
-    qi = [pos[i] for i in q_idx]
-    gi = [pos[i] for i in g_idx]
+    model, embs = _run_embeddings(run_dir, records, q_idx, g_idx, flip=True)
     out: dict[str, np.ndarray] = {}
-    for suffix, emb in (("", plain), ("_flip", flipped)):
-        q, g = emb[qi], emb[gi]
-        cos = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(g, dim=1).T
-        out["cosine" + suffix] = cos.numpy()
-        k = min(shortlist, len(g))
-        near = torch.topk(cos, k, dim=1).indices
-        sc = np.full((len(q), len(g)), -1.0, np.float32)
-        block = max(1, 8192 // k)
-        with torch.no_grad():
-            for s in range(0, len(q), block):
-                idx = near[s:s + block]
-                a = q[s:s + block][:, None, :].expand(-1, k, -1).reshape(-1, q.shape[1])
-                p = torch.sigmoid(model.head(a, g[idx.reshape(-1)])).reshape(len(idx), k).numpy()
-                np.put_along_axis(sc[s:s + len(idx)], idx.numpy(), p, axis=1)
-        out["head" + suffix] = sc
+    for key, (q, g) in embs.items():
+        suffix = "_flip" if key else ""
+        out["cosine" + suffix], out["head" + suffix] = _cosine_and_head(model, q, g, shortlist)
     return out
 
 
