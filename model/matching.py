@@ -74,7 +74,6 @@ class MatchResult:
         suggest_new: True when the best score is under ``threshold`` (or the gallery is empty).
         best_score: the top candidate's score (0.0 when there is none).
         threshold: the new-individual threshold used.
-        prefiltered: True when the embedding-space prefilter chose the photos the head scored.
         n_scored: how many gallery photos were scored (by the head, or by table lookup).
         method: "head" (the head over every photo), "table" (table lookup over every photo, the
             head over the best) or "prefilter" (approximate nearest neighbours, the head over those).
@@ -84,9 +83,13 @@ class MatchResult:
     suggest_new: bool
     best_score: float
     threshold: float
-    prefiltered: bool
     n_scored: int
     method: str = "head"
+
+    @property
+    def prefiltered(self) -> bool:
+        """True when the embedding-space prefilter chose the photos the head scored."""
+        return self.method == "prefilter"
 
 
 @dataclass
@@ -316,7 +319,7 @@ def match(scorer: Scorer | Callable[[np.ndarray, np.ndarray], np.ndarray], query
                 allowed = None
     n_allowed = len(gallery) if allowed is None else int(allowed.sum())
     if n_allowed == 0:
-        return MatchResult([], True, 0.0, threshold, False, 0)
+        return MatchResult([], True, 0.0, threshold, 0)
     use_prefilter = gallery.uses_prefilter if exact is None else not exact
     head = None if use_prefilter else _separable(scorer)
     if head is not None and table is not False and (table or n_allowed >= gallery.table_from):
@@ -335,7 +338,7 @@ def match(scorer: Scorer | Callable[[np.ndarray, np.ndarray], np.ndarray], query
     scores = np.asarray(score_fn(q, emb), dtype=np.float32).reshape(-1)
     cands = gallery.rank_individuals(rows, scores, k)
     best = cands[0].score if cands else 0.0
-    return MatchResult(cands, best < threshold, best, float(threshold), method == "prefilter", n_scored, method)
+    return MatchResult(cands, best < threshold, best, float(threshold), n_scored, method)
 
 
 def calibrate_threshold(same_scores, diff_scores) -> float:

@@ -90,12 +90,12 @@ def match_embedding(catalog: Catalog, query_emb: np.ndarray, engine, *, k: int =
 _GALLERY_CACHE: dict = {}  # (id(catalog), model version) -> (change marker, GalleryIndex)
 
 
-def gallery(catalog: Catalog, model_version: str, dim: int, *, exclude: set[int] | None = None):
+def gallery(catalog: Catalog, model_version: str, dim: int):
     """The :class:`model.api.GalleryIndex` of identified, usable photos with an embedding.
 
     The full gallery is cached until the catalog changes (identifications, boxes, embeddings or
-    actions), so reviewing photo after photo does not reload every embedding. Photos in
-    ``exclude`` are masked out of the cached one.
+    actions), so reviewing photo after photo does not reload every embedding. Matching leaves
+    photos out with ``match(..., exclude=...)``, which needs no copy of it.
     """
     from model.api import GalleryIndex
 
@@ -111,11 +111,6 @@ def gallery(catalog: Catalog, model_version: str, dim: int, *, exclude: set[int]
         full = GalleryIndex.build(mat, photo_ids, individual_ids)
         _GALLERY_CACHE.clear()  # one catalog and model at a time: memory stays bounded
         _GALLERY_CACHE[key] = (marker, full)
-    if exclude and len(full):
-        keep = ~np.isin(np.asarray(full.photo_ids), np.asarray(sorted(exclude)))
-        if not keep.all():
-            return GalleryIndex.build(full.embeddings[keep], np.asarray(full.photo_ids)[keep],
-                                      np.asarray(full.individual_ids)[keep])
     return full
 
 
