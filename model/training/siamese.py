@@ -428,12 +428,15 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
           "device": str(device), "world_size": world, "problems": report.problems[:20]})
     metric_state = ck.get("metric") if ck else None
     bank = val_emb = None
+    def save_checkpoint(epoch_done: int, metric_part: dict | None) -> None:
+        _save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "epoch": epoch_done, "config": cfg.to_dict(),
+                      "rng": {"torch": torch.get_rng_state()}, "history": history,
+                      "individuals": names, **({"metric": metric_part} if metric else {})}, out / CHECKPOINT)
+
     if metric:
-        def save_metric(state: dict) -> None:
-            _save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "epoch": start_epoch, "config": cfg.to_dict(),
-                          "rng": {"torch": torch.get_rng_state()}, "history": history, "individuals": names,
-                          "metric": state}, out / CHECKPOINT)
+        def save_metric(state: dict) -> None:  # inside the metric stage: no head epoch done yet
+            save_checkpoint(start_epoch, state)
 
         if ck is None and cfg.branch.normalize:  # a fresh run: the head starts at the cosine (kept on resume)
             init_head_as_cosine(model.head, model.branch.embedding_dim)
@@ -452,12 +455,6 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
         if val_ds is not None:
             val_emb = embed_all(model, val_ds, device, cfg)
         result.metric_history = list(metric_state.get("history", []))
-    def save_checkpoint(epoch_done: int) -> None:
-        _save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "epoch": epoch_done, "config": cfg.to_dict(),
-                      "rng": {"torch": torch.get_rng_state()}, "history": history,
-                      "individuals": names, **({"metric": metric_state} if metric else {})}, out / CHECKPOINT)
-
     # The head trained on a frozen embedding may rank worse than the cosine it starts from (measured on
     # the right whales: seed top-5 24.3% trained vs 27.7% at the start). On a fresh head stage with
     # held-out individuals, remember the start and keep it if training did worse on them.
@@ -527,7 +524,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
         history.append(rec)
         result.epochs_done = epoch + 1
         if is_main:
-            save_checkpoint(epoch + 1)
+            save_checkpoint(epoch + 1, metric_state)
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
         emit({"event": "epoch", **rec})
@@ -543,7 +540,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
             val = start_val
             result.head_kept_at_start = True
             if is_main:
-                save_checkpoint(result.epochs_done)
+                save_checkpoint(result.epochs_done, metric_state)
             emit({"event": "head_kept_at_start", "val_top5": val["top5"], "val_top1": val["top1"]})
         result.val_top1, result.val_top5 = val["top1"], val["top5"]
         result.new_individual_threshold = calibrate_threshold(val["pos"], val["neg"])
