@@ -25,7 +25,8 @@ class Branch(nn.Module):
     """Backbone + neck + global max pooling. Subclasses set ``backbone`` and ``backbone_channels``."""
 
     def __init__(self, backbone: nn.Module, backbone_channels: int, embedding_dim: int, freeze: bool = False,
-                 pool: str = "max", normalize: bool = False):
+                 pool: str = "max", normalize: bool = False, stages: list[nn.Module] | None = None,
+                 frozen_stages: int = 0):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ConfigError(f"branch.pool {pool!r}: choose from max, avg")
@@ -40,11 +41,23 @@ class Branch(nn.Module):
         if freeze:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+        # a pretrained backbone's first stages (edges, blobs) transfer as they are, and at full input
+        # resolution their backward pass is most of a training step: freezing the stem and two stages of
+        # EfficientNet-Lite0 made a 160x160 step 1.9x faster on the 2-core VM
+        if frozen_stages and (stages is None or frozen_stages > len(stages) - 1):
+            n = 0 if stages is None else len(stages) - 1
+            raise ConfigError(f"branch.frozen_stages={frozen_stages}: this backbone has {n} stages after its stem")
+        self._frozen_prefix = list(stages[:frozen_stages + 1]) if frozen_stages else []
+        for m in self._frozen_prefix:
+            for p in m.parameters():
+                p.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.frozen:  # a frozen backbone keeps its BN statistics
             self.backbone.eval()
+        for m in self._frozen_prefix:  # and so do frozen stages
+            m.eval()
         return self
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
@@ -191,7 +204,9 @@ def resnet50(cfg) -> Branch:
         if cfg.weights not in ("none", ""):
             _load_state(net, cfg.weights, "resnet50")
     net.conv1 = _gray_stem(net.conv1)
-    return Branch(_ResNetFeatures(net), 2048, cfg.embedding_dim, freeze=cfg.freeze, **_pooling(cfg))
+    stages = [nn.ModuleList([net.conv1, net.bn1]), net.layer1, net.layer2, net.layer3, net.layer4]
+    return Branch(_ResNetFeatures(net), 2048, cfg.embedding_dim, freeze=cfg.freeze, stages=stages,
+                  frozen_stages=cfg.frozen_stages, **_pooling(cfg))
 
 
 def efficientnet_lite0_imagenet_state(model: nn.Module) -> dict:
@@ -238,4 +253,6 @@ def efficientnet_lite0(cfg) -> Branch:
     elif cfg.weights not in ("none", ""):
         _load_state(net, cfg.weights, "efficientnet_lite0")
     net.conv_stem = _gray_stem(net.conv_stem)
-    return Branch(_TimmFeatures(net), net.num_features, cfg.embedding_dim, freeze=cfg.freeze, **_pooling(cfg))
+    stages = [nn.ModuleList([net.conv_stem, net.bn1]), *net.blocks, nn.ModuleList([net.conv_head, net.bn2])]
+    return Branch(_TimmFeatures(net), net.num_features, cfg.embedding_dim, freeze=cfg.freeze, stages=stages,
+                  frozen_stages=cfg.frozen_stages, **_pooling(cfg))

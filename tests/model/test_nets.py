@@ -103,3 +103,42 @@ def test_siamese_wrapper_scores_pairs_in_one_branch_pass():
         logits = model(a, a.flip(0))
         ea, eb = model.embed(a), model.embed(a.flip(0))
         assert torch.allclose(logits, model.head(ea, eb), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["efficientnet_lite0", "resnet50"])
+def test_frozen_stages_freeze_the_stem_and_the_first_stages_only(kind):
+    torch.manual_seed(0)
+    branch = create_branch(BranchConfig(kind=kind, embedding_dim=16, frozen_stages=2))
+    net = branch.backbone.net
+    if kind == "efficientnet_lite0":
+        frozen, trained = [net.conv_stem, net.bn1, net.blocks[0], net.blocks[1]], [net.blocks[2], net.conv_head]
+    else:
+        frozen, trained = [net.conv1, net.bn1, net.layer1, net.layer2], [net.layer3, net.layer4]
+    assert not any(p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.requires_grad for m in [*trained, branch.neck] for p in m.parameters())
+    branch.train()
+    assert not any(m.training for m in frozen) and all(m.training for m in trained)
+    # a training step leaves the frozen stages (weights and BN statistics) exactly as they were
+    before = {k: v.clone() for k, v in branch.state_dict().items()}
+    opt = torch.optim.Adam([p for p in branch.parameters() if p.requires_grad], lr=1e-2)
+    emb, _ = branch(torch.randn(4, 1, 64, 64))
+    emb.pow(2).mean().backward()
+    opt.step()
+    after = branch.state_dict()
+    stem = "conv_stem.weight" if kind == "efficientnet_lite0" else "conv1.weight"
+    first = "blocks.1.0.bn1.running_mean" if kind == "efficientnet_lite0" else "layer2.0.bn1.running_mean"
+    later = "blocks.2.0.conv_pw.weight" if kind == "efficientnet_lite0" else "layer3.0.conv1.weight"
+    assert torch.equal(after[f"backbone.net.{stem}"], before[f"backbone.net.{stem}"])
+    assert torch.equal(after[f"backbone.net.{first}"], before[f"backbone.net.{first}"])
+    assert not torch.equal(after[f"backbone.net.{later}"], before[f"backbone.net.{later}"])
+
+
+def test_frozen_stages_are_refused_where_they_do_not_apply():
+    from model.config import apply_overrides, validate
+
+    with pytest.raises(ConfigError, match="has 4 stages after its stem"):
+        create_branch(BranchConfig(kind="resnet50", embedding_dim=16, frozen_stages=5))
+    cfg = preset("tiny")
+    apply_overrides(cfg, {"branch.frozen_stages": 1})
+    with pytest.raises(ConfigError, match="frozen_stages.*not 'plain'"):
+        validate(cfg)

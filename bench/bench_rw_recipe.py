@@ -1,0 +1,120 @@
+"""Which levers of the metric-learning recipe pay on the right whales, each measured on its own.
+
+Every variant trains the `cpu` preset's recipe (ImageNet EfficientNet-Lite0, sub-center ArcFace
+stage, then the nn head started at the cosine) on the seed protocol's whole training split of the
+right-whale heads for a fixed wall-clock budget, with a few config overrides, and is scored four
+ways from one embedding pass (cosine, head on a 100-photo cosine shortlist, each with and without
+flip test-time augmentation), exactly as bench.bench_table1's rw_full metric row. The metric stage
+gets 95% of the budget and plans its epochs from the first epoch's pace (`metric.epochs` is only a
+cap), so a faster variant trains more epochs in the same time: speed levers show up as accuracy.
+
+Results are appended to docs/bench/rw_recipe.json and docs/bench/rw_recipe.md is rewritten after
+each variant. Models go under /tmp only (trained on ../shared/data: never committed).
+
+    python -m bench.bench_rw_recipe --variants base160,frozen2_160 [--protocol seed] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+
+from bench import bench_table1 as bt
+from bench.common import ROOT, machine, write_fragment
+
+RESULTS = ROOT / "docs" / "bench" / "rw_recipe.json"
+
+# name: (input size, training budget in seconds, overrides on top of the cpu preset, what it tests)
+COMMON = {"metric.epochs": 60, "metric.budget_fraction": 0.95, "epochs": 1}
+VARIANTS: dict[str, tuple[int, float, dict, str]] = {
+    "base160": (160, 950.0, {"channels_last": False}, "the recipe as it was: every layer trained, NCHW"),
+    "frozen2_160": (160, 950.0, {"branch.frozen_stages": 2},
+                    "stem + 2 stages frozen, channels_last: 1.9x the training images/s"),
+    "frozen2_224": (224, 950.0, {"branch.frozen_stages": 2}, "the same at the photos' own 224x224"),
+    "frozen3_224": (224, 950.0, {"branch.frozen_stages": 3}, "224x224, stem + 3 stages frozen"),
+    "frozen2_160_lr3e-4": (160, 950.0, {"branch.frozen_stages": 2, "metric.lr": 3e-4, "metric.centre_lr_mult": 10.0},
+                           "branch LR 3e-4, centres 10x faster"),
+}
+
+
+def run(name: str, protocol: str) -> dict:
+    size, budget, overrides, what = VARIANTS[name]
+    records = bt.load_dataset("rw_full")
+    row = bt.Row("recipe_" + name, what, "metric", budget, size, flip=True, overrides={**COMMON, **overrides})
+    r = bt.run_metric_row(row, "rw_full", records, protocol, 1.0)
+    v = r["variants"]
+    return {"variant": name, "what": what, "protocol": protocol, "input": r["input"], "budget_s": budget,
+            "overrides": {**COMMON, **overrides}, "train_s": r["train_s"], "metric_epochs": r["metric_epochs"],
+            "images_per_s": r["metric_images_per_s"], "queries": r["queries"],
+            "scores": {k: {m: round(x[m], 4) for m in ("top1", "top5", "map5")} for k, x in v.items()},
+            "by_photos_cosine_flip": v["cosine_flip"]["by_photos"], "split": r["split"],
+            "load_avg": r["load_avg"], "measured": r["measured"], "command": bt.COMMAND}
+
+
+def render(results: list[dict]) -> str:
+    lines = ["## Right whales: levers of the metric-learning recipe", "",
+             "Written by `bench/bench_rw_recipe.py`. Each variant trains the `cpu` preset's recipe with the "
+             "overrides shown for the same wall-clock budget on the whole right-whale set (the metric stage "
+             "gets 95% of it and plans its epochs from its first epoch's pace, so faster variants train more "
+             "epochs), then is scored from one embedding pass. Top-5 is the headline; `+flip` averages each "
+             "photo's embedding with its mirror image's. Machine: " + machine() + ", 2 torch threads, "
+             "nothing else running unless the load says so.", "",
+             "| variant | protocol | input | overrides | epochs | train img/s | train s | cosine top-5 | "
+             "cosine+flip top-1 / top-5 / MAP@5 | head+flip top-5 | load | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | {r['protocol']} | | failed: {r['error']} | | | | | | | | |")
+            continue
+        s = r["scores"]
+        ov = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items() if k not in COMMON) or "(none)"
+        cf = s["cosine_flip"]
+        lines.append(f"| {r['variant']} | {r['protocol']} | {r['input']} | {ov} | {r['metric_epochs']} | "
+                     f"{r['images_per_s']} | {r['train_s']:.0f} | {100 * s['cosine']['top5']:.1f}% | "
+                     f"{100 * cf['top1']:.1f}% / **{100 * cf['top5']:.1f}%** / {cf['map5']:.3f} | "
+                     f"{100 * s['head_flip']['top5']:.1f}% | {r['load_avg'][0]} | {r['measured']} |")
+    lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in results if r.get("command")})), "",
+              "What each variant tests: " + "; ".join(f"**{r['variant']}**: {r['what']}" for r in results
+                                                     if "error" not in r) + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", required=True, help="comma-separated: " + ", ".join(VARIANTS))
+    p.add_argument("--protocol", choices=("seed", "open"), default="seed")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--render-only", action="store_true")
+    args = p.parse_args(argv)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    if not args.render_only:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        bt.COMMAND = "python -m bench.bench_rw_recipe " + " ".join(argv if argv is not None else sys.argv[1:])
+        bt.WORK.mkdir(parents=True, exist_ok=True)
+        for name in args.variants.split(","):
+            if name not in VARIANTS:
+                p.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+            print(f"[{time.strftime('%H:%M:%S')}] {name} {args.protocol} ...", flush=True)
+            try:
+                r = run(name, args.protocol)
+            except Exception as exc:  # noqa: BLE001 - report it in the table and go on
+                r = {"variant": name, "protocol": args.protocol, "error": f"{type(exc).__name__}: {exc}"[:200],
+                     "measured": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+            results = [x for x in results if (x["variant"], x["protocol"]) != (name, args.protocol)] + [r]
+            tmp = RESULTS.with_name(RESULTS.name + f".tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(results, indent=1))
+            os.replace(tmp, RESULTS)
+            write_fragment("rw_recipe", render(results))
+            print(json.dumps({k: v for k, v in r.items() if k != "by_photos_cosine_flip"}), flush=True)
+    write_fragment("rw_recipe", render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
