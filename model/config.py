@@ -69,6 +69,8 @@ class AugmentConfig:
     brightness: float = 0.1  # additive, in 0..1 units
     contrast: float = 0.2  # multiplicative around the mean
     blur_p: float = 0.2  # probability of a 3x3 Gaussian blur
+    erase_p: float = 0.0  # probability of random erasing (one rectangle set to the photo's mean)
+    erase_max: float = 0.25  # largest erased share of the image area
     gpu: bool = True  # augment on the training device (False: on CPU, then copy)
 
 
@@ -338,6 +340,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config key 'metric.margin' must be within 0..1.5 radians")
     if cfg.metric.warmup_epochs < 0 or cfg.metric.passes < 0:
         raise ConfigError("config keys 'metric.warmup_epochs' and 'metric.passes' must be >= 0")
+    if not (0.0 <= cfg.augment.erase_p <= 1.0 and 0.0 < cfg.augment.erase_max <= 1.0):
+        raise ConfigError("config keys 'augment.erase_p' must be within 0..1 and 'augment.erase_max' within (0, 1]")
     if cfg.branch.frozen_stages < 0:
         raise ConfigError("config key 'branch.frozen_stages' must be >= 0")
     if cfg.branch.frozen_stages and cfg.branch.kind not in ("efficientnet_lite0", "resnet50"):

@@ -1,4 +1,6 @@
-"""Batch-wise augmentation on tensors: affine (zoom, shift, rotation, shear) + brightness/contrast/blur.
+"""Batch-wise augmentation on tensors: affine (zoom, shift, rotation, shear) + brightness/contrast/blur,
+and optionally random erasing (a rectangle of each photo set to its mean: a wave or glare hiding part
+of the fluke or head, so the embedding cannot rest on one mark).
 
 Random parameters are drawn on the CPU from a seeded ``torch.Generator`` and then moved to the
 batch's device, so CPU and CUDA training see the same augmentation for the same seed; the warp is
@@ -61,5 +63,30 @@ def augment_batch(x: torch.Tensor, cfg, g: torch.Generator) -> torch.Tensor:
     if cfg.blur_p > 0:
         yb = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), _gaussian3(x.device, x.dtype))
         y = blur * yb + (1 - blur) * y
+    if cfg.erase_p > 0:  # drawn only when enabled, so other configs keep their random streams
+        y = _erase(y, cfg, g)
     return y.clamp_(0.0, 1.0)
+
+
+def _erase(y: torch.Tensor, cfg, g: torch.Generator) -> torch.Tensor:
+    """Set one random rectangle per chosen photo (probability ``erase_p``) to that photo's mean.
+
+    The rectangle covers ``[0.02, erase_max]`` of the area, aspect ratio within 1/3..3, anywhere
+    inside the image.
+    """
+    n, _, h, w = y.shape
+    on = torch.rand(n, generator=g) < cfg.erase_p
+    area = _uniform(n, 0.02, max(cfg.erase_max, 0.02), g) * h * w
+    aspect = torch.exp(_uniform(n, -1.0986, 1.0986, g))  # log(1/3)..log(3)
+    rh = torch.sqrt(area * aspect).clamp(1, h)
+    rw = torch.sqrt(area / aspect).clamp(1, w)
+    y0 = torch.rand(n, generator=g) * (h - rh)
+    x0 = torch.rand(n, generator=g) * (w - rw)
+    dev = y.device
+    rows = torch.arange(h, device=dev, dtype=y.dtype)[None, :, None]
+    cols = torch.arange(w, device=dev, dtype=y.dtype)[None, None, :]
+    t = lambda v: v.to(dev, y.dtype)[:, None, None]  # noqa: E731
+    mask = ((rows >= t(y0)) & (rows < t(y0 + rh)) & (cols >= t(x0)) & (cols < t(x0 + rw)) & t(on).bool())
+    mean = y.mean(dim=(2, 3), keepdim=True)
+    return torch.where(mask[:, None], mean.expand_as(y), y)
 

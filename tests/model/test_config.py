@@ -53,6 +53,8 @@ def test_round_trip_through_dict(tmp_path):
     (["mining.r_end=1.5"], "mining.r_end"),
     (["lr"], "key=value"),
     (["branch=3"], "'branch'"),
+    (["augment.erase_p=1.5"], "augment.erase_p"),
+    (["branch.frozen_stages=-1"], "branch.frozen_stages"),
 ])
 def test_bad_overrides_name_the_key(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")):

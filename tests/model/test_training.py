@@ -236,3 +236,26 @@ def test_augmentation_is_seeded_identity_when_off_and_moves_content():
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     with pytest.raises(ValueError, match=r"\[N,1,H,W\]"):
         augment_batch(torch.zeros(2, 3, 8, 8), cfg, torch.Generator())
+
+
+def test_random_erasing_sets_one_rectangle_to_the_photo_mean_and_is_off_by_default():
+    from model.config import AugmentConfig
+    from model.training.augment import augment_batch
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 40, 60)
+    still = dict(zoom=0, shift=0, rotation=0, shear=0, brightness=0, contrast=0, blur_p=0)
+    plain = augment_batch(x, AugmentConfig(**still), torch.Generator().manual_seed(3))
+    assert torch.allclose(plain, x, atol=1e-5)  # erase_p defaults to 0: nothing erased
+    y = augment_batch(x, AugmentConfig(**still, erase_p=1.0, erase_max=0.2), torch.Generator().manual_seed(3))
+    for i in range(len(x)):
+        changed = (y[i, 0] - plain[i, 0]).abs() > 1e-6
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        assert len(rows) > 0
+        box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.float().mean() > 0.9  # one rectangle (a pixel equal to the mean may stay "unchanged")
+        assert 0.015 <= box.numel() / changed.numel() <= 0.21
+        assert torch.allclose(y[i, 0][changed], plain[i].mean().expand(int(changed.sum())), atol=1e-5)
+    half = augment_batch(x, AugmentConfig(**still, erase_p=0.5), torch.Generator().manual_seed(4))
+    erased = [bool(((half[i] - plain[i]).abs() > 1e-6).any()) for i in range(len(x))]
+    assert 0 < sum(erased) < len(x)
