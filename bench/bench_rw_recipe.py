@@ -29,13 +29,20 @@ from bench.common import ROOT, machine, write_fragment
 RESULTS = ROOT / "docs" / "bench" / "rw_recipe.json"
 
 # name: (input size, training budget in seconds, overrides on top of the cpu preset, what it tests)
-COMMON = {"metric.epochs": 60, "metric.budget_fraction": 0.95, "epochs": 1}
+# every variant starts from the cpu preset's first metric recipe (bench_table1's rw_full row), whatever the
+# preset has become since, so each row keeps measuring what it says
+COMMON = {"metric.epochs": 60, "metric.budget_fraction": 0.95, "epochs": 1, **bt.FIRST_METRIC_RECIPE}
 VARIANTS: dict[str, tuple[int, float, dict, str]] = {
     "base160": (160, 950.0, {"channels_last": False}, "the recipe as it was: every layer trained, NCHW"),
     "frozen2_160": (160, 950.0, {"branch.frozen_stages": 2},
                     "stem + 2 stages frozen, channels_last: 1.9x the training images/s"),
     "frozen2_224": (224, 950.0, {"branch.frozen_stages": 2}, "the same at the photos' own 224x224"),
     "frozen3_224": (224, 950.0, {"branch.frozen_stages": 3}, "224x224, stem + 3 stages frozen"),
+    "erase_224": (224, 950.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
+                               "augment.zoom": 0.15},
+                  "224x224, stem + 2 frozen, random erasing (p 0.5) and wider rotation/zoom (overfitting check)"),
+    "erase_160": (160, 950.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
+                               "augment.zoom": 0.15}, "the same at 160x160"),
     "frozen2_160_lr3e-4": (160, 950.0, {"branch.frozen_stages": 2, "metric.lr": 3e-4, "metric.centre_lr_mult": 10.0},
                            "branch LR 3e-4, centres 10x faster"),
 }
@@ -71,7 +78,7 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['variant']} | {r['protocol']} | | failed: {r['error']} | | | | | | | | |")
             continue
         s = r["scores"]
-        ov = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items() if k not in COMMON) or "(none)"
+        ov = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items() if COMMON.get(k, object()) != v) or "(none)"
         cf = s["cosine_flip"]
         lines.append(f"| {r['variant']} | {r['protocol']} | {r['input']} | {ov} | {r['metric_epochs']} | "
                      f"{r['images_per_s']} | {r['train_s']:.0f} | {100 * s['cosine']['top5']:.1f}% | "
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", choices=("seed", "open"), default="seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--render-only", action="store_true")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="score finished runs under /tmp/flukeid_table1/runs again instead of retraining")
     args = p.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
     if not args.render_only:
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         bt.COMMAND = "python -m bench.bench_rw_recipe " + " ".join(argv if argv is not None else sys.argv[1:])
         bt.WORK.mkdir(parents=True, exist_ok=True)
+        bt.REUSE = args.reuse_runs
         for name in args.variants.split(","):
             if name not in VARIANTS:
                 p.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")

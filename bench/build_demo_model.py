@@ -59,7 +59,10 @@ def build(out: Path = DEMO, *, individuals: int = 60, heldout: int = 30, input_s
     apply_overrides(cfg, {"input_height": input_size, "input_width": input_size, "epochs": epochs,
                           "time_budget_s": budget_s, "device": "cpu", "seed": seed, "val_fraction": 0.15,
                           "branch.kind": branch,
-                          "branch.weights": "imagenet" if branch != "cnn" else "none"}, where="demo model")
+                          "branch.weights": "imagenet" if branch != "cnn" else "none",
+                          # the shipped bundle's recipe: the cpu preset before it froze early stages and erased
+                          "branch.frozen_stages": 0, "augment.erase_p": 0.0, "augment.rotation": 10.0,
+                          "augment.zoom": 0.1}, where="demo model")
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     result = train(cfg, train_recs, run_dir, progress=_progress)

@@ -178,7 +178,7 @@ def test_resume_inside_the_metric_stage_repeats_the_uninterrupted_run(syn, tmp_p
 
 
 def test_metric_config_is_validated():
-    from model.config import load_config
+    from model.config import load_config, validate
 
     cfg = load_config("tiny", ["metric.enabled=true", "metric.subcenters=2", "branch.pool=avg"])
     assert cfg.metric.enabled and cfg.metric.subcenters == 2 and cfg.branch.pool == "avg"
@@ -188,7 +188,9 @@ def test_metric_config_is_validated():
         with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
             load_config("tiny", bad)
     cpu = preset("cpu")
-    assert cpu.metric.enabled and cpu.branch.normalize and (cpu.input_height, cpu.input_width) == (160, 160)
+    assert cpu.metric.enabled and cpu.branch.normalize and (cpu.input_height, cpu.input_width) == (224, 224)
+    assert cpu.branch.frozen_stages == 2 and cpu.augment.erase_p > 0
+    validate(cpu)
     assert not preset("tiny").metric.enabled and not preset("paper").metric.enabled
 
 
