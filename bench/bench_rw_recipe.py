@@ -47,6 +47,9 @@ VARIANTS: dict[str, tuple[int, float, dict, str]] = {
     "centres10_224": (224, 950.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
                                    "augment.zoom": 0.15, "metric.centre_lr_mult": 10.0},
                       "erase_224 with the ArcFace class centres learning 10x faster than the branch"),
+    "erase_224_long": (224, 1500.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
+                                     "augment.zoom": 0.15},
+                       "erase_224 (the cpu preset) with a 1,500 s budget instead of 950 s: do more epochs still pay?"),
     "frozen2_160_lr3e-4": (160, 950.0, {"branch.frozen_stages": 2, "metric.lr": 3e-4, "metric.centre_lr_mult": 10.0},
                            "branch LR 3e-4, centres 10x faster"),
 }
