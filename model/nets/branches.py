@@ -37,26 +37,21 @@ class Branch(nn.Module):
                                   nn.BatchNorm2d(embedding_dim))
         self.embedding_dim = embedding_dim
         self.feature_channels = embedding_dim
-        self.frozen = freeze
-        if freeze:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
         # a pretrained backbone's first stages (edges, blobs) transfer as they are, and at full input
         # resolution their backward pass is most of a training step: freezing the stem and two stages of
         # EfficientNet-Lite0 made a 160x160 step 1.9x faster on the 2-core VM
         if frozen_stages and (stages is None or frozen_stages > len(stages) - 1):
             n = 0 if stages is None else len(stages) - 1
             raise ConfigError(f"branch.frozen_stages={frozen_stages}: this backbone has {n} stages after its stem")
-        self._frozen_prefix = list(stages[:frozen_stages + 1]) if frozen_stages else []
-        for m in self._frozen_prefix:
+        # what does not train: the whole backbone (``freeze``), or its stem and first stages
+        self._frozen = [self.backbone] if freeze else list(stages[:frozen_stages + 1]) if frozen_stages else []
+        for m in self._frozen:
             for p in m.parameters():
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen:  # a frozen backbone keeps its BN statistics
-            self.backbone.eval()
-        for m in self._frozen_prefix:  # and so do frozen stages
+        for m in self._frozen:  # frozen modules keep their BN statistics
             m.eval()
         return self
 

@@ -86,7 +86,7 @@ def _erase(y: torch.Tensor, cfg, g: torch.Generator) -> torch.Tensor:
     rows = torch.arange(h, device=dev, dtype=y.dtype)[None, :, None]
     cols = torch.arange(w, device=dev, dtype=y.dtype)[None, None, :]
     t = lambda v: v.to(dev, y.dtype)[:, None, None]  # noqa: E731
-    mask = ((rows >= t(y0)) & (rows < t(y0 + rh)) & (cols >= t(x0)) & (cols < t(x0 + rw)) & t(on).bool())
+    mask = (rows >= t(y0)) & (rows < t(y0 + rh)) & (cols >= t(x0)) & (cols < t(x0 + rw)) & on.to(dev)[:, None, None]
     mean = y.mean(dim=(2, 3), keepdim=True)
     return torch.where(mask[:, None], mean.expand_as(y), y)
 
