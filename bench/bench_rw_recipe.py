@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 
 from bench import bench_table1 as bt
-from bench.common import ROOT, machine, write_fragment
+from bench.common import FIRST_METRIC_RECIPE, ROOT, machine, write_fragment
 
 RESULTS = ROOT / "docs" / "bench" / "rw_recipe.json"
 
 # name: (input size, training budget in seconds, overrides on top of the cpu preset, what it tests)
 # every variant starts from the cpu preset's first metric recipe (bench_table1's rw_full row), whatever the
 # preset has become since, so each row keeps measuring what it says
-COMMON = {"metric.epochs": 60, "metric.budget_fraction": 0.95, "epochs": 1, **bt.FIRST_METRIC_RECIPE}
+COMMON = {"metric.epochs": 60, "metric.budget_fraction": 0.95, "epochs": 1, **FIRST_METRIC_RECIPE}
 VARIANTS: dict[str, tuple[int, float, dict, str]] = {
     "base160": (160, 950.0, {"channels_last": False}, "the recipe as it was: every layer trained, NCHW"),
     "frozen2_160": (160, 950.0, {"branch.frozen_stages": 2},

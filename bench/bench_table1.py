@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import FIRST_METRIC_RECIPE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 FRAGMENT = ROOT / "docs" / "bench" / "table1.md"
@@ -62,9 +64,6 @@ class Row:
 
 
 METRIC_BUDGET = 1500.0  # seconds of training per protocol for the metric rows (the cpu preset's recipe)
-# what the cpu preset has gained since these rows were measured, switched off so a rerun measures the same recipe
-FIRST_METRIC_RECIPE = {"branch.frozen_stages": 0, "augment.erase_p": 0.0, "augment.rotation": 10.0,
-                       "augment.zoom": 0.1}
 
 
 def rows_for(dataset: str) -> list[Row]:

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import FIRST_METRIC_RECIPE
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources" / "models" / "demo"
 DETECTOR = ROOT / "resources" / "models" / "detector"
@@ -60,9 +62,7 @@ def build(out: Path = DEMO, *, individuals: int = 60, heldout: int = 30, input_s
                           "time_budget_s": budget_s, "device": "cpu", "seed": seed, "val_fraction": 0.15,
                           "branch.kind": branch,
                           "branch.weights": "imagenet" if branch != "cnn" else "none",
-                          # the shipped bundle's recipe: the cpu preset before it froze early stages and erased
-                          "branch.frozen_stages": 0, "augment.erase_p": 0.0, "augment.rotation": 10.0,
-                          "augment.zoom": 0.1}, where="demo model")
+                          **FIRST_METRIC_RECIPE}, where="demo model")  # the shipped bundle's recipe
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     result = train(cfg, train_recs, run_dir, progress=_progress)
