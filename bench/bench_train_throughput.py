@@ -25,6 +25,8 @@ BRANCHES = [
     ("resnet50", {"branch.embedding_dim": 512, "branch.freeze": True}, "ResNet50 frozen backbone (neck and head train)"),
     ("efficientnet_lite0", {"branch.embedding_dim": 256, "branch.weights": "imagenet"},
      "timm EfficientNet-Lite0, ImageNet weights"),
+    ("efficientnet_lite0", {"branch.embedding_dim": 256, "branch.weights": "imagenet", "branch.frozen_stages": 2},
+     "timm EfficientNet-Lite0, ImageNet weights, stem + 2 stages frozen (the cpu preset)"),
 ]
 
 
@@ -43,7 +45,7 @@ def measure(kind: str, overrides: dict, hw: tuple[int, int], pairs: int, steps: 
     dev = torch.device(device)
     torch.manual_seed(0)
     model = build_siamese(cfg).to(dev).train()
-    if dev.type == "cuda":
+    if cfg.channels_last:  # as the training loop does, on CUDA and CPU alike
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     g = torch.Generator().manual_seed(0)
@@ -55,7 +57,7 @@ def measure(kind: str, overrides: dict, hw: tuple[int, int], pairs: int, steps: 
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         x = normalise_tensor(augment_batch(u8.to(dev).float().div_(255), cfg.augment, g))
-        if dev.type == "cuda":
+        if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x[:pairs], x[pairs:])
