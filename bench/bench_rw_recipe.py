@@ -80,8 +80,8 @@ def run(name: str, protocol: str) -> dict:
 def render(results: list[dict]) -> str:
     lines = ["## Right whales: levers of the metric-learning recipe", "",
              "Written by `bench/bench_rw_recipe.py`. Each variant trains the `cpu` preset's first metric recipe "
-             "(the previous section's: every layer trained, no erasing, rotation 10 deg, zoom 0.1) with the "
-             "overrides shown (erase_224's are the `cpu` preset now) for the same wall-clock budget on the whole right-whale set (the metric stage "
+             "(the previous section's: every layer trained, no erasing, rotation 10 deg, zoom 0.1, ArcFace margin 0.3) "
+             "with the overrides shown (margin05_224_long's are the `cpu` preset now) for the same wall-clock budget on the whole right-whale set (the metric stage "
              "gets 95% of it and plans its epochs from its first epoch's pace, so faster variants train more "
              "epochs; a variant that sets `metric.epochs` trains at most that many), then is scored from one embedding pass: the cosine of the embeddings over every gallery "
              "photo, and the pair head on each query's 100 cosine-nearest photos (the head is started at the cosine "
