@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["table1", "rw_recipe", "gpu", "train_throughput", "synth", "detector", "inference", "matching", "catalog", "package"]
+ORDER = ["table1", "rw_recipe", "rw_rerank", "gpu", "train_throughput", "synth", "detector", "inference", "matching", "catalog", "package"]
 
 HEADER = """# Benchmarks
 
