@@ -33,29 +33,25 @@ RESULTS = ROOT / "docs" / "bench" / "rw_recipe.json"
 # every variant starts from the cpu preset's first metric recipe (bench_table1's rw_full row), whatever the
 # preset has become since, so each row keeps measuring what it says
 COMMON = {"metric.epochs": 60, "metric.budget_fraction": 0.95, "epochs": 1, **FIRST_METRIC_RECIPE}
+# erase_224's levers on top of the first recipe (the cpu preset's since the third session)
+ERASE = {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0, "augment.zoom": 0.15}
 VARIANTS: dict[str, tuple[int, float, dict, str]] = {
     "base160": (160, 950.0, {"channels_last": False}, "the recipe as it was: every layer trained, NCHW"),
     "frozen2_160": (160, 950.0, {"branch.frozen_stages": 2},
                     "160x160, stem + 2 stages frozen, channels_last: 1.9x the training images/s"),
     "frozen2_224": (224, 950.0, {"branch.frozen_stages": 2}, "224x224 (the photos' own size), stem + 2 stages frozen"),
     "frozen3_224": (224, 950.0, {"branch.frozen_stages": 3}, "224x224, stem + 3 stages frozen"),
-    "erase_224": (224, 950.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
-                               "augment.zoom": 0.15},
+    "erase_224": (224, 950.0, ERASE,
                   "224x224, stem + 2 frozen, random erasing (p 0.5) and wider rotation/zoom (overfitting check)"),
-    "erase_160": (160, 950.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
-                               "augment.zoom": 0.15}, "erase_224 at 160x160"),
-    "centres10_224": (224, 950.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
-                                   "augment.zoom": 0.15, "metric.centre_lr_mult": 10.0},
+    "erase_160": (160, 950.0, ERASE, "erase_224 at 160x160"),
+    "centres10_224": (224, 950.0, {**ERASE, "metric.centre_lr_mult": 10.0},
                       "erase_224 with the ArcFace class centres learning 10x faster than the branch"),
-    "erase_224_long": (224, 1500.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
-                                     "augment.zoom": 0.15},
+    "erase_224_long": (224, 1500.0, ERASE,
                        "erase_224 (the cpu preset) with a 1,500 s budget instead of 950 s: do more epochs still pay?"),
-    "margin05_224_long": (224, 1500.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
-                                       "augment.zoom": 0.15, "metric.margin": 0.5, "metric.epochs": 13},
+    "margin05_224_long": (224, 1500.0, {**ERASE, "metric.margin": 0.5, "metric.epochs": 13},
                          "erase_224_long with ArcFace margin 0.5 instead of 0.3, its 13 epochs pinned (training "
                          "accuracy reached 98-100%: does a harder margin generalise better?)"),
-    "margin05_224_24ep": (224, 2640.0, {"branch.frozen_stages": 2, "augment.erase_p": 0.5, "augment.rotation": 15.0,
-                                        "augment.zoom": 0.15, "metric.margin": 0.5, "metric.epochs": 24},
+    "margin05_224_24ep": (224, 2640.0, {**ERASE, "metric.margin": 0.5, "metric.epochs": 24},
                           "margin05_224_long for 24 ArcFace epochs instead of 13 (the cpu preset's 55 min hold about "
                           "24 at 224 px; its cap stopped at 12): do epochs past 13 still pay?"),
     "frozen2_160_lr3e-4": (160, 950.0, {"branch.frozen_stages": 2, "metric.lr": 3e-4, "metric.centre_lr_mult": 10.0},
