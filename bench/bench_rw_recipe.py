@@ -52,8 +52,8 @@ VARIANTS: dict[str, tuple[int, float, dict, str]] = {
                          "erase_224_long with ArcFace margin 0.5 instead of 0.3, its 13 epochs pinned (training "
                          "accuracy reached 98-100%: does a harder margin generalise better?)"),
     "margin05_224_24ep": (224, 2640.0, {**ERASE, "metric.margin": 0.5, "metric.epochs": 24},
-                          "margin05_224_long for 24 ArcFace epochs instead of 13 (the cpu preset's 55 min hold about "
-                          "24 at 224 px; its cap stopped at 12): do epochs past 13 still pay?"),
+                          "margin05_224_long for up to 24 ArcFace epochs instead of 13 in 2,640 s (the cpu preset's "
+                          "metric budget; its cap stopped at 12): do epochs past 13 still pay?"),
     "frozen2_160_lr3e-4": (160, 950.0, {"branch.frozen_stages": 2, "metric.lr": 3e-4, "metric.centre_lr_mult": 10.0},
                            "branch LR 3e-4, centres 10x faster"),
 }
@@ -77,7 +77,7 @@ def render(results: list[dict]) -> str:
     lines = ["## Right whales: levers of the metric-learning recipe", "",
              "Written by `bench/bench_rw_recipe.py`. Each variant trains the `cpu` preset's first metric recipe "
              "(the previous section's: every layer trained, no erasing, rotation 10 deg, zoom 0.1, ArcFace margin 0.3) "
-             "with the overrides shown (margin05_224_long's are the `cpu` preset now) for the same wall-clock budget on the whole right-whale set (the metric stage "
+             "with the overrides shown (margin05_224_24ep's are the `cpu` preset now) for the same wall-clock budget on the whole right-whale set (the metric stage "
              "gets 95% of it and plans its epochs from its first epoch's pace, so faster variants train more "
              "epochs; a variant that sets `metric.epochs` trains at most that many), then is scored from one embedding pass: the cosine of the embeddings over every gallery "
              "photo, and the pair head on each query's 100 cosine-nearest photos (the head is started at the cosine "
