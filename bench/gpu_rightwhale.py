@@ -1,6 +1,14 @@
 """Right-whale accuracy on a lent GPU: the best configuration and the paper's CNN rows, seed and open.
 
-One prepared script for the device session (see bench/gpu_run.sh). It trains with the real
+One prepared script for the device session. The device machine has no ../shared: first copy the
+right-whale photos and rows into an ignored folder that the device tool carries (34 MB), then run
+it there with ``carry=[".gpudata/rw"]``::
+
+    mkdir -p .gpudata/rw/images && cp -r ../shared/data/cetacean_photoid_eval_v1/images/right_whale_head .gpudata/rw/images/
+    grep -E '^image,|,rw:' ../shared/data/cetacean_photoid_eval_v1/labels.csv | cut -d, -f1-3,8-11 > .gpudata/rw/labels.csv
+    python -m bench.gpu_rightwhale --labels .gpudata/rw/labels.csv --images .gpudata/rw/images --out $OUT --rows metric
+
+It trains with the real
 training loop (``model.training.siamese.train``) on CUDA, scores every query against every gallery
 photo with the trained head on the GPU, and writes results JSON + a markdown fragment to OUT.
 Trained models stay on the device machine (never committed: they were trained on real data).
