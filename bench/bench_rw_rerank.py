@@ -82,12 +82,11 @@ def embed_run(run_dir, records, split) -> dict:
             "mq": fmap[qi], "mg": fmap[gi], "centres": None if arc is None else arc.numpy()}
 
 
-def individual_matrix(photo_scores: np.ndarray, gcol: np.ndarray, k: int, how: str = "max") -> np.ndarray:
-    """[Q, K] individual scores from [Q, G] photo scores: best photo, or mean of the best two."""
+def mean_of_two_best(photo_scores: np.ndarray, gcol: np.ndarray, k: int) -> np.ndarray:
+    """[Q, K] individual scores from [Q, G] photo scores: the mean of each individual's two best photos."""
     out = np.empty((photo_scores.shape[0], k))
     for j in range(k):
-        s = photo_scores[:, gcol == j]
-        out[:, j] = s.max(1) if how == "max" else np.sort(s, axis=1)[:, -2:].mean(1)
+        out[:, j] = np.sort(photo_scores[:, gcol == j], axis=1)[:, -2:].mean(1)
     return out
 
 
@@ -116,6 +115,9 @@ def rerank(data: dict, qids: list[str], gids: list[str]) -> list[dict]:
     gcol = np.array([col[g] for g in gids])
     rows = []
 
+    def best(photo_scores):  # the best photo per individual, as every table scores
+        return ev.individual_scores(photo_scores, gids)[0]
+
     def add(name, ind, what):
         m = ev._metrics(ev.ranks_of_truth(ind, names, qids))
         rows.append({"scoring": name, "what": what, "top1": round(m.top1, 4), "top5": round(m.top5, 4),
@@ -124,9 +126,9 @@ def rerank(data: dict, qids: list[str], gids: list[str]) -> list[dict]:
     for tag, (q, g) in (("", (data["q"], data["g"])), (" (flip)", (data["qf"], data["gf"]))):
         qn, gn = _unit(q), _unit(g)
         cos = qn @ gn.T
-        mx = individual_matrix(cos, gcol, len(names))
+        mx = best(cos)
         add("max" + tag, mx, "best photo per individual (the app's)")
-        add("top2" + tag, individual_matrix(cos, gcol, len(names), "mean2"), "mean of the two best photos")
+        add("top2" + tag, mean_of_two_best(cos, gcol, len(names)), "mean of the two best photos")
         proto = np.zeros((len(names), g.shape[1]))
         np.add.at(proto, gcol, gn)
         pc = qn @ _unit(proto).T
@@ -141,17 +143,17 @@ def rerank(data: dict, qids: list[str], gids: list[str]) -> list[dict]:
         nn = np.argsort(-s, 1)[:, :3]
         wt = np.take_along_axis(s, nn, 1).clip(0) ** 3
         dba = _unit((gn[nn] * wt[..., None]).sum(1))
-        add("dba k3" + tag, individual_matrix(qn @ dba.T, gcol, len(names)), "gallery averaged with its 3 nearest")
+        add("dba k3" + tag, best(qn @ dba.T), "gallery averaged with its 3 nearest")
         nn1 = cos.argmax(1)
         qe = _unit(qn + gn[nn1] * cos.max(1, keepdims=True).clip(0) ** 3)
-        add("qe k1" + tag, individual_matrix(qe @ gn.T, gcol, len(names)), "query expanded with its nearest")
+        add("qe k1" + tag, best(qe @ gn.T), "query expanded with its nearest")
         if not tag:
             aligned, mutual = local_scores(data["mq"], data["mg"], cos)
-            add("local aligned", individual_matrix(aligned, gcol, len(names)), "feature-map descriptors alone")
+            add("local aligned", best(aligned), "feature-map descriptors alone")
             for wgt in (0.5, 1.0):
-                add(f"max + {wgt} local aligned", individual_matrix(cos + wgt * aligned, gcol, len(names)), "")
+                add(f"max + {wgt} local aligned", best(cos + wgt * aligned), "")
                 comb = np.where(np.isnan(mutual), cos - 10.0, cos + wgt * np.nan_to_num(mutual))
-                add(f"max + {wgt} local mutual-NN", individual_matrix(comb, gcol, len(names)),
+                add(f"max + {wgt} local mutual-NN", best(comb),
                     "on the 50 cosine-nearest photos")
     return rows
 
