@@ -28,6 +28,16 @@ from model.errors import (  # noqa: F401
     Interrupted,
 )
 from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
+from model.safe_io import (  # noqa: F401
+    InputError,
+    OutputError,
+    check_input,
+    check_output,
+    open_input,
+    replace_empty_folder,
+    replace_text_file,
+    sha256_bounded,
+)
 
 # --- section: data (records, synthetic flukes) ----------------------------------------------
 # isort: split

@@ -24,6 +24,7 @@ from torch import nn
 from model.bundle import finalize_bundle, staging_dir
 from model.errors import BundleError, CheckpointError
 from model.preprocess import Preprocessing
+from model.safe_io import check_output
 from model.training.siamese import CHECKPOINT, load_checkpoint, model_from_checkpoint
 
 OPSET = 17
@@ -151,6 +152,7 @@ def export_run(run_dir: str | Path, out_bundle: str | Path, *, detector_onnx: st
         BundleError: export, checker or parity failed, or the bundle exists already.
     """
     run_dir, out_bundle = Path(run_dir), Path(out_bundle)
+    check_output(out_bundle, folder=True, replace=True, what="model bundle")  # an existing one: BundleError below
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: training run folder not found")
     ck = load_checkpoint(run_dir / CHECKPOINT)

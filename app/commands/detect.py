@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     t = subparsers.add_parser("train-detector", help="train the fluke detector and export it to ONNX",
                               description="Train the fluke box detector on synthetic frames and/or labelled "
                                           "photos (labels CSV with x0,y0,x1,y1) and write detector.onnx + manifest.json.")
-    t.add_argument("--out", required=True, help="output folder (replaced if it exists)")
+    t.add_argument("--out", required=True, help="output folder (an earlier detector folder there is replaced)")
     t.add_argument("--synthetic", type=int, default=2000, help="synthetic fluke frames (default 2000; 0 for none)")
     t.add_argument("--negatives", type=int, default=None, help="plain-sea frames (default: synthetic/5)")
     t.add_argument("--data", action="append", default=[], metavar="LABELS_CSV",

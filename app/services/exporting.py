@@ -2,6 +2,9 @@
 
 Every cell is escaped against spreadsheet formula injection, and every file is written to a
 temporary name, fsynced and renamed, so a crash never leaves a partial file under the final name.
+Before anything is written the output path goes through :func:`model.api.check_output`: never a
+catalog's file or folder, a device, FIFO or folder; an existing file is replaced only when it is
+text (an earlier CSV). A failed write (disk full) leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -11,10 +14,21 @@ from pathlib import Path
 
 from app.catalog import Catalog
 from app.catalog.csv_io import write_csv_atomic
+from model.api import OutputError, check_output, replace_text_file
 
 FORMATS = ("identifications", "kaggle", "sightings")
 IDENTIFICATION_COLUMNS = ["image", "individual_id", "date", "latitude", "longitude", "x0", "y0", "x1", "y1",
                           "decision", "who", "when", "model_version", "sha256"]
+
+
+def _write(out: str | Path, header, rows) -> int:
+    """The one place exports write: path checked first, write errors reported as such (old file kept)."""
+    out = check_output(out, replace=replace_text_file, what="export")
+    try:
+        return write_csv_atomic(out, header, rows)
+    except OSError as exc:
+        kept = " (the previous file is kept)" if out.exists() else ""
+        raise OutputError(f"{out}: writing the export failed ({exc.strerror or exc}){kept}") from None
 
 
 def _codes(catalog: Catalog) -> dict[int, str]:
@@ -42,7 +56,7 @@ def export_identifications(catalog: Catalog, out: str | Path, *, include_unident
                    ident.how if ident else "", ident.who if ident else "", ident.at if ident else "",
                    ident.model_version if ident else "", ph.sha256]
 
-    return write_csv_atomic(out, IDENTIFICATION_COLUMNS, rows())
+    return _write(out, IDENTIFICATION_COLUMNS, rows())
 
 
 def export_kaggle(catalog: Catalog, out: str | Path) -> int:
@@ -55,7 +69,7 @@ def export_kaggle(catalog: Catalog, out: str | Path) -> int:
             ind = current.get(ph.id)
             yield [Path(ph.path).name, codes.get(ind, "new_whale") if ind is not None else "new_whale"]
 
-    return write_csv_atomic(out, ["Image", "Id"], rows())
+    return _write(out, ["Image", "Id"], rows())
 
 
 def sightings(catalog: Catalog) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
@@ -77,7 +91,7 @@ def sightings(catalog: Catalog) -> tuple[list[str], list[str], dict[tuple[str, s
 def export_sightings(catalog: Catalog, out: str | Path) -> int:
     """Capture history for capture-recapture work: one row per individual, one column per date (photo counts)."""
     inds, dates, counts = sightings(catalog)
-    return write_csv_atomic(out, ["individual_id", *dates],
+    return _write(out, ["individual_id", *dates],
                             ([c, *(counts.get((c, d), 0) for d in dates)] for c in inds))
 
 

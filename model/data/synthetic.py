@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from model.errors import DataError, Interrupted
+from model.safe_io import check_output
 
 Size = tuple[int, int]  # (width, height) in pixels
 PhotoBox = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels, x1/y1 exclusive
@@ -623,7 +624,8 @@ def generate_dataset(
     ../shared/data; image relative to ``images/``; boxes in pixels, x1/y1 exclusive).
 
     Args:
-        out_dir: folder to write (created if needed; existing files of the same names are replaced).
+        out_dir: folder to write (created if needed; existing files of the same names are replaced;
+            never a catalog's folder, see :func:`model.safe_io.check_output`).
         individuals: how many individuals.
         seed: the data set's seed; the same seed gives identical files.
         photos: photos per individual; ``None`` draws a long-tailed count for each.
@@ -646,12 +648,13 @@ def generate_dataset(
     w, h = int(size[0]), int(size[1])
     if w < 64 or h < 64:
         raise DataError(f"photo size {w}x{h} is too small (at least 64x64)")
-    out = Path(out_dir)
+    out = check_output(out_dir, folder=True, replace=True, what="data set folder")
     images = out / "images"
     try:
         images.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{images}: cannot create folder ({exc.strerror or exc})") from None
+    check_output(out / "labels.csv", replace=True, what="labels file")
     if photos is not None:
         if photos < 1:
             raise DataError(f"photos must be at least 1 (got {photos})")

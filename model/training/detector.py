@@ -465,6 +465,35 @@ def export_detector_onnx(net, path: str | Path, input_size: int, tolerance: floa
     return diffs
 
 
+def _replace_detector_folder(path: Path) -> str | None:
+    """Replace rule of a detector output: only an earlier detector folder (or an empty one) is replaced."""
+    try:
+        entries = [e.name for e in os.scandir(path)]
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror or exc})"
+    if not entries:
+        return None
+    try:
+        kind = json.loads((path / "manifest.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "fluke-detector":
+        return ("already exists and is not a detector folder (no manifest.json of kind fluke-detector); "
+                "flukeid replaces only an earlier detector (choose a new folder)")
+    return None
+
+
+def check_detector_output(out_dir: str | Path) -> Path:
+    """The detector output folder, refused when it is a catalog's, a file, or a folder that is not a detector.
+
+    Raises:
+        OutputError: naming the folder and why.
+    """
+    from model.safe_io import check_output
+
+    return check_output(out_dir, folder=True, replace=_replace_detector_folder, what="detector folder")
+
+
 def save_detector(net, out_dir: str | Path, config: DetectorTrainConfig, *, trained_on: dict,
                   metrics: dict | None = None) -> Path:
     """Write ``detector.onnx`` (checked), ``detector.pt`` (state dict + config) and ``manifest.json``.
@@ -476,7 +505,7 @@ def save_detector(net, out_dir: str | Path, config: DetectorTrainConfig, *, trai
 
     from model.bundle import sha256_file
 
-    out_dir = Path(out_dir)
+    out_dir = check_detector_output(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -559,7 +588,10 @@ def build_detector(out_dir: str | Path, *, synthetic: int = 2000, negatives: int
     Raises:
         DataError: when there is nothing to train on.
         Interrupted: when ``should_stop`` asked to stop.
+        OutputError: ``out_dir`` is a catalog's folder, a file, or a folder that is not a detector
+            (checked before training).
     """
+    check_detector_output(out_dir)
     config = config or DetectorTrainConfig()
     if init is not None:
         state, init_cfg = load_detector_state(init)

@@ -43,6 +43,7 @@ from model.data.dataset import dataset_from_crops, load_records, normalise_tenso
 from model.errors import CheckpointError, ConfigError, DataError, Interrupted
 from model.nets.siamese import Siamese, build_siamese
 from model.preprocess import Preprocessing
+from model.safe_io import check_output
 from model.training.augment import augment_batch
 from model.training.metric import (
     embedding_bank,
@@ -327,6 +328,17 @@ def _no_download(cfg: Config) -> Config:
 # --------------------------------------------------------------------------------------- train
 
 
+def _replace_run_folder(path: Path) -> str | None:
+    """An existing ``--out`` is used only when empty or an earlier run's folder (config.json or checkpoint.pt)."""
+    try:
+        names = {e.name for e in os.scandir(path)}
+    except OSError as exc:
+        return f"cannot be listed ({exc.strerror or exc})"
+    if names and not names & {"config.json", CHECKPOINT}:
+        return "already exists and is not a training run folder (no config.json); choose a new folder"
+    return None
+
+
 def train(config: Config, records: Sequence, out_dir: str | Path, *,
           progress: Callable[[float, str], None] | None = None,
           should_stop: Callable[[], bool] | None = None,
@@ -358,6 +370,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
     prog = progress if (progress and is_main) else (lambda f, m: None)
     stop = should_stop or (lambda: False)
 
+    check_output(out, folder=True, what="training run folder", replace=_replace_run_folder)
     ck = None
     if resume:
         ck = load_checkpoint(out / CHECKPOINT)

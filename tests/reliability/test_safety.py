@@ -150,9 +150,15 @@ def test_every_csv_writer_is_an_escaping_export_or_an_internal_file():
     tree = ast.parse(exporting)
     export_fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("export_")]
     assert len(export_fns) >= 3
+    # every export writes through _write, which checks the path (check_output) and then writes
+    # through write_csv_atomic (escape, temporary name, fsync, rename)
+    writer = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_write")
+    called = {_dotted(n.func) for n in ast.walk(writer) if isinstance(n, ast.Call)}
+    assert {"check_output", "write_csv_atomic"} <= called, called
     for fn in export_fns:
         called = {_dotted(n.func) for n in ast.walk(fn) if isinstance(n, ast.Call)}
-        assert "write_csv_atomic" in called, f"{fn.name} does not write through write_csv_atomic"
+        assert "_write" in called, f"{fn.name} does not write through _write"
+        assert "write_csv_atomic" not in called, f"{fn.name} skips the output check"
     assert "open(" not in exporting  # no export writes a file any other way
 
 
