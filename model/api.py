@@ -29,13 +29,17 @@ from model.errors import (  # noqa: F401
 )
 from model.preprocess import Box, Preprocessing, crop_to_input, load_image, normalise, prepare_batch  # noqa: F401
 from model.safe_io import (  # noqa: F401
+    MAX_LABELS_BYTES,
+    MAX_PHOTO_BYTES,
     InputError,
     OutputError,
     check_input,
     check_output,
+    copy_pipe_bounded,
     open_input,
     replace_empty_folder,
     replace_text_file,
+    resolve_inside,
     sha256_bounded,
 )
 

@@ -6,6 +6,7 @@ Training (torch) and the running app (onnxruntime) both call :func:`crop_to_inpu
 
 from __future__ import annotations
 
+import stat
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.errors import ImageError
+from model.safe_io import MAX_PHOTO_BYTES, file_kind
 
 # A photo larger than this many pixels is refused (decompression-bomb guard; 200 MP covers any camera).
 MAX_PIXELS = 200_000_000
@@ -52,13 +54,18 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
     except OSError as exc:
         raise ImageError(path, f"cannot access file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder forever, /dev/zero never ends
+        raise ImageError(path, f"is {file_kind(st.st_mode)}, not a regular file")
+    size = st.st_size
     if size == 0:
         raise ImageError(path, "file is empty (0 bytes)")
+    if size > MAX_PHOTO_BYTES:
+        raise ImageError(path, f"file is too large ({size:,} bytes; limit {MAX_PHOTO_BYTES:,})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -39,6 +39,10 @@ CATALOG_MARKERS = ("catalog.sqlite", "flukeid.lock")
 CATALOG_OWNED = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm", "catalog.sqlite-journal",
                  "flukeid.lock", "models", "thumbnails", "photos")
 
+# Bounds on what is read from a user-named input.
+MAX_PHOTO_BYTES = 2 << 30  # 2 GiB: a 200-megapixel 16-bit RGB TIFF is 1.2 GB uncompressed
+MAX_LABELS_BYTES = 512 << 20  # 512 MiB: about ten million labels.csv rows
+
 ReplaceRule = bool | Callable[[Path], str | None]
 
 
@@ -47,7 +51,17 @@ class OutputError(FlukeidError):
 
 
 class InputError(DataError):
-    """A user-named input that is not a regular file, or is larger than its limit."""
+    """A user-named input that is not a regular file, is larger than its limit, or leaves its folder.
+
+    Attributes:
+        path: the file named (empty when the problem is a name, not a file).
+        problem: what is wrong, without the path.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = "" if path is None else str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
 def file_kind(mode: int) -> str:
@@ -201,19 +215,19 @@ def check_input(path: str | Path, *, what: str = "file", max_bytes: int | None =
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
+        raise InputError(p, "file not found") from None
     except OSError as exc:
-        raise InputError(f"{p}: cannot access this {what} ({exc.strerror or exc})") from None
+        raise InputError(p, f"cannot access this {what} ({exc.strerror or exc})") from None
     _check_stat(p, st, what, max_bytes)
     return st
 
 
 def _check_stat(p: Path, st: os.stat_result, what: str, max_bytes: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{p}: is {file_kind(st.st_mode)}, not a regular file; flukeid reads its {what} "
+        raise InputError(p, f"is {file_kind(st.st_mode)}, not a regular file; flukeid reads its {what} "
                          "only from a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise InputError(f"{p}: {what} is too large ({st.st_size:,} bytes; limit {max_bytes:,})")
+        raise InputError(p, f"{what} is too large ({st.st_size:,} bytes; limit {max_bytes:,})")
 
 
 def open_input(path: str | Path, *, what: str = "file", max_bytes: int | None = None):
@@ -230,11 +244,11 @@ def open_input(path: str | Path, *, what: str = "file", max_bytes: int | None = 
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
+        raise InputError(p, "file not found") from None
     except PermissionError:
-        raise InputError(f"{p}: permission denied") from None
+        raise InputError(p, "permission denied") from None
     except OSError as exc:
-        raise InputError(f"{p}: cannot open this {what} ({exc.strerror or exc})") from None
+        raise InputError(p, f"cannot open this {what} ({exc.strerror or exc})") from None
     try:
         _check_stat(p, os.fstat(fd), what, max_bytes)
         if hasattr(os, "set_blocking"):
@@ -257,6 +271,72 @@ def sha256_bounded(path: str | Path, *, max_bytes: int, what: str = "photo", chu
         while block := f.read(chunk):
             n += len(block)
             if n > max_bytes:
-                raise InputError(f"{path}: {what} grew past the limit of {max_bytes:,} bytes while being read")
+                raise InputError(path, f"{what} grew past the limit of {max_bytes:,} bytes while being read")
             h.update(block)
     return h.hexdigest(), n
+
+
+def resolve_inside(base: str | Path, name: str, *, allow_absolute: bool = False) -> Path:
+    """The file a labels row names: ``base / name``, refused when it leaves ``base``.
+
+    An absolute ``name`` (``/etc/passwd``, ``C:\\photos\\a.jpg``, ``\\\\server\\share``) is refused
+    unless ``allow_absolute``; a relative one may not climb out of ``base`` with ``..`` (checked on
+    the path as written; links inside ``base`` are followed later, to regular files only).
+
+    Raises:
+        InputError: the reason, without the row (the caller names the file and line).
+    """
+    text = str(name)
+    if "\0" in text:
+        raise InputError(None, f"image name {text!r} contains a NUL byte")
+    posix_abs = text.startswith(("/", "\\"))
+    drive_abs = len(text) > 1 and text[1] == ":" and text[0].isalpha()
+    if posix_abs or drive_abs or Path(text).is_absolute():
+        if not allow_absolute:
+            raise InputError(None, f"image {text!r} is an absolute path; photos named in a labels file must be "
+                             f"inside the images folder {base} (allow absolute paths explicitly to import it)")
+        return Path(text)
+    base_abs = os.path.normpath(os.path.abspath(base))
+    joined = os.path.normpath(os.path.join(base_abs, text))
+    if os.path.commonpath([base_abs, joined]) != base_abs or joined == base_abs:
+        raise InputError(None, f"image {text!r} leads outside the images folder {base} (via '..'); "
+                         "photos named in a labels file must be inside it")
+    return Path(base) / text
+
+
+def copy_pipe_bounded(src: str | Path, dest, *, max_bytes: int, what: str = "file", idle_s: float = 10.0) -> int:
+    """Copy a pipe or FIFO into the binary file ``dest``, at most ``max_bytes``; returns the byte count.
+
+    The pipe is opened without blocking and read with a deadline: a FIFO nobody writes to is an
+    error after ``idle_s`` seconds without data, never a hang.
+
+    Raises:
+        InputError: not a pipe/FIFO, larger than ``max_bytes``, or no data for ``idle_s`` seconds.
+    """
+    import select
+
+    p = Path(src)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InputError(p, f"cannot open this {what} ({exc.strerror or exc})") from None
+    n = 0
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise InputError(p, f"is {file_kind(os.fstat(fd).st_mode)}, not a pipe")
+        while True:
+            ready, _, _ = select.select([fd], [], [], idle_s)
+            if not ready:
+                raise InputError(p, f"no data arrived from this pipe for {idle_s:g} s (is anything writing to it?)")
+            try:
+                block = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not block:
+                return n
+            n += len(block)
+            if n > max_bytes:
+                raise InputError(p, f"{what} is too large (more than {max_bytes:,} bytes)")
+            dest.write(block)
+    finally:
+        os.close(fd)

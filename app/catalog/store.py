@@ -15,6 +15,7 @@ access to its one connection.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -121,6 +122,15 @@ def _is_empty_database(path: Path) -> bool:
         return False
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Catalog:
     """An open catalog folder. Use :meth:`create` or :meth:`open`; close it (or use ``with``)."""
 
@@ -134,6 +144,7 @@ class Catalog:
         self._depth = 0
         self._sync = "FULL"
         self.readonly_reason = readonly_reason
+        self._db_id = _file_id(self.db_path)  # checked at every write: the file must still be this one
 
     # ---------------------------------------------------------------- opening and closing
     @classmethod
@@ -248,7 +259,13 @@ class Catalog:
                 migrate(self._db, version)
         for sub in ("models", "thumbnails"):
             if not self.readonly:
-                (self.root / sub).mkdir(exist_ok=True)
+                try:
+                    (self.root / sub).mkdir(exist_ok=True)
+                except OSError as exc:
+                    self._conn.close()
+                    what = "is not a folder" if (self.root / sub).exists() else "cannot be created"
+                    raise CatalogError(f"{self.root / sub}: {what} ({exc.strerror or exc}); the catalog keeps "
+                                       f"its {sub} there: move that file away and open the catalog again") from None
 
     def close(self) -> None:
         """Close the database and drop the write lock (safe to call twice)."""
@@ -330,10 +347,12 @@ class Catalog:
             if want != self._sync:
                 self._conn.execute(f"PRAGMA synchronous = {want}")
                 self._sync = want
+            self._check_still_here()
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield self._conn
+                self._check_still_here()  # never commit into a deleted or replaced file
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -342,6 +361,25 @@ class Catalog:
                 self._conn.execute("COMMIT")
             finally:
                 self._depth = 0
+
+    def _check_still_here(self) -> None:
+        """Refuse to write when the database file was deleted, moved or replaced since it was opened.
+
+        SQLite keeps writing to a deleted file's open descriptor, so without this a catalog folder
+        deleted during an import would have every later photo "imported" into nothing.
+
+        Raises:
+            CatalogError: naming the database file.
+        """
+        now_id = _file_id(self.db_path)
+        if self._db_id is None:
+            self._db_id = now_id
+        if now_id is None:
+            raise CatalogError(f"{self.db_path}: the catalog database was deleted or moved while open; "
+                               "nothing more is written (the change in progress was not saved)")
+        if now_id != self._db_id:
+            raise CatalogError(f"{self.db_path}: the catalog database was replaced by another file while open; "
+                               "nothing more is written (the change in progress was not saved)")
 
     def _query(self, sql: str, params: Sequence = ()) -> list[sqlite3.Row]:
         with self._mutex:

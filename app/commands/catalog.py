@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -18,6 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--labels", metavar="CSV",
                    help="a labelled catalog: labels.csv (image,individual_id[,x0,y0,x1,y1]) or Kaggle train.csv")
     p.add_argument("--images", metavar="DIR", help="folder the --labels image names are relative to")
+    p.add_argument("--allow-absolute-paths", action="store_true",
+                   help="accept --labels rows that name a photo by absolute path (by default every photo "
+                        "must be inside the images folder; such rows are reported and skipped)")
     p.add_argument("--no-detect", action="store_true", help="do not run the fluke detector")
     p.add_argument("--no-embed", action="store_true", help="do not embed with the active model")
     p.set_defaults(func=_import)
@@ -71,38 +75,50 @@ class _Bar:
 
 def _import(args: argparse.Namespace) -> int:
     from app.catalog import Catalog
-    from app.services import importing, matching
+    from app.services import importing
 
     if not args.paths and not args.labels:
         print("flukeid import: give photo files/folders and/or --labels CSV", file=sys.stderr)
         return 2
-    with Catalog.open(args.catalog) as cat:
-        detector = engine = None
-        if not args.no_detect:
-            from model.api import default_detector
+    with contextlib.ExitStack() as stack:
+        # the labels file is checked (and a pipe read) before the catalog's write lock is taken
+        labels = stack.enter_context(importing.readable_labels(args.labels)) if args.labels else None
+        cat = stack.enter_context(Catalog.open(args.catalog))
+        return _import_into(cat, args, labels)
 
-            active = cat.active_model()
-            bundle = cat.model_path(active) if active is not None else None
-            # the active model's own detector when it has one, else the shipped one (or the classical fallback)
-            detector = default_detector(bundle if bundle and (bundle / "detector.onnx").is_file() else None)
-        if not args.no_embed:
-            engine = matching.load_engine(cat)
-            if engine is None:
-                print("no active model: photos are imported without embeddings", file=sys.stderr)
-        reports = []
-        bar = _Bar()
-        if args.labels:
-            reports.append(importing.import_labelled(cat, args.labels, args.images, detector=detector,
-                                                     engine=engine, copy=args.copy, progress=bar))
-        if args.paths:
-            reports.append(importing.import_photos(cat, args.paths, detector=detector, engine=engine,
-                                                   copy=args.copy, progress=bar))
-        for rep in reports:
-            for path, problem in rep.errors:
-                print(f"error: {path}: {problem}", file=sys.stderr)
-            for path, existing in rep.duplicates:
-                print(f"duplicate: {path} (same as photo {existing})", file=sys.stderr)
-            print(rep.summary() + f" in {rep.seconds:.1f} s")
+
+def _import_into(cat, args: argparse.Namespace, labels) -> int:
+    """The import itself, on the open catalog (``labels``: the checked labels file, or None)."""
+    from app.services import importing, matching
+
+    detector = engine = None
+    if not args.no_detect:
+        from model.api import default_detector
+
+        active = cat.active_model()
+        bundle = cat.model_path(active) if active is not None else None
+        # the active model's own detector when it has one, else the shipped one (or the classical fallback)
+        detector = default_detector(bundle if bundle and (bundle / "detector.onnx").is_file() else None)
+    if not args.no_embed:
+        engine = matching.load_engine(cat)
+        if engine is None:
+            print("no active model: photos are imported without embeddings", file=sys.stderr)
+    reports = []
+    bar = _Bar()
+    if args.labels:
+        reports.append(importing.import_labelled(cat, labels, args.images, detector=detector,
+                                                 engine=engine, copy=args.copy, progress=bar,
+                                                 allow_absolute=args.allow_absolute_paths,
+                                                 shown_as=args.labels))
+    if args.paths:
+        reports.append(importing.import_photos(cat, args.paths, detector=detector, engine=engine,
+                                               copy=args.copy, progress=bar))
+    for rep in reports:
+        for path, problem in rep.errors:
+            print(f"error: {path}: {problem}", file=sys.stderr)
+        for path, existing in rep.duplicates:
+            print(f"duplicate: {path} (same as photo {existing})", file=sys.stderr)
+        print(rep.summary() + f" in {rep.seconds:.1f} s")
     return 1 if any(r.errors for r in reports) and not any(r.imported for r in reports) else 0
 
 

@@ -12,13 +12,13 @@ Detector and engine are optional: without them a photo gets no box / no embeddin
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import os
-import shutil
 import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +29,21 @@ from PIL import Image
 
 from app.catalog import Catalog, CatalogError, ReadOnlyError
 from app.catalog.csv_io import LabelRow, count_rows, read_label_rows
-from model.api import FlukeidError, ImageError, Interrupted, load_image
+from model.api import (
+    MAX_LABELS_BYTES,
+    MAX_PHOTO_BYTES,
+    DataError,
+    FlukeidError,
+    ImageError,
+    InputError,
+    Interrupted,
+    check_input,
+    copy_pipe_bounded,
+    load_image,
+    open_input,
+    resolve_inside,
+    sha256_bounded,
+)
 
 ProgressFn = Callable[[float, str], None]
 StopFn = Callable[[], bool]
@@ -39,6 +53,7 @@ HEIC_EXTENSIONS = {".heic", ".heif"}
 MODEL_SIDE = 1024  # photos are decoded at most this large for detection and embedding
 THUMB_SIDE = 256
 MAX_LISTED_ERRORS = 10_000  # a report lists this many failed files by name, then only counts them
+PIPE_IDLE_S = 10.0  # a labels pipe (or FIFO) silent this long is an error, not a hang
 
 
 @dataclass
@@ -164,13 +179,13 @@ def find_photos(paths: Iterable[str | Path], report: ImportReport | None = None,
     return out
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a photo file: a regular file (links followed) of at most MAX_PHOTO_BYTES, read in chunks.
+
+    Raises:
+        InputError: a FIFO, device, folder or socket (never opened in a way that blocks), or too large.
+    """
+    return sha256_bounded(path, max_bytes=MAX_PHOTO_BYTES, what="photo")[0]
 
 
 def _ratio(v) -> float:
@@ -238,7 +253,7 @@ def write_thumbnail(image: np.ndarray, dest: Path, side: int = THUMB_SIDE) -> No
     if s < 1.0:  # OpenCV's area resize: several times faster than Pillow's thumbnail here
         image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     im = Image.fromarray(image)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(exist_ok=True)  # never its parents: a deleted catalog folder is not recreated
     fd, tmp = tempfile.mkstemp(prefix=".thumb.", suffix=".jpg", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -249,18 +264,57 @@ def write_thumbnail(image: np.ndarray, dest: Path, side: int = THUMB_SIDE) -> No
         raise
 
 
+@contextmanager
+def _writing_into(catalog: Catalog, dest: Path) -> Iterator[None]:
+    """Turn a failed write into the catalog folder (disk full, folder gone, thumbnails/ replaced by a
+    file) into a CatalogError that stops the import, saying it was the writing that failed."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if not catalog.root.is_dir():
+            raise CatalogError(f"{catalog.root}: the catalog folder was deleted or moved during the import "
+                               f"({why}); the import stops") from None
+        for folder in (catalog.thumbnails_dir, catalog.photos_dir):
+            if dest.is_relative_to(folder) and folder.exists() and not folder.is_dir():
+                raise CatalogError(f"{folder}: is not a folder (the catalog's {folder.name} folder was replaced "
+                                   "by a file); the import stops") from None
+        raise CatalogError(f"{dest}: writing into the catalog failed ({why}); the import stops, "
+                           "the photos imported before it are kept") from None
+
+
 def _copy_into(catalog: Catalog, src: Path, sha: str) -> str:
+    """Copy a photo into ``photos/<sha[:2]>/`` (temporary name, fsync, rename).
+
+    Raises:
+        InputError: the source cannot be read (a per-photo problem).
+        CatalogError: writing into the catalog failed (disk full, folder gone): the import stops.
+    """
     rel = Path("photos") / sha[:2] / f"{sha}{src.suffix.lower()}"
     dest = catalog.root / rel
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".copy.", dir=dest.parent)
-        os.close(fd)
+    if dest.exists():
+        return rel.as_posix()
+    with open_input(src, what="photo", max_bytes=MAX_PHOTO_BYTES) as fsrc:
+        with _writing_into(catalog, dest):
+            catalog.photos_dir.mkdir(exist_ok=True)  # never the catalog folder itself
+            dest.parent.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".copy.", dir=dest.parent)
         try:
-            shutil.copyfile(src, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
+            with os.fdopen(fd, "wb") as fdst:
+                while True:
+                    try:
+                        block = fsrc.read(1 << 20)
+                    except OSError as exc:
+                        raise InputError(src, f"cannot read ({exc.strerror or exc})") from None
+                    if not block:
+                        break
+                    with _writing_into(catalog, dest):
+                        fdst.write(block)
+                with _writing_into(catalog, dest):
+                    fdst.flush()
+                    os.fsync(fdst.fileno())
+            with _writing_into(catalog, dest):
+                os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -301,7 +355,8 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
                 "latitude": None, "longitude": None, "camera": None}
     full_w = meta["width"] or image.shape[1]
     scale = full_w / image.shape[1]  # model image pixels -> photo pixels
-    write_thumbnail(image, catalog.thumbnail_path(sha))
+    with _writing_into(catalog, catalog.thumbnail_path(sha)):
+        write_thumbnail(image, catalog.thumbnail_path(sha))
     prep = _Prepared(sha=sha, size=size, meta=meta, path=str(path.absolute()), copied=False)
     if label_box is not None:
         prep.box, prep.source, prep.confidence = tuple(label_box), "imported", None
@@ -379,7 +434,7 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                               who=who, report=report)
                 seen[sha] = pid
                 report.imported.append(pid)
-            except ImageError as exc:
+            except (ImageError, InputError) as exc:
                 report.add_error(str(path), exc.problem)
             except PermissionError:
                 report.add_error(str(path), "permission denied")
@@ -389,7 +444,11 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                 report.add_error(str(path), "is a folder, not a photo")
             except sqlite3.IntegrityError as exc:
                 report.add_error(str(path), f"not added ({exc})")
-            except CatalogError:
+            except CatalogError as exc:
+                if type(exc) is CatalogError:  # say how far the import got (it stops here)
+                    err = CatalogError(f"{exc} ({report.summary()} before it)")
+                    err.report = report  # type: ignore[attr-defined]
+                    raise err from None
                 raise
             except FlukeidError as exc:
                 report.add_error(str(path), str(exc))
@@ -437,9 +496,58 @@ def import_photos(catalog: Catalog, paths: Iterable[str | Path], *, detector=Non
                 copy=copy, progress=progress, should_stop=should_stop, who=who)
 
 
+def label_image_path(images_dir: str | Path, row: LabelRow, *, allow_absolute: bool = False) -> Path:
+    """The photo a labels row names: inside ``images_dir`` (the one place a row's image name becomes a path).
+
+    Raises:
+        InputError: the name is an absolute path (unless ``allow_absolute``) or climbs out of
+            ``images_dir`` with ``..``; the message says why (the caller adds the file and line).
+    """
+    return resolve_inside(images_dir, row.image, allow_absolute=allow_absolute)
+
+
+@contextmanager
+def readable_labels(labels_csv: str | Path) -> Iterator[Path]:
+    """A labels file as a regular file of bounded size, to hand to the CSV reader.
+
+    A regular file (links followed) is checked against MAX_LABELS_BYTES and used as it is. A pipe
+    (``--labels <(...)``) or FIFO is copied into a temporary file, bounded and never blocking (no
+    data for 10 s is an error). Anything else (device such as /dev/zero, folder, socket) is
+    refused. The CLI calls this before it takes the catalog's write lock, so nothing waits on a
+    read while holding it.
+
+    Raises:
+        InputError: naming the file: missing, not a regular file or pipe, too large, or silent.
+    """
+    import stat as stat_mod
+
+    path = Path(labels_csv)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if not stat_mod.S_ISFIFO(mode):
+        check_input(path, what="labels file", max_bytes=MAX_LABELS_BYTES)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="flukeid-labels-") as tmp:
+        copy = Path(tmp) / (path.name or "labels.csv")
+        with open(copy, "wb") as out:
+            copy_pipe_bounded(path, out, max_bytes=MAX_LABELS_BYTES, what="labels file", idle_s=PIPE_IDLE_S)
+        yield copy
+
+
+def _named_as(exc: DataError, shown: Path, real: Path) -> DataError:
+    """The reader's error about a staged copy, naming the file the user gave."""
+    if shown == real:
+        return exc
+    return DataError(str(exc).replace(str(shown), str(real)))
+
+
 def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | Path | None = None, *,
                     detector=None, engine=None, copy: bool = False, progress: ProgressFn | None = None,
-                    should_stop: StopFn | None = None, who: str | None = None) -> ImportReport:
+                    should_stop: StopFn | None = None, who: str | None = None,
+                    allow_absolute: bool = False, shown_as: str | Path | None = None) -> ImportReport:
     """Import a labelled catalog: our labels.csv or Kaggle's train.csv (``new_whale`` = unidentified).
 
     Each row's photo is imported like :func:`import_photos` and, in the same transaction, given
@@ -449,38 +557,60 @@ def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | 
     label only if it has no identification yet.
 
     Args:
-        labels_csv: the CSV file.
+        labels_csv: the CSV file (a regular file, or a pipe such as ``<(...)``; see
+            :func:`readable_labels`).
         images_dir: the folder image names are relative to (default: the CSV's folder, or its
-            ``images/`` or ``train/`` subfolder when the files are there).
+            ``images/`` or ``train/`` subfolder when the files are there; required for a pipe).
+        allow_absolute: accept rows naming a photo by absolute path. Without it such rows, and
+            rows whose name climbs out of ``images_dir`` with ``..``, are reported and skipped
+            (:func:`label_image_path`).
+        shown_as: the name to give the labels file in messages when ``labels_csv`` is a copy
+            staged by the caller with :func:`readable_labels` (e.g. of a pipe).
 
     Raises:
         DataError: the CSV is unreadable or malformed (naming the file and line).
+        InputError: the CSV is not a regular file or pipe, or is too large.
         Interrupted: stopped by ``should_stop`` (``exc.report`` holds the partial report).
     """
-    labels_csv = Path(labels_csv)
-    rows = read_label_rows(labels_csv)  # checks the header now
-    total = count_rows(labels_csv)
-    first: list[LabelRow] = []
-    for row in rows:
-        first.append(row)
-        break
-    if images_dir is None:
-        images_dir = labels_csv.parent
-        if first:
-            for cand in (labels_csv.parent, labels_csv.parent / "images", labels_csv.parent / "train"):
-                if (cand / first[0].image).exists():
-                    images_dir = cand
-                    break
-    base = Path(images_dir)
+    shown = Path(shown_as) if shown_as is not None else Path(labels_csv)
+    with readable_labels(labels_csv) as readable:
+        if (readable != Path(labels_csv) or shown != Path(labels_csv)) and images_dir is None:
+            raise DataError(f"{shown}: labels read from a pipe need the images folder (--images)")
+        try:
+            rows = read_label_rows(readable)  # checks the header now
+            total = count_rows(readable)
+            first: list[LabelRow] = []
+            for row in rows:
+                first.append(row)
+                break
+        except DataError as exc:
+            raise _named_as(exc, readable, shown) from None
+        if images_dir is None:
+            images_dir = shown.parent
+            if first:
+                for cand in (shown.parent, shown.parent / "images", shown.parent / "train"):
+                    try:
+                        inside = label_image_path(cand, first[0], allow_absolute=allow_absolute)
+                    except InputError:
+                        break
+                    if inside.exists():
+                        images_dir = cand
+                        break
+        base = Path(images_dir)
+        report = ImportReport()
 
-    def items() -> Iterator[tuple[Path, LabelRow]]:
-        for row in [*first]:
-            yield base / row.image, row
-        for row in rows:
-            yield base / row.image, row
+        def items() -> Iterator[tuple[Path, LabelRow]]:
+            try:
+                for row in itertools.chain(first, rows):
+                    try:
+                        yield label_image_path(base, row, allow_absolute=allow_absolute), row
+                    except InputError as exc:
+                        report.add_error(f"{shown}: line {row.line}", exc.problem)
+            except DataError as exc:
+                raise _named_as(exc, readable, shown) from None
 
-    return _run(catalog, items(), total, ImportReport(), detector=detector, engine=engine, copy=copy,
-                progress=progress, should_stop=should_stop, who=who)
+        return _run(catalog, items(), total, report, detector=detector, engine=engine, copy=copy,
+                    progress=progress, should_stop=should_stop, who=who)
 
 
 def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, float]:
