@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model.bundle import manifest_number
 from model.errors import BundleError, ImageError
 from model.preprocess import MAX_PIXELS, Box, load_image, normalise, to_gray
 
@@ -231,8 +232,10 @@ class Detector:
         shape = inputs["image"].shape
         size = shape[2] if len(shape) == 4 and isinstance(shape[2], int) else None
         if size is None:
-            det = (manifest or {}).get("detector") or {}
-            size = int(det.get("input_size", DEFAULT_INPUT_SIZE))
+            size = None
+            if isinstance(manifest, dict):
+                size = manifest_number(manifest, "detector", "input_size", mpath)
+            size = DEFAULT_INPUT_SIZE if size is None else size
         return cls(session, onnx_path, int(size), manifest)
 
     @property

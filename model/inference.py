@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model.bundle import verify_bundle
+from model.bundle import MANIFEST, manifest_number, verify_bundle
 from model.errors import BundleError, Interrupted
 from model.preprocess import Box, Preprocessing, prepare_batch
 from model.separable import SeparableHead, from_onnx
@@ -102,6 +102,18 @@ def _check_input_size(session: ort.InferenceSession, path: Path, prep: Preproces
                           f"asks for [N, 1, {prep.input_height}, {prep.input_width}]")
 
 
+def _check_embedding_dim(branch: ort.InferenceSession, head: ort.InferenceSession, bundle_dir: Path,
+                         manifest: dict) -> None:
+    """Refuse a manifest embedding_dim that disagrees with the fixed sizes of branch.onnx / head.onnx."""
+    dim = manifest_number(manifest, "branch", "embedding_dim", bundle_dir / MANIFEST)
+    shapes = [("branch.onnx", "embedding", next(o.shape for o in branch.get_outputs() if o.name == "embedding"))]
+    shapes += [("head.onnx", i.name, i.shape) for i in head.get_inputs() if i.name in ("embedding_a", "embedding_b")]
+    for fname, name, shape in shapes:
+        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] != dim:
+            raise BundleError(f"{bundle_dir / fname}: '{name}' has {shape[1]} values per photo but the manifest's "
+                              f"branch.embedding_dim is {dim}")
+
+
 @dataclass
 class Engine:
     """A loaded, verified bundle ready to embed photos and score pairs (torch-free).
@@ -150,6 +162,7 @@ class Engine:
         _check_io(branch, branch_path, ("image",), ("embedding", "feature_map"))
         _check_io(head, head_path, ("embedding_a", "embedding_b"), ("probability",))
         _check_input_size(branch, branch_path, Preprocessing.from_dict(manifest["preprocessing"]))
+        _check_embedding_dim(branch, head, bundle_dir, manifest)
         actual = branch.get_providers()[0]
         provider = provider_label(actual)
         if actual == "CPUExecutionProvider":
@@ -181,12 +194,13 @@ class Engine:
     @property
     def new_individual_threshold(self) -> float:
         """Best-match probability under which a photo is suggested as a new individual."""
-        return float(self.manifest.get("new_individual_threshold", 0.5))
+        value = manifest_number(self.manifest, None, "new_individual_threshold", self.bundle_dir / MANIFEST)
+        return 0.5 if value is None else value
 
     @property
     def embedding_dim(self) -> int:
         """D, the length of an embedding."""
-        return int(self.manifest["branch"]["embedding_dim"])
+        return manifest_number(self.manifest, "branch", "embedding_dim", self.bundle_dir / MANIFEST)
 
     # -- branch --------------------------------------------------------------------------------
     def embed(self, images: list[np.ndarray], boxes: list[Box | None] | None = None, *,
