@@ -114,6 +114,17 @@ def _match(args: argparse.Namespace) -> int:
 
     with Catalog.open(args.catalog, mode="auto") as cat:
         engine = matching.require_engine(cat, bundle=args.model)
+        # a model the gallery was never embedded with would find nothing: embed it first (stored, once)
+        missing, _ = matching.gallery_missing(cat, engine.version)
+        if missing and not cat.readonly:
+            print(f"embedding {len(missing)} gallery photos with model {engine.version} (once: they are "
+                  "stored in the catalog)", file=sys.stderr)
+        prepared = matching.embed_gallery(cat, engine, progress=_Bar())
+        for file, problem in prepared["errors"]:
+            print(f"error: {file}: {problem} (left out of the gallery)", file=sys.stderr)
+        if prepared["left_out"] and cat.readonly:
+            print(f"warning: {prepared['left_out']} of {prepared['gallery']} gallery photos have no embedding "
+                  f"with model {engine.version} and the catalog is read-only: they are left out", file=sys.stderr)
         path = Path(args.photo)
         if path.is_file():
             existing = cat.photo_by_sha(importing.sha256_of(path))
@@ -136,7 +147,7 @@ def _match(args: argparse.Namespace) -> int:
         for c in result.candidates:
             print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} score {c.score:.3f}  "
                   f"(best photo {c.best_photo_id})")
-        if result.suggest_new:
+        if result.suggest_new and result.candidates:
             print(f"  -> probably a new individual (best score {result.best_score:.3f} < "
                   f"threshold {result.threshold:.3f})")
     return 0

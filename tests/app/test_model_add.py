@@ -212,3 +212,40 @@ def test_cli_add_list_activate(cat, bundle, old_bundle, capsys):
         assert again.active_model().version == "tiny-v0" and _embedded(again, "tiny-v0") == 3
     assert main(["model", "activate", root, "nope"]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
+
+
+# --- flukeid match --model BUNDLE on a gallery never embedded with that model ------------------------
+
+
+def _identify_two(cat) -> tuple[list[int], Path]:
+    from app.services import decisions
+
+    ids = [p.id for p in cat.photos()]
+    for pid in ids[:2]:
+        decisions.new_individual(cat, pid)
+    return ids, cat.resolve_path(cat.photo(ids[2]))
+
+
+def test_match_with_a_bundle_embeds_the_gallery_first(cat, bundle, capsys):
+    """It printed "probably a new individual (best score 0.000 ...)" and exited 0: nothing was ranked."""
+    ids, query = _identify_two(cat)
+    root = str(cat.root)
+    cat.close()
+    assert main(["match", root, str(query), "--model", str(bundle)]) == 0
+    cap = capsys.readouterr()
+    assert "1. HW-" in cap.out and "2. HW-" in cap.out, cap.out
+    assert "best score 0.000" not in cap.out
+    assert "embedding 2 gallery photos with model tiny-v1" in cap.err
+    with Catalog.open(root) as again:  # stored: the next match needs no embedding
+        assert all(again.embedding(pid, "tiny-v1") is not None for pid in ids[:2])
+    assert main(["match", root, str(query), "--model", str(bundle)]) == 0
+    cap = capsys.readouterr()
+    assert "embedding" not in cap.err and "1. HW-" in cap.out
+
+
+def test_match_with_a_bundle_on_a_read_only_catalog_says_nothing_was_embedded(cat, bundle, capsys):
+    _, query = _identify_two(cat)  # `cat` stays open for writing: the command opens it read-only
+    assert main(["match", str(cat.root), str(query), "--model", str(bundle)]) == 2
+    cap = capsys.readouterr()
+    assert "nothing in the gallery was embedded with model tiny-v1" in cap.err
+    assert "read-only" in cap.err and "1. HW-" not in cap.out
