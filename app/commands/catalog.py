@@ -31,7 +31,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="export identifications, Kaggle Image,Id or sightings as CSV")
     p.add_argument("catalog", help="catalog folder")
-    p.add_argument("--format", required=True, choices=["identifications", "kaggle", "sightings"])
+    p.add_argument("--format", choices=["identifications", "kaggle", "sightings"],
+                   help="what to export (required)")
     p.add_argument("--out", required=True, metavar="FILE", help="CSV file to write")
     p.set_defaults(func=_export)
 
@@ -154,9 +155,20 @@ def _match(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from app.catalog import Catalog
     from app.services import exporting
 
+    if (Path(args.catalog) / "checkpoint.pt").is_file():
+        print(f"flukeid export: {args.catalog} is a training run, not a catalog: export it as a model bundle "
+              f"with `flukeid export-model {args.catalog} --out BUNDLE`", file=sys.stderr)
+        return 2
+    if args.format is None:
+        print("flukeid export: --format is required (identifications, kaggle or sightings); "
+              "to export a training run as a model bundle use `flukeid export-model RUN --out BUNDLE`",
+              file=sys.stderr)
+        return 2
     with Catalog.open(args.catalog, mode="auto") as cat:
         n = exporting.export(cat, args.format, args.out)
     print(f"wrote {n} rows to {args.out}")

@@ -249,3 +249,23 @@ def test_match_with_a_bundle_on_a_read_only_catalog_says_nothing_was_embedded(ca
     cap = capsys.readouterr()
     assert "nothing in the gallery was embedded with model tiny-v1" in cap.err
     assert "read-only" in cap.err and "1. HW-" not in cap.out
+
+
+# --- `flukeid export` is the catalog's CSV export only ---------------------------------------------
+
+
+def test_export_on_a_training_run_points_to_export_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["export", str(run), "--out", str(tmp_path / "bundle")]) == 2
+    assert f"is a training run, not a catalog: export it as a model bundle with `flukeid export-model {run} " \
+           "--out BUNDLE`" in capsys.readouterr().err
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_export_without_format_says_which_formats(cat, capsys):
+    assert main(["export", str(cat.root), "--out", str(cat.root / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--format is required (identifications, kaggle or sightings)" in err and "export-model" in err
+    assert main(["export", str(cat.root), "--format", "kaggle", "--out", str(cat.root / "x.csv")]) == 0
