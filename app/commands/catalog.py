@@ -42,10 +42,17 @@ def register(subparsers) -> None:
 
 
 def _new(args: argparse.Namespace) -> int:
-    from app.catalog import Catalog
+    from app.services import models
 
-    with Catalog.create(args.catalog) as cat:
+    new = models.create_catalog(args.catalog)
+    with new.catalog as cat:
         print(f"created catalog {cat.root}")
+        if new.model:
+            print(f"active model: {new.model} (the program's default)")
+        else:
+            if new.problem:
+                print(f"warning: {new.problem}", file=sys.stderr)
+            print(f"no model yet: add one with `flukeid model add {args.catalog} BUNDLE --activate`")
     return 0
 
 

@@ -309,3 +309,49 @@ def list_model_versions(catalog, *, verify: bool = True) -> list[ModelVersion]:
         out.append(ModelVersion(m.version, path, m.created_at, m.active, dict(m.metrics or {}), problem))
     out.sort(key=lambda v: v.created or "", reverse=True)
     return out
+
+
+# --- a new catalog ----------------------------------------------------------------------------------
+
+
+@dataclass
+class NewCatalog:
+    """What :func:`create_catalog` made.
+
+    Attributes:
+        catalog: the open catalog (the caller closes it).
+        model: the version of the default model now active, or None.
+        problem: why the program's default model could not be installed (None when it was, or
+            when the program has no default).
+    """
+
+    catalog: object
+    model: str | None = None
+    problem: str | None = None
+
+
+def create_catalog(folder: str | Path, *, progress: ProgressFn | None = None) -> NewCatalog:
+    """Create an empty catalog and give it the program's default model, when the program has one.
+
+    The default is :func:`app.paths.default_bundle_dir` (None: the catalog starts without a
+    model). A default bundle that cannot be installed does not stop the catalog being created:
+    the reason is returned in ``problem``.
+
+    Raises:
+        CatalogError: the catalog cannot be created.
+    """
+    from app.catalog import Catalog
+    from app.paths import default_bundle_dir
+
+    new = NewCatalog(Catalog.create(folder))
+    bundle = default_bundle_dir()
+    if bundle is None:
+        return new
+    try:
+        new.model = add_bundle(new.catalog, bundle, activate=True, progress=progress).version
+    except FlukeidError as exc:
+        new.problem = f"the program's default model could not be installed ({exc}); the catalog has no model yet"
+    except BaseException:
+        new.catalog.close()
+        raise
+    return new

@@ -269,3 +269,55 @@ def test_export_without_format_says_which_formats(cat, capsys):
     err = capsys.readouterr().err
     assert "--format is required (identifications, kaggle or sightings)" in err and "export-model" in err
     assert main(["export", str(cat.root), "--format", "kaggle", "--out", str(cat.root / "x.csv")]) == 0
+
+
+# --- a new catalog starts with the program's default model, when it declares one -------------------
+
+
+def use_resources(monkeypatch, root: Path, bundle: Path, default: str | None) -> Path:
+    """Point app.paths at a resources folder holding ``bundle`` as models/tiny-v1 and maybe a DEFAULT file."""
+    from app import paths
+
+    shutil.copytree(bundle, root / "models" / "tiny-v1")
+    if default is not None:
+        (root / "models" / paths.DEFAULT_MODEL_FILE).write_text(f"# the bundle new catalogs start with\n\n{default}\n")
+    monkeypatch.setattr(paths, "resources_dir", lambda: root)
+    return root
+
+
+def test_the_program_as_shipped_declares_no_default_model():
+    """The choice (resources/models/DEFAULT) is off until real-photo matching has been measured."""
+    from app.paths import default_bundle_dir, resources_dir
+
+    assert not (resources_dir() / "models" / "DEFAULT").exists()
+    assert default_bundle_dir() is None
+
+
+def test_new_catalog_without_a_default_model_has_none_and_says_how_to_add_one(tmp_path, built, monkeypatch, capsys):
+    use_resources(monkeypatch, tmp_path / "res", built, None)
+    assert main(["new", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert f"no model yet: add one with `flukeid model add {tmp_path / 'c'} BUNDLE --activate`" in out
+    with Catalog.open(tmp_path / "c") as c:
+        assert c.models() == [] and c.active_model() is None
+
+
+def test_new_catalog_starts_with_the_declared_default_model(tmp_path, built, monkeypatch, capsys):
+    res = use_resources(monkeypatch, tmp_path / "res", built, "tiny-v1")
+    assert main(["new", str(tmp_path / "c")]) == 0
+    assert "active model: tiny-v1 (the program's default)" in capsys.readouterr().out
+    with Catalog.open(tmp_path / "c") as c:
+        assert c.active_model().version == "tiny-v1"
+        path = c.model_path(c.active_model())
+        assert path == c.models_dir / "tiny-v1"  # a copy in the catalog, not the program's folder
+        assert verify_bundle(path) == verify_bundle(res / "models" / "tiny-v1")
+
+
+def test_a_broken_default_model_still_creates_the_catalog_and_says_why(tmp_path, built, monkeypatch, capsys):
+    res = use_resources(monkeypatch, tmp_path / "res", built, "missing")
+    assert main(["new", str(tmp_path / "c")]) == 0
+    cap = capsys.readouterr()
+    assert "default model could not be installed" in cap.err and str(res / "models" / "missing") in cap.err
+    assert "no model yet" in cap.out
+    with Catalog.open(tmp_path / "c") as c:
+        assert c.models() == []

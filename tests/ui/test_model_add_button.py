@@ -103,3 +103,25 @@ def test_a_damaged_bundle_is_shown_to_the_user_and_the_active_model_stays(qtbot,
     assert str(other_bundle / "branch.onnx") in dlg.status_label.text()
     assert catalog.active_model().version == "tiny-v1" and _versions(dlg) == ["tiny-v1"]
     assert dlg.add_button.isEnabled()
+
+
+@pytest.mark.parametrize("default", [None, "tiny-v1", "missing"])
+def test_gui_new_catalog_starts_with_the_default_model_when_the_program_declares_one(
+        qtbot, window, tiny_bundle, tmp_path, monkeypatch, default):
+    from tests.app.test_model_add import use_resources
+    from tests.ui.conftest import wait_idle
+
+    res = use_resources(monkeypatch, tmp_path / "res", tiny_bundle, default)
+    window.open_catalog(str(tmp_path / "new"), create=True)
+    qtbot.waitUntil(lambda: window.session is not None, timeout=60000)
+    wait_idle(qtbot, window)
+    active = window.session.catalog.active_model()
+    shown = window.notification.label.text()
+    if default == "tiny-v1":
+        assert active.version == "tiny-v1"
+        assert window.session.engine is not None and window.session.engine.version == "tiny-v1"
+        assert "default model tiny-v1" in shown
+    else:
+        assert active is None and window.session.catalog.models() == []
+        assert "no active model yet" in shown and "Add model" in shown
+        assert ("could not be installed" in shown and str(res / "models" / "missing") in shown) == (default == "missing")
