@@ -23,6 +23,26 @@ def demo_bundle_dir() -> Path:
     return resources_dir() / "models" / "demo"
 
 
+DEFAULT_MODEL_FILE = "DEFAULT"
+
+
+def default_bundle_dir() -> Path | None:
+    """The model bundle a new catalog starts with, or None when the program ships no default.
+
+    The choice lives in one place: ``resources/models/DEFAULT``, a text file whose first line
+    that is neither blank nor a ``#`` comment names a bundle folder beside it (``demo``, say).
+    No such file (as shipped today): new catalogs start without a model. The folder is not
+    checked here; installing it does that and says what is wrong.
+    """
+    models = resources_dir() / "models"
+    try:
+        lines = (models / DEFAULT_MODEL_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    name = next((s.strip() for s in lines if s.strip() and not s.strip().startswith("#")), None)
+    return models / name if name else None
+
+
 def data_dir() -> Path:
     """Per-user data folder (the default place for catalogs); not created here."""
     return Path(user_data_dir(APP_NAME, appauthor=False))

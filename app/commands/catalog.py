@@ -35,7 +35,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="export identifications, Kaggle Image,Id or sightings as CSV")
     p.add_argument("catalog", help="catalog folder")
-    p.add_argument("--format", required=True, choices=["identifications", "kaggle", "sightings"])
+    p.add_argument("--format", choices=["identifications", "kaggle", "sightings"],
+                   help="what to export (required)")
     p.add_argument("--out", required=True, metavar="FILE", help="CSV file to write")
     p.set_defaults(func=_export)
 
@@ -45,10 +46,17 @@ def register(subparsers) -> None:
 
 
 def _new(args: argparse.Namespace) -> int:
-    from app.catalog import Catalog
+    from app.services import models
 
-    with Catalog.create(args.catalog) as cat:
+    new = models.create_catalog(args.catalog)
+    with new.catalog as cat:
         print(f"created catalog {cat.root}")
+        if new.model:
+            print(f"active model: {new.model} (the program's default)")
+        else:
+            if new.problem:
+                print(f"warning: {new.problem}", file=sys.stderr)
+            print(f"no model yet: add one with `flukeid model add {args.catalog} BUNDLE --activate`")
     return 0
 
 
@@ -130,6 +138,17 @@ def _match(args: argparse.Namespace) -> int:
 
     with Catalog.open(args.catalog, mode="auto") as cat:
         engine = matching.require_engine(cat, bundle=args.model)
+        # a model the gallery was never embedded with would find nothing: embed it first (stored, once)
+        missing, _ = matching.gallery_missing(cat, engine.version)
+        if missing and not cat.readonly:
+            print(f"embedding {len(missing)} gallery photos with model {engine.version} (once: they are "
+                  "stored in the catalog)", file=sys.stderr)
+        prepared = matching.embed_gallery(cat, engine, progress=_Bar())
+        for file, problem in prepared["errors"]:
+            print(f"error: {file}: {problem} (left out of the gallery)", file=sys.stderr)
+        if prepared["left_out"] and cat.readonly:
+            print(f"warning: {prepared['left_out']} of {prepared['gallery']} gallery photos have no embedding "
+                  f"with model {engine.version} and the catalog is read-only: they are left out", file=sys.stderr)
         path = Path(args.photo)
         if path.is_file():
             existing = cat.photo_by_sha(importing.sha256_of(path))
@@ -152,16 +171,27 @@ def _match(args: argparse.Namespace) -> int:
         for c in result.candidates:
             print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} score {c.score:.3f}  "
                   f"(best photo {c.best_photo_id})")
-        if result.suggest_new:
+        if result.suggest_new and result.candidates:
             print(f"  -> probably a new individual (best score {result.best_score:.3f} < "
                   f"threshold {result.threshold:.3f})")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from app.catalog import Catalog
     from app.services import exporting
 
+    if (Path(args.catalog) / "checkpoint.pt").is_file():
+        print(f"flukeid export: {args.catalog} is a training run, not a catalog: export it as a model bundle "
+              f"with `flukeid export-model {args.catalog} --out BUNDLE`", file=sys.stderr)
+        return 2
+    if args.format is None:
+        print("flukeid export: --format is required (identifications, kaggle or sightings); "
+              "to export a training run as a model bundle use `flukeid export-model RUN --out BUNDLE`",
+              file=sys.stderr)
+        return 2
     with Catalog.open(args.catalog, mode="auto") as cat:
         n = exporting.export(cat, args.format, args.out)
     print(f"wrote {n} rows to {args.out}")

@@ -63,7 +63,7 @@ def _bar(fraction: float, width: int = 24) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from app.catalog import Catalog
-    from app.services import retraining
+    from app.services import models, retraining
     from model.api import Interrupted
 
     line = _ProgressLine()
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             def progress(fraction: float, message: str) -> None:
                 line.show(f"{_bar(fraction)} {message}")
 
-            retraining.activate(catalog, result.version, progress=progress)
+            models.activate(catalog, result.version, progress=progress)
             line.end()
             print(f"activated {result.version}")
         else:

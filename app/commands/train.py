@@ -1,4 +1,4 @@
-"""``flukeid train`` (train a Siamese network on labelled photos) and ``flukeid export RUN --out BUNDLE``.
+"""``flukeid train`` (train a Siamese network on labelled photos) and ``flukeid export-model RUN --out BUNDLE``.
 
 With ``--progress-json`` training prints one JSON object per line on stdout (events ``start``,
 ``epoch``, ``done``, ``error``), which the app's retraining service reads.
@@ -40,37 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create (must not exist)")
     e.add_argument("--detector", default=None, metavar="ONNX", help="a detector.onnx to include")
     e.set_defaults(func=run_export)
-    _share_export(sub)
-
-
-def _share_export(sub: argparse._SubParsersAction) -> None:
-    """Make ``flukeid export RUN --out BUNDLE`` work next to the catalog's ``export CATALOG --format ...``.
-
-    The catalog commands own ``export`` (CSV exports, which need ``--format``); without ``--format``
-    the same command exports a training run as a model bundle. Registered here when ``export`` exists.
-    """
-    existing = sub.choices.get("export")
-    if existing is None:
-        e = sub.add_parser("export", help="export a training run as a model bundle")
-        e.add_argument("run", metavar="RUN", help="training run folder (with checkpoint.pt)")
-        e.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create")
-        e.add_argument("--detector", default=None, metavar="ONNX", help="a detector.onnx to include")
-        e.set_defaults(func=run_export)
-        return
-    for action in existing._actions:
-        if action.dest == "format":
-            action.required = False
-            action.help = (action.help or "") + " (without --format: export a training run as a model bundle)"
-    existing.add_argument("--detector", default=None, metavar="ONNX",
-                          help="model-bundle export: a detector.onnx to include")
-    csv_export = existing.get_default("func")
-
-    def dispatch(args: argparse.Namespace) -> int:
-        if getattr(args, "format", None) is None:
-            return run_export(args)
-        return csv_export(args)
-
-    existing.set_defaults(func=dispatch)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -128,7 +97,6 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from model.api import export_run
 
-    run = getattr(args, "run", None) or args.catalog  # `export RUN` shares the catalog's positional
-    bundle = export_run(run, args.out, detector_onnx=getattr(args, "detector", None))
+    bundle = export_run(args.run, args.out, detector_onnx=args.detector)
     print(f"bundle written: {bundle}")
     return 0

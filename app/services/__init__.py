@@ -9,5 +9,7 @@
   match_embedding, match_photo, match_file, embed_missing.
 - :mod:`app.services.exporting`: export, export_identifications, export_kaggle, export_sightings,
   sightings.
-- :mod:`app.services.retraining`: retraining and model activation.
+- :mod:`app.services.models`: add_bundle, install_bundle, check_bundle, activate,
+  list_model_versions; the catalog's model versions.
+- :mod:`app.services.retraining`: retraining (activate and list_model_versions re-exported).
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import random
-import shutil
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -81,7 +80,7 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
         CatalogError: the folder holds a catalog that is not a demo catalog.
         BundleError: the demo model is missing or damaged.
     """
-    from app.services import decisions, importing
+    from app.services import decisions, importing, models
     from model.api import Engine, default_detector, generate_dataset, verify_bundle
 
     folder = Path(folder)
@@ -99,7 +98,7 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
 
         raise BundleError(f"{bundle_dir}: the demo model is not installed (no manifest.json); "
                           "build it with `make demo-model`")
-    manifest = verify_bundle(bundle_dir)
+    verify_bundle(bundle_dir)  # a damaged demo model is refused before any photo is drawn
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("built by flukeid demo\n")
 
@@ -137,12 +136,9 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
 
     cat = Catalog.create(folder) if not (folder / "catalog.sqlite").exists() else Catalog.open(folder)
     try:
-        version = str(manifest.get("version", bundle_dir.name))
-        dest = cat.models_dir / version
-        if not dest.exists():
-            shutil.copytree(bundle_dir, dest)
-        cat.add_model(version, dest, metrics=manifest.get("metrics", {}), activate=True)
-        engine = Engine.load(dest)
+        installed = models.install_bundle(cat, bundle_dir)
+        cat.set_active_model(installed.version)
+        engine = Engine.load(installed.path)
         detector = detector or default_detector()
         report(0.4, "importing the catalogued photos")
         importing.import_labelled(cat, known_csv, photos_dir / "images", detector=detector, engine=engine,

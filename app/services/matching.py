@@ -140,11 +140,12 @@ def match_file(catalog: Catalog, path: str | Path, engine, *, detector=None, k: 
 
 
 def embed_missing(catalog: Catalog, engine, model_version: str | None = None, *,
-                  progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict:
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                  photo_ids: list[int] | None = None) -> dict:
     """Embed every photo that has no embedding under ``model_version`` (default ``engine.version``).
 
     Each photo uses its current box (or the whole photo). Photos whose file cannot be read are
-    listed, the rest continue.
+    listed, the rest continue. ``photo_ids`` limits the work to those photos.
 
     Returns:
         ``{"embedded": [photo ids], "errors": [(file, problem)], "seconds": float}``.
@@ -154,6 +155,9 @@ def embed_missing(catalog: Catalog, engine, model_version: str | None = None, *,
     """
     version = model_version or engine.version
     todo = catalog.photos_missing_embedding(version)
+    if photo_ids is not None:
+        wanted = set(photo_ids)
+        todo = [pid for pid in todo if pid in wanted]
     out: dict = {"embedded": [], "errors": [], "seconds": 0.0}
     t0 = time.perf_counter()
     for i, pid in enumerate(todo):
@@ -171,4 +175,51 @@ def embed_missing(catalog: Catalog, engine, model_version: str | None = None, *,
     out["seconds"] = time.perf_counter() - t0
     if progress is not None:
         progress(1.0, f"{len(out['embedded'])} photos embedded")
+    return out
+
+
+def gallery_missing(catalog: Catalog, model_version: str) -> tuple[list[int], int]:
+    """The gallery photos (identified, usable) with no embedding under ``model_version``.
+
+    Returns:
+        (their photo ids, the number of photos in the gallery).
+    """
+    identified = {i.photo_id for i in catalog.current_identifications() if i.individual_id is not None}
+    identified -= catalog.junk_photo_ids()
+    missing = set(catalog.photos_missing_embedding(model_version)) & identified
+    return sorted(missing), len(identified)
+
+
+def embed_gallery(catalog: Catalog, engine, *, progress: ProgressFn | None = None,
+                  should_stop: StopFn | None = None) -> dict:
+    """Make sure the gallery can be matched with ``engine``: embed the gallery photos it has not seen.
+
+    Matching compares a query only with gallery photos embedded under the engine's version, so a
+    model the catalog has not used (``flukeid match --model BUNDLE``, photos imported without a
+    model) would otherwise find nothing. The embeddings are stored, so this happens once per
+    model. A read-only catalog cannot store them: the photos are left out (``left_out``), and
+    when that is the whole gallery the match is refused.
+
+    Returns:
+        ``{"embedded": [photo ids], "errors": [(file, problem)], "left_out": int, "gallery": int}``.
+
+    Raises:
+        CatalogError: the catalog is read-only and nothing in the gallery was embedded with this model.
+        Interrupted: ``should_stop`` returned True (embeddings stored so far stay).
+    """
+    missing, size = gallery_missing(catalog, engine.version)
+    out: dict = {"embedded": [], "errors": [], "left_out": 0, "gallery": size}
+    if not missing:
+        return out
+    if catalog.readonly:
+        if len(missing) == size:
+            raise CatalogError(
+                f"{catalog.root}: nothing in the gallery was embedded with model {engine.version}, and the "
+                f"catalog is read-only ({catalog.readonly_reason}), so its {size} photos cannot be embedded "
+                "now: match again when the catalog can be written, or match with the active model")
+        out["left_out"] = len(missing)
+        return out
+    done = embed_missing(catalog, engine, engine.version, progress=progress, should_stop=should_stop,
+                         photo_ids=missing)
+    out.update(embedded=done["embedded"], errors=done["errors"], left_out=len(done["errors"]))
     return out

@@ -12,12 +12,14 @@ The pipeline (:func:`retrain`):
    current boxes) and ``heldout.csv`` (a held-out share of confirmed photos, used only to
    compare models).
 2. the training process writes a run folder (checkpoints; a cancelled run can be resumed).
-3. ``flukeid export RUN --out <catalog>/models/<version>`` writes the bundle (staging folder,
-   verified, renamed into place); it is verified again here.
+3. ``flukeid export-model RUN --out <run folder>/export`` writes the bundle (staging folder,
+   verified, renamed into place); it is verified again and copied into ``models/<version>`` here.
 4. the new and the active bundle are evaluated on the same held-out photos (top-1, top-5, MAP@5).
 
-:func:`activate` then verifies the chosen bundle, embeds the catalog's photos with it while the
-old model still serves, and only then moves the catalog's active-model pointer.
+:func:`app.services.models.activate` (re-exported here) then verifies the chosen bundle, embeds
+the catalog's photos with it while the old model still serves, and only then moves the catalog's
+active-model pointer. Adding a bundle from elsewhere, listing and switching versions live in
+:mod:`app.services.models`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.services.models import ModelVersion, activate, list_model_versions  # noqa: F401  (re-exported)
 from model.api import FlukeidError, Interrupted
 
 # The environment variable that overrides the Python used for training (packaged apps have no torch).
@@ -1121,67 +1124,3 @@ def evaluate_on_heldout(bundle: str | Path, data: TrainingData, *, device: str =
     res = evaluate_scores(scores, [r.individual for r in data.held], [r.individual for r in data.train])
     o = res.overall
     return {"top1": o.top1, "top5": o.top5, "map5": o.map5, "n_queries": o.n, "gallery": len(data.train)}
-
-
-# --- activation and versions -----------------------------------------------------------------------
-
-
-def activate(catalog, version: str, *, progress: Callable[[float, str], None] | None = None,
-             should_stop: StopFn | None = None) -> None:
-    """Make ``version`` the catalog's active model, safely.
-
-    The bundle is verified first; then every photo is embedded with it while the current model
-    keeps serving; only then is the active-model pointer moved (one transaction). A failure or a
-    cancel at any step leaves the current model active.
-
-    Raises:
-        BundleError: the bundle is missing or damaged (the active model is unchanged).
-        Interrupted: cancelled while embedding.
-    """
-    from model.api import BundleError, Engine, verify_bundle
-
-    progress = progress or (lambda f, m: None)
-    record = next((m for m in catalog.models() if m.version == version), None)
-    if record is None:
-        raise BundleError(f"{catalog.root}: no model {version!r} in this catalog")
-    path = catalog.model_path(record)
-    progress(0.0, f"Verifying {version}…")
-    verify_bundle(path)
-    engine = Engine.load(path)
-    from app.services.matching import embed_missing
-
-    embed_missing(catalog, engine, version, progress=progress, should_stop=should_stop or (lambda: False))
-    if should_stop is not None and should_stop():
-        raise Interrupted("activation cancelled")
-    catalog.set_active_model(version)
-    progress(1.0, f"Model {version} is active.")
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A bundle registered in the catalog, for the Model versions list."""
-
-    version: str
-    path: Path
-    created: str | None
-    active: bool
-    metrics: dict
-    problem: str | None = None  # why it cannot be used (damaged, missing), None when fine
-
-
-def list_model_versions(catalog, *, verify: bool = True) -> list[ModelVersion]:
-    """Every registered bundle with its metrics; damaged or missing ones say why (newest first)."""
-    from model.api import verify_bundle
-
-    out = []
-    for m in catalog.models():
-        path = catalog.model_path(m)
-        problem = None
-        if verify:
-            try:
-                verify_bundle(path)
-            except FlukeidError as exc:
-                problem = str(exc)
-        out.append(ModelVersion(m.version, path, m.created_at, m.active, dict(m.metrics or {}), problem))
-    out.sort(key=lambda v: v.created or "", reverse=True)
-    return out

@@ -7,6 +7,7 @@ the order of the undo stack. The GUI thread only paints and reacts.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from pathlib import Path
 
@@ -418,6 +419,8 @@ class MainWindow(QMainWindow):
             if session.catalog.readonly:
                 self.notify(f"Opened read-only: {session.catalog.readonly_reason}. You can look, not change.",
                             "warning")
+            if session.new_catalog is not None and session.new_catalog.model:
+                self.notify(f"New catalog, with the program's default model {html.escape(session.new_catalog.model)}.")
             self._update_status()
             self._update_actions()
             self.catalog_opened.emit(path)
@@ -454,8 +457,11 @@ class MainWindow(QMainWindow):
         def loaded(engine) -> None:
             self._update_status()
             if engine is None:
-                self.notify("This catalog has no active model yet: photos can be imported and boxed, "
-                            "matching starts once a model is added (Model ▸ Model versions).", "warning")
+                new = session.new_catalog  # a new catalog whose default model could not be installed says why
+                why = f"{html.escape(new.problem)}. " if new is not None and new.problem else ""
+                self.notify(why + "This catalog has no active model yet: photos can be imported and boxed, "
+                            "matching starts once a model is added (Model ▸ Model versions ▸ Add model…).",
+                            "warning")
                 self.match_review.set_empty_message(
                     "No model yet: matching needs a model.\nTrain one with Model ▸ Retrain…, or add one "
                     "in Model ▸ Model versions.")

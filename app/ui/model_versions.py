@@ -2,6 +2,8 @@
 
 Switching runs :func:`app.services.retraining.activate` on a worker thread (it verifies the
 bundle and embeds any photo the chosen model has no embedding for, then moves the pointer).
+"Add model…" runs :func:`app.services.models.add_bundle` the same way (check, copy into the
+catalog, embed; activate when the catalog has no active model yet).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -21,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.services import retraining
+from app.services import models, retraining
 from app.ui.retrain_dialog import ThreadJob
 
 COLUMNS = ("version", "created", "active", "top-1", "top-5", "MAP@5", "held-out photos", "status")
@@ -67,9 +70,14 @@ class ModelVersionsDialog(QDialog):
         self.use_button = QPushButton("Use this model")
         self.use_button.setEnabled(False)
         self.use_button.clicked.connect(self.activate_selected)
+        self.add_button = QPushButton("Add model…")
+        self.add_button.setToolTip("Copy a model bundle folder (manifest.json, branch.onnx, head.onnx) into "
+                                   "this catalog and compute the photos' embeddings with it")
+        self.add_button.clicked.connect(self.add_model_dialog)
         close = QPushButton("Close")
         close.clicked.connect(self.close)
         row.addWidget(self.use_button)
+        row.addWidget(self.add_button)
         row.addStretch(1)
         row.addWidget(close)
         lay.addLayout(row)
@@ -112,6 +120,7 @@ class ModelVersionsDialog(QDialog):
         v = self.selected_version()
         running = self.job is not None and self.job.is_running()
         self.use_button.setEnabled(bool(v and not v.active and not v.problem and not running))
+        self.add_button.setEnabled(not running)
 
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
@@ -152,3 +161,56 @@ class ModelVersionsDialog(QDialog):
             return
         self.progress.setVisible(False)
         self.refresh()
+
+    # -- Add model… ---------------------------------------------------------------------------------
+    def add_model_dialog(self) -> None:
+        """Ask for a bundle folder, then :meth:`add_model` it."""
+        if self.is_running():
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Model bundle folder (holding manifest.json)")
+        if folder:
+            self.add_model(folder)
+
+    def add_model(self, folder: str) -> None:
+        """Check the bundle folder, copy it into the catalog and embed the photos with it, in the background.
+
+        The new model becomes active only when the catalog has none; otherwise it is listed and
+        selected, and "Use this model" switches at once (its embeddings are already there).
+        """
+        if self.is_running():
+            return
+        catalog = self.catalog
+        activate = catalog.active_model() is None
+
+        def work(sig, should_stop):
+            return models.add_bundle(catalog, folder, activate=activate, embed=True, progress=sig.progress,
+                                     should_stop=should_stop)
+
+        self.job = ThreadJob(work, self)
+        self.job.signals.progress.connect(lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)))
+        self.job.signals.result.connect(self._on_added)
+        self.job.signals.error.connect(self._on_add_error)
+        self.job.signals.finished.connect(lambda j=self.job: self._finished(j))
+        self.progress.setVisible(True)
+        self.use_button.setEnabled(False)
+        self.add_button.setEnabled(False)
+        self.status_label.setText(f"Adding the model in {folder}: checking it…")
+        self.job.start()
+
+    def _on_added(self, result) -> None:
+        self.refresh()
+        self.select_version(result.version)
+        unread = f" {len(result.errors)} photos could not be read and have no embedding." if result.errors else ""
+        if result.active:
+            self.status_label.setText(f"Model {result.version} added and active ({result.embedded} photos "
+                                      f"embedded).{unread}")
+            self.model_activated.emit(result.version)
+        else:
+            how = "added" if result.copied else "is already in this catalog"
+            self.status_label.setText(f"Model {result.version} {how}; its embeddings are ready: select it and "
+                                      f"click \"Use this model\" to switch.{unread}")
+
+    def _on_add_error(self, exc) -> None:
+        self.status_label.setText(f"Could not add the model: {exc}")
+        if self.isVisible():
+            QMessageBox.warning(self, "Could not add the model", f"{exc}\n\nThe active model is unchanged.")

@@ -28,17 +28,26 @@ class Session:
         self.detector = None
         self._crops: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
+        self.new_catalog = None  # a services.models.NewCatalog when open() created the catalog
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
     def open(cls, folder: str | Path, *, create: bool = False) -> Session:
         """Open a catalog folder (read-only if another flukeid writes to it); ``create`` makes a new one.
 
+        A new catalog starts with the program's default model when it has one
+        (:func:`app.services.models.create_catalog`; what happened is in :attr:`new_catalog`).
+
         Raises:
             CatalogError: not a catalog, damaged, or saved by a newer flukeid (clear message).
         """
         if create and not (Path(folder) / "catalog.sqlite").exists():
-            return cls(Catalog.create(folder))
+            from app.services import models
+
+            new = models.create_catalog(folder)
+            session = cls(new.catalog)
+            session.new_catalog = new
+            return session
         return cls(Catalog.open(folder, mode="auto"))
 
     def close(self) -> None:

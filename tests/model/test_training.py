@@ -125,7 +125,9 @@ def test_cli_train_progress_json_and_export(small_set, tmp_path, capsys):
     assert rc == 0, out
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events] == ["start", "epoch", "done"]
-    assert main(["export", str(run), "--out", str(bundle)]) == 0
+    assert main(["export", str(run), "--out", str(bundle)]) == 2  # the catalog's CSV export points the way
+    assert f"flukeid export-model {run} --out BUNDLE" in capsys.readouterr().err and not bundle.exists()
+    assert main(["export-model", str(run), "--out", str(bundle)]) == 0
     assert (bundle / "branch.onnx").is_file() and (bundle / "manifest.json").is_file()
     rc = main(["train", "--data", str(csv), "--config", "tiny", "--set", "epochz=1", "--out", str(tmp_path / "x"),
                "--progress-json"])
