@@ -15,9 +15,9 @@ from model.config import preset
 from model.data.records import Record, read_labels
 from model.data.synthetic import generate_dataset
 from model.errors import CheckpointError, ConfigError, DataError, Interrupted
+from model.training.common import embed_all
 from model.training.siamese import (
     calibrate_threshold,
-    embed_all,
     load_checkpoint,
     model_from_checkpoint,
     train,
