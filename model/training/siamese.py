@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from model.config import Config, validate
 from model.data.dataset import dataset_from_crops, load_records
 from model.errors import CheckpointError, ConfigError, DataError, Interrupted
+from model.matching import calibrate_threshold
 from model.nets.siamese import Siamese, build_siamese
 from model.preprocess import Preprocessing
 from model.training.common import autocast, embed_all, to_input
@@ -220,21 +221,6 @@ def validate_split(model: Siamese, train_ds, val_ds, device: torch.device, cfg: 
     head.train(model.training)
     n = max(len(first), 1)
     return {"top1": top1 / n, "top5": top5 / n, "pos": pos, "neg": neg}
-
-
-def calibrate_threshold(pos: Sequence[float], neg: Sequence[float]) -> float:
-    """The best-score threshold that best separates "known" from "new" (balanced accuracy).
-
-    ``pos``: each query's best score over its own individual; ``neg``: its best over all others
-    (what a query of an unseen individual would get). 0.5 when there is nothing to calibrate on.
-    """
-    if not pos or not neg:
-        return 0.5
-    p, n = np.asarray(pos, float), np.asarray(neg, float)
-    cands = np.unique(np.concatenate([p, n]))
-    mids = np.concatenate([[cands[0] - 1e-6], (cands[:-1] + cands[1:]) / 2, [cands[-1] + 1e-6]])
-    bal = [((p >= t).mean() + (n < t).mean()) / 2 for t in mids]
-    return float(np.clip(mids[int(np.argmax(bal))], 0.0, 1.0))
 
 
 def weights_digest(model: torch.nn.Module) -> str:
