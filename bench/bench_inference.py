@@ -45,7 +45,7 @@ def build(input_hw: tuple[int, int]):
     from model.preprocess import Preprocessing
 
     torch.manual_seed(0)
-    branch = create_branch(BranchConfig(), input_hw).eval()
+    branch = create_branch(BranchConfig()).eval()
     head = create_head(HeadConfig(), branch.embedding_dim).eval()
     shutil.rmtree(WORK, ignore_errors=True)
     stage = staging_dir(WORK / "bundle")

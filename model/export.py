@@ -8,6 +8,13 @@
 with a dynamic batch, runs ``onnx.checker``, compares onnxruntime with torch on the same random
 inputs (max abs difference < ``tolerance`` or :class:`~model.errors.BundleError`), and writes the
 bundle through :func:`model.bundle.staging_dir` / :func:`model.bundle.finalize_bundle`.
+
+``export_detector(net, path, input_size)`` does the same for the fluke detector (model.nets.detector):
+
+- ``detector.onnx``: "image" [N,1,S,S] -> "box" [N,4] (fractions), "confidence" [N] (sigmoid applied)
+
+Every network goes through the same exporter, checker and onnxruntime session here, and every
+failure is a :class:`~model.errors.BundleError`.
 """
 
 from __future__ import annotations
@@ -82,12 +89,34 @@ def export_head(head: nn.Module, path: Path, dim: int) -> None:
                    opset_version=OPSET)
 
 
+class DetectorExport(nn.Module):
+    """The fluke detector with the contract's outputs: "box" [N, 4] and "confidence" [N] (sigmoid applied)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        box, logit = self.net(image)
+        return box, torch.sigmoid(logit)
+
+
 def _session(path: Path):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _check_onnx(path: Path) -> None:
+    """onnx.checker (full check) on a file; :class:`BundleError` naming the file when it fails."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types
+        raise BundleError(f"{path}: fails the ONNX checker ({exc})") from None
 
 
 def check_parity(branch: nn.Module, head: nn.Module, branch_onnx: Path, head_onnx: Path,
@@ -102,13 +131,8 @@ def check_parity(branch: nn.Module, head: nn.Module, branch_onnx: Path, head_onn
         BundleError: a file fails the checker, or a difference is at least ``tolerance`` (for the
             branch, per unit of its largest output magnitude).
     """
-    import onnx
-
     for p in (branch_onnx, head_onnx):
-        try:
-            onnx.checker.check_model(onnx.load(str(p)), full_check=True)
-        except Exception as exc:  # noqa: BLE001 - onnx raises several types
-            raise BundleError(f"{p}: fails the ONNX checker ({exc})") from None
+        _check_onnx(p)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, *input_hw, generator=g)
     a, b = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
@@ -129,6 +153,48 @@ def check_parity(branch: nn.Module, head: nn.Module, branch_onnx: Path, head_onn
         if not d < limit:
             raise BundleError(f"{name}: onnxruntime differs from torch by {d:.3g} (limit {limit:.3g})")
     return {"branch_max_abs_diff": d_branch, "head_max_abs_diff": d_head}
+
+
+def export_detector(net: nn.Module, path: str | Path, input_size: int, tolerance: float = TOLERANCE) -> dict:
+    """Export a fluke detector to ONNX (contract names, dynamic batch) and check it against torch.
+
+    Returns:
+        {"max_abs_diff_box", "max_abs_diff_confidence", "opset"} (recorded in the detector's manifest).
+
+    Raises:
+        BundleError: the file fails the checker, or onnxruntime and torch differ by more than ``tolerance``.
+    """
+    path = Path(path)
+    dummy = torch.randn(2, 1, input_size, input_size)
+    _legacy_export(DetectorExport(net.eval()).eval(), (dummy,), str(path), input_names=["image"],
+                   output_names=["box", "confidence"],
+                   dynamic_axes={"image": {0: "N"}, "box": {0: "N"}, "confidence": {0: "N"}},
+                   opset_version=OPSET)
+    return check_detector_parity(net, path, input_size, tolerance=tolerance)
+
+
+def check_detector_parity(net: nn.Module, path: str | Path, input_size: int, *, batch: int = 3,
+                          tolerance: float = TOLERANCE) -> dict:
+    """onnx.checker on ``path``, then onnxruntime vs torch on the same random images.
+
+    Returns:
+        {"max_abs_diff_box", "max_abs_diff_confidence", "opset"}.
+
+    Raises:
+        BundleError: the file fails the checker, or a difference exceeds ``tolerance`` (boxes are
+            fractions and confidences probabilities, so the limit is absolute).
+    """
+    path = Path(path)
+    _check_onnx(path)
+    x = torch.randn(batch, 1, input_size, input_size)
+    with torch.no_grad():
+        tb, tc = DetectorExport(net.eval()).eval()(x)
+    ob, oc = _session(path).run(["box", "confidence"], {"image": x.numpy()})
+    diffs = {"max_abs_diff_box": float(np.abs(ob - tb.numpy()).max()),
+             "max_abs_diff_confidence": float(np.abs(oc - tc.numpy()).max()), "opset": OPSET}
+    if max(diffs["max_abs_diff_box"], diffs["max_abs_diff_confidence"]) > tolerance:
+        raise BundleError(f"{path}: ONNX parity failed ({diffs})")
+    return diffs
 
 
 def export_run(run_dir: str | Path, out_bundle: str | Path, *, detector_onnx: str | Path | None = None,

@@ -344,24 +344,27 @@ def match(scorer: Scorer | Callable[[np.ndarray, np.ndarray], np.ndarray], query
 def calibrate_threshold(same_scores, diff_scores) -> float:
     """The new-individual threshold that best separates known from unknown queries.
 
+    The one calibration of the project: training calls it on its held-out individuals and stores
+    the result in the model bundle (``new_individual_threshold``).
+
     Args:
         same_scores: for validation queries whose individual IS in the gallery, the best score
             of the true individual (a photo scoring at or above the threshold is kept).
-        diff_scores: for queries whose individual is NOT in the gallery, the best score over the
-            gallery (a photo scoring under the threshold is suggested as new).
+        diff_scores: for queries whose individual is NOT in the gallery (or a known query's best
+            score over all other individuals, what an unseen whale would get), the best score
+            over the gallery (a photo scoring under the threshold is suggested as new).
 
     Returns:
-        The threshold with the fewest errors (the midpoint of the best gap), as Kaggle's
-        new_whale trick tunes it on validation data; 0.5 when both lists are empty.
+        The cut with the best balanced accuracy (the mean of the share of ``same_scores`` kept and
+        the share of ``diff_scores`` called new; the lowest such cut on a tie), a midpoint between
+        observed scores as Kaggle's new_whale trick tunes it, clipped to 0..1; 0.5 when either list
+        is empty (nothing to calibrate on).
     """
-    same = np.sort(np.asarray(same_scores, dtype=np.float64).reshape(-1))
-    diff = np.sort(np.asarray(diff_scores, dtype=np.float64).reshape(-1))
-    if len(same) == 0 and len(diff) == 0:
+    same = np.asarray(same_scores, dtype=np.float64).reshape(-1)
+    diff = np.asarray(diff_scores, dtype=np.float64).reshape(-1)
+    if len(same) == 0 or len(diff) == 0:
         return 0.5
     values = np.unique(np.concatenate([same, diff]))
     cuts = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2.0, [values[-1] + 1e-6]])
-    # errors(t) = same scored under t (wrongly "new") + diff scored at/above t (wrongly matched)
-    errors = np.searchsorted(same, cuts, side="left") + (len(diff) - np.searchsorted(diff, cuts, side="left"))
-    best = np.flatnonzero(errors == errors.min())
-    t = float(cuts[best[len(best) // 2]])
-    return float(min(max(t, 0.0), 1.0))
+    balanced = [((same >= t).mean() + (diff < t).mean()) / 2 for t in cuts]
+    return float(np.clip(cuts[int(np.argmax(balanced))], 0.0, 1.0))

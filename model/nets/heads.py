@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.nets.registry import register_head
-
 
 class Head(nn.Module):
     def probability(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -43,11 +41,9 @@ class L1Head(Head):
         return self.out((a - b).abs()).squeeze(-1)
 
 
-@register_head("nn")
 def nn_head(cfg, dim: int) -> Head:
     return NNHead(dim, cfg.hidden)
 
 
-@register_head("l1")
 def l1_head(cfg, dim: int) -> Head:
     return L1Head(dim)

@@ -1,4 +1,8 @@
-"""Registries of branch and head constructors by name (no if-chains): ``@register_branch("cnn")``."""
+"""Branch and head constructors by name (no if-chains): two plain dicts.
+
+``BRANCHES[kind](branch_config)`` builds a branch, ``HEADS[kind](head_config, embedding_dim)`` a head.
+A new network is one entry here; code outside the package may add its own entry before building.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +10,26 @@ from collections.abc import Callable
 from typing import Any
 
 from model.errors import ConfigError
+from model.nets import branches, heads
 
-BRANCHES: dict[str, Callable[..., Any]] = {}
-HEADS: dict[str, Callable[..., Any]] = {}
-
-
-def register_branch(name: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        BRANCHES[name] = fn
-        return fn
-    return deco
-
-
-def register_head(name: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        HEADS[name] = fn
-        return fn
-    return deco
+BRANCHES: dict[str, Callable[..., Any]] = {
+    "cnn": branches.cnn,
+    "plain": branches.plain,
+    "resnet50": branches.resnet50,
+    "efficientnet_lite0": branches.efficientnet_lite0,
+}
+HEADS: dict[str, Callable[..., Any]] = {
+    "nn": heads.nn_head,
+    "l1": heads.l1_head,
+}
 
 
-def _ensure_loaded() -> None:
-    import model.nets.branches  # noqa: F401  (registers the branches)
-    import model.nets.heads  # noqa: F401  (registers the heads)
-
-
-def create_branch(cfg, input_hw: tuple[int, int] = (384, 384)):
+def create_branch(cfg):
     """Build the branch named by ``cfg.kind`` (a :class:`model.config.BranchConfig`).
 
     Raises:
         ConfigError: unknown kind (naming the known ones) or unusable weights.
     """
-    _ensure_loaded()
     try:
         ctor = BRANCHES[cfg.kind]
     except KeyError:
@@ -46,7 +39,6 @@ def create_branch(cfg, input_hw: tuple[int, int] = (384, 384)):
 
 def create_head(cfg, embedding_dim: int):
     """Build the head named by ``cfg.kind`` (a :class:`model.config.HeadConfig`)."""
-    _ensure_loaded()
     try:
         ctor = HEADS[cfg.kind]
     except KeyError:

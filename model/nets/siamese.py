@@ -26,6 +26,6 @@ class Siamese(nn.Module):
 
 def build_siamese(cfg) -> Siamese:
     """A Siamese network from a :class:`model.config.Config`."""
-    branch = create_branch(cfg.branch, (cfg.input_height, cfg.input_width))
+    branch = create_branch(cfg.branch)
     head = create_head(cfg.head, branch.embedding_dim)
     return Siamese(branch, head)

@@ -125,7 +125,7 @@ def train_classifier(records: Sequence[Any], cfg, *, progress: Callable[[float, 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = _device(cfg.device)
-    net = ClassifierNet(create_branch(cfg.branch, (cfg.input_height, cfg.input_width)), len(classes)).to(device)
+    net = ClassifierNet(create_branch(cfg.branch), len(classes)).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(data)

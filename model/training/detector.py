@@ -1,4 +1,4 @@
-"""Training, evaluation and ONNX export of the fluke detector (torch imported here only).
+"""Training and evaluation of the fluke detector (torch imported lazily; ONNX export in model.export).
 
 Samples are whole photos kept small in memory (gray uint8, longer side ``store_side``) with their
 box as fractions of the photo, or ``None`` for a photo without a fluke (plain sea). Each epoch
@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -420,49 +419,7 @@ def box_metrics(pred_fractions: np.ndarray, samples: Sequence[BoxSample], thresh
 
 
 # --------------------------------------------------------------------------------------------
-# export
-
-
-def export_detector_onnx(net, path: str | Path, input_size: int, tolerance: float = 1e-4) -> dict:
-    """Export to ONNX (contract names, dynamic batch), run the onnx checker, compare with torch.
-
-    Returns:
-        {"max_abs_diff_box", "max_abs_diff_confidence", "opset"}.
-
-    Raises:
-        RuntimeError: when onnxruntime and torch differ by more than ``tolerance``.
-    """
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    from model.nets.detector import DetectorExport
-
-    path = Path(path)
-    wrapper = DetectorExport(net.eval()).eval()
-    dummy = torch.randn(2, 1, input_size, input_size)
-    opset = 17
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a small plain graph with a dynamic batch
-        # that runs on any onnxruntime; the parity check below guards it.
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        torch.onnx.export(wrapper, (dummy,), str(path), input_names=["image"], output_names=["box", "confidence"],
-                          dynamic_axes={"image": {0: "N"}, "box": {0: "N"}, "confidence": {0: "N"}},
-                          opset_version=opset, dynamo=False)
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 1, input_size, input_size)
-    with torch.no_grad():
-        tb, tc = wrapper(x)
-    ob, oc = sess.run(["box", "confidence"], {"image": x.numpy()})
-    diffs = {"max_abs_diff_box": float(np.abs(ob - tb.numpy()).max()),
-             "max_abs_diff_confidence": float(np.abs(oc - tc.numpy()).max()), "opset": opset}
-    if max(diffs["max_abs_diff_box"], diffs["max_abs_diff_confidence"]) > tolerance:
-        raise RuntimeError(f"{path}: ONNX parity failed ({diffs})")
-    return diffs
+# saving (the ONNX file is written and checked by model.export)
 
 
 def _replace_detector_folder(path: Path) -> str | None:
@@ -496,7 +453,7 @@ def check_detector_output(out_dir: str | Path) -> Path:
 
 def save_detector(net, out_dir: str | Path, config: DetectorTrainConfig, *, trained_on: dict,
                   metrics: dict | None = None) -> Path:
-    """Write ``detector.onnx`` (checked), ``detector.pt`` (state dict + config) and ``manifest.json``.
+    """Write ``detector.onnx`` (checked by model.export), ``detector.pt`` (state dict + config) and ``manifest.json``.
 
     The folder is written beside its final name and renamed into place; an existing folder of
     that name is replaced only after the new one is complete.
@@ -504,6 +461,7 @@ def save_detector(net, out_dir: str | Path, config: DetectorTrainConfig, *, trai
     import torch
 
     from model.bundle import sha256_file
+    from model.export import export_detector
 
     out_dir = check_detector_output(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -511,7 +469,7 @@ def save_detector(net, out_dir: str | Path, config: DetectorTrainConfig, *, trai
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        parity = export_detector_onnx(net, tmp / DETECTOR_FILE, config.input_size)
+        parity = export_detector(net, tmp / DETECTOR_FILE, config.input_size)
         torch.save({"state_dict": net.state_dict(), "config": asdict(config)}, tmp / "detector.pt")
         manifest = {
             "kind": "fluke-detector",

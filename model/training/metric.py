@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.errors import Interrupted
+from model.training.common import autocast, embed_all, to_input
 
 
 class SubCenterArcFace(nn.Module):
@@ -89,7 +90,7 @@ class SubCenterArcFace(nn.Module):
 
 
 @torch.no_grad()
-def _train_mode_embeddings(model, ds, device: torch.device, cfg, batch: int, to_input: Callable) -> torch.Tensor:
+def _train_mode_embeddings(model, ds, device: torch.device, cfg, batch: int) -> torch.Tensor:
     """Embeddings as the training steps see them (BN on batch statistics), for the centres' start.
 
     In eval mode a fresh neck's BN uses its initial running statistics (mean 0, variance 1), so the
@@ -117,8 +118,7 @@ def metric_lr(step: int, total: int, warmup: int) -> float:
 
 
 def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | None, budget_s: float,
-                 to_input: Callable, embed_all: Callable, autocast: Callable, save: Callable[[dict], None],
-                 progress: Callable[[float, str], None], should_stop: Callable[[], bool],
+                 save: Callable[[dict], None], progress: Callable[[float, str], None], should_stop: Callable[[], bool],
                  events: Callable[[dict], None]) -> dict:
     """Fine-tune ``model.branch`` with sub-center ArcFace; returns the stage's (final) state.
 
@@ -150,7 +150,7 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
         torch.set_rng_state(state["rng"])
         start, planned, seconds = int(state["epoch"]), int(state["planned"]), float(state["seconds"])
     else:
-        arc.init_from_embeddings(_train_mode_embeddings(model, train_ds, device, cfg, mc.batch_size, to_input),
+        arc.init_from_embeddings(_train_mode_embeddings(model, train_ds, device, cfg, mc.batch_size),
                                  labels, torch.Generator().manual_seed(cfg.seed))
         start, planned, seconds = 0, mc.epochs, 0.0
     model.train()
@@ -172,7 +172,7 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
                 continue
             y = labels[idx].to(device)
             x = to_input(train_ds.uint8_batch(idx.tolist()), device, cfg, g_aug)
-            with autocast():
+            with autocast(device, cfg):
                 emb = model.embed(x).float()
             logits = arc(emb, y)
             loss = F.cross_entropy(logits, y)
@@ -203,8 +203,7 @@ def train_metric(model, train_ds, device: torch.device, cfg, *, state: dict | No
 
 
 @torch.no_grad()
-def embedding_bank(model, ds, device: torch.device, cfg, passes: int, *, to_input: Callable,
-                   embed_all: Callable, batch: int = 64) -> torch.Tensor:
+def embedding_bank(model, ds, device: torch.device, cfg, passes: int, *, batch: int = 64) -> torch.Tensor:
     """[1 + passes, N, D]: the plain embeddings, then ``passes`` augmented ones (eval mode, seeded)."""
     plain = embed_all(model, ds, device, cfg)
     out = [plain]

@@ -39,12 +39,13 @@ import torch
 import torch.nn.functional as F
 
 from model.config import Config, validate
-from model.data.dataset import dataset_from_crops, load_records, normalise_tensor
+from model.data.dataset import dataset_from_crops, load_records
 from model.errors import CheckpointError, ConfigError, DataError, Interrupted
+from model.matching import calibrate_threshold
 from model.nets.siamese import Siamese, build_siamese
 from model.preprocess import Preprocessing
 from model.safe_io import check_output
-from model.training.augment import augment_batch
+from model.training.common import autocast, embed_all, to_input
 from model.training.metric import (
     embedding_bank,
     init_head_as_cosine,
@@ -56,7 +57,6 @@ from model.training.mining import concat_pairs, create_miner, score_matrix
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-EMBED_BATCH = 64
 
 
 @dataclass
@@ -184,39 +184,6 @@ def _lr_lambda(cfg: Config) -> Callable[[int], float]:
     return f
 
 
-def _to_input(u8: torch.Tensor, device: torch.device, cfg: Config, g: torch.Generator | None) -> torch.Tensor:
-    """uint8 crops [B,1,H,W] -> (augmented) normalised float input on ``device``."""
-    on_dev = cfg.augment.gpu or device.type == "cpu"
-    x = (u8.to(device, non_blocking=True) if on_dev else u8).float().div_(255.0)
-    if g is not None:
-        x = augment_batch(x, cfg.augment, g)
-    x = normalise_tensor(x, 1e-6).to(device)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def _autocast(device: torch.device, cfg: Config):
-    enabled = device.type == "cuda" and cfg.bf16
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@torch.no_grad()
-def embed_all(model: Siamese, ds, device: torch.device, cfg: Config) -> torch.Tensor:
-    """Embeddings [N,D] float32 (on ``device``) of every image of ``ds``, eval mode, no augmentation."""
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for i in range(0, len(ds), EMBED_BATCH):
-            x = _to_input(ds.uint8_batch(range(i, min(len(ds), i + EMBED_BATCH))), device, cfg, None)
-            with _autocast(device, cfg):
-                out.append(model.embed(x).float())
-    finally:
-        model.train(was)
-    return torch.cat(out) if out else torch.empty(0, model.branch.embedding_dim, device=device)
-
-
 @torch.no_grad()
 def validate_split(model: Siamese, train_ds, val_ds, device: torch.device, cfg: Config,
                    train_emb: torch.Tensor | None = None, val_emb: torch.Tensor | None = None) -> dict:
@@ -255,21 +222,6 @@ def validate_split(model: Siamese, train_ds, val_ds, device: torch.device, cfg: 
     head.train(model.training)
     n = max(len(first), 1)
     return {"top1": top1 / n, "top5": top5 / n, "pos": pos, "neg": neg}
-
-
-def calibrate_threshold(pos: Sequence[float], neg: Sequence[float]) -> float:
-    """The best-score threshold that best separates "known" from "new" (balanced accuracy).
-
-    ``pos``: each query's best score over its own individual; ``neg``: its best over all others
-    (what a query of an unseen individual would get). 0.5 when there is nothing to calibrate on.
-    """
-    if not pos or not neg:
-        return 0.5
-    p, n = np.asarray(pos, float), np.asarray(neg, float)
-    cands = np.unique(np.concatenate([p, n]))
-    mids = np.concatenate([[cands[0] - 1e-6], (cands[:-1] + cands[1:]) / 2, [cands[-1] + 1e-6]])
-    bal = [((p >= t).mean() + (n < t).mean()) / 2 for t in mids]
-    return float(np.clip(mids[int(np.argmax(bal))], 0.0, 1.0))
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -339,47 +291,56 @@ def _replace_run_folder(path: Path) -> str | None:
     return None
 
 
-def train(config: Config, records: Sequence, out_dir: str | Path, *,
-          progress: Callable[[float, str], None] | None = None,
-          should_stop: Callable[[], bool] | None = None,
-          resume: bool = False,
-          events: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train a Siamese network on labelled records and leave checkpoint.pt, config.json in ``out_dir``.
+@dataclass
+class _Run:
+    """What the set-up of a training run gives the stages after it (one run, one process)."""
 
-    Args:
-        config: the full configuration (see model.config).
-        records: objects with ``path``, ``individual``, ``box`` (or None) and ``id_known``.
-        out_dir: the run folder (created; config.json, checkpoint.pt, history.jsonl, summary.json).
-        progress: ``progress(fraction, message)``.
-        should_stop: polled between steps; when it returns True, :class:`Interrupted` is raised
-            (the last epoch's checkpoint stays, so the run can be resumed).
-        resume: continue from ``out_dir/checkpoint.pt``.
-        events: receives event dicts (``start``, ``epoch``, ``done``) for JSON-lines progress.
+    cfg: Config
+    out: Path
+    t_start: float
+    device: torch.device
+    rank: int
+    world: int
+    emit: Callable[[dict], None]
+    prog: Callable[[float, str], None]
+    stop: Callable[[], bool]
+    model: Siamese
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    train_ds: object
+    val_ds: object | None
+    names: list[str]
+    result: TrainResult
+    start_epoch: int = 0
+    resumed: bool = False
+    metric_state: dict | None = None  # the metric stage's checkpoint entry (metric.enabled only)
+    bank: torch.Tensor | None = None  # [1 + passes, N, D] cached training embeddings (metric.enabled only)
+    val_emb: torch.Tensor | None = None  # cached held-out embeddings (metric.enabled only)
 
-    Raises:
-        DataError, ConfigError, CheckpointError, Interrupted.
-    """
-    validate(config)
-    cfg = config
-    t_start = time.monotonic()
-    out = Path(out_dir)
-    device = resolve_device(cfg.device)
-    rank, world = _dist_init(device)
-    is_main = rank == 0
-    emit = events if (events and is_main) else (lambda e: None)
-    prog = progress if (progress and is_main) else (lambda f, m: None)
-    stop = should_stop or (lambda: False)
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
-    check_output(out, folder=True, what="training run folder", replace=_replace_run_folder)
-    ck = None
-    if resume:
-        ck = load_checkpoint(out / CHECKPOINT)
-    elif (out / CHECKPOINT).exists():
-        raise ConfigError(f"{out}: already holds a training run (use --resume to continue it, or another --out)")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.json")
+    @property
+    def history(self) -> list[dict]:
+        return self.result.history
 
+    def save_checkpoint(self, epoch_done: int) -> None:
+        m, cfg = self.model, self.cfg
+        _save_atomic({"format": CHECKPOINT_FORMAT, "model": m.state_dict(), "optimizer": self.opt.state_dict(),
+                      "scheduler": self.sched.state_dict(), "epoch": epoch_done, "config": cfg.to_dict(),
+                      "rng": {"torch": torch.get_rng_state()}, "history": self.history,
+                      "individuals": self.names, **({"metric": self.metric_state} if cfg.metric.enabled else {})},
+                     self.out / CHECKPOINT)
+
+    def validate(self) -> dict:
+        return validate_split(self.model, self.train_ds, self.val_ds, self.device, self.cfg,
+                              train_emb=self.bank[0] if self.bank is not None else None, val_emb=self.val_emb)
+
+
+def _datasets(cfg: Config, records: Sequence, prog, stop):
+    """Training and held-out datasets of the readable photos: (train_ds, val_ds or None, names, vnames, report)."""
     prep = Preprocessing(cfg.input_height, cfg.input_width, cfg.margin)
     split = split_records(records, cfg)
     ok, crops, report = load_records(split.train + split.val, prep, workers=cfg.num_workers,
@@ -399,7 +360,31 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
     vidx = {n: i for i, n in enumerate(vnames)}
     val_ds = dataset_from_crops(val_recs, [crop_of[id(r)] for r in val_recs], prep,
                                 [vidx[str(r.individual)] for r in val_recs]) if val_recs else None
+    return train_ds, val_ds, names, vnames, report
 
+
+def _set_up(cfg: Config, records: Sequence, out: Path, *, progress, should_stop, resume: bool, events) -> _Run:
+    """Check the config, load the photos, build (or resume) the network and its optimizer; emit ``start``."""
+    validate(cfg)
+    t_start = time.monotonic()
+    device = resolve_device(cfg.device)
+    rank, world = _dist_init(device)
+    is_main = rank == 0
+    emit = events if (events and is_main) else (lambda e: None)
+    prog = progress if (progress and is_main) else (lambda f, m: None)
+    stop = should_stop or (lambda: False)
+
+    check_output(out, folder=True, what="training run folder", replace=_replace_run_folder)
+    ck = None
+    if resume:
+        ck = load_checkpoint(out / CHECKPOINT)
+    elif (out / CHECKPOINT).exists():
+        raise ConfigError(f"{out}: already holds a training run (use --resume to continue it, or another --out)")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+
+    train_ds, val_ds, names, vnames, report = _datasets(cfg, records, prog, stop)
     metric = cfg.metric.enabled
     if metric and world > 1:
         raise ConfigError("the metric-learning stage (metric.enabled) does not run under torchrun yet; "
@@ -408,7 +393,7 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
     model = build_siamese(_no_download(cfg) if ck else cfg).to(device)
     if cfg.channels_last:  # faster on CPU too (measured 1.2-1.4x for every branch on the 2-core VM)
         model = model.to(memory_format=torch.channels_last)
-    # with the metric stage, the epochs below train the head only (the branch is frozen after stage 1)
+    # with the metric stage, the epochs train the head only (the branch is frozen after stage 1)
     params = [p for p in (model.head if metric else model).parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
@@ -430,8 +415,6 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    miner = create_miner(cfg.mining)
-    labels = train_ds.labels
     result = TrainResult(run_dir=str(out), epochs_done=start_epoch, epochs=cfg.epochs, history=history,
                          train_images=len(train_ds), train_individuals=len(names),
                          val_individuals=len(vnames), problems=report.problems, device=str(device),
@@ -439,129 +422,170 @@ def train(config: Config, records: Sequence, out_dir: str | Path, *,
     emit({"event": "start", "run_dir": str(out), "epochs": cfg.epochs, "start_epoch": start_epoch,
           "train_images": len(train_ds), "train_individuals": len(names), "val_individuals": len(vnames),
           "device": str(device), "world_size": world, "problems": report.problems[:20]})
-    metric_state = ck.get("metric") if ck else None
-    bank = val_emb = None
-    def save_checkpoint(epoch_done: int, metric_part: dict | None) -> None:
-        _save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "epoch": epoch_done, "config": cfg.to_dict(),
-                      "rng": {"torch": torch.get_rng_state()}, "history": history,
-                      "individuals": names, **({"metric": metric_part} if metric else {})}, out / CHECKPOINT)
+    return _Run(cfg=cfg, out=out, t_start=t_start, device=device, rank=rank, world=world, emit=emit, prog=prog,
+                stop=stop, model=model, net=net, opt=opt, sched=sched, train_ds=train_ds, val_ds=val_ds,
+                names=names, result=result, start_epoch=start_epoch, resumed=ck is not None,
+                metric_state=ck.get("metric") if ck else None)
 
-    if metric:
-        def save_metric(state: dict) -> None:  # inside the metric stage: no head epoch done yet
-            save_checkpoint(start_epoch, state)
 
-        if ck is None and cfg.branch.normalize:  # a fresh run: the head starts at the cosine (kept on resume)
-            init_head_as_cosine(model.head, model.branch.embedding_dim)
-        if not (metric_state and metric_state.get("done")):
-            left = cfg.time_budget_s * cfg.metric.budget_fraction - (time.monotonic() - t_start)
-            budget = max(left, 1e-3) if cfg.time_budget_s else 0.0
-            metric_state = train_metric(
-                model, train_ds, device, cfg, state=metric_state, budget_s=budget, to_input=_to_input,
-                embed_all=embed_all, autocast=lambda: _autocast(device, cfg), save=save_metric,
-                progress=lambda f, m: prog(0.05 + 0.75 * f, m), should_stop=stop, events=emit)
-        for p in model.branch.parameters():
-            p.requires_grad_(False)
-        prog(0.8, "caching embeddings for the pair head")
-        bank = embedding_bank(model, train_ds, device, cfg, cfg.metric.passes, to_input=_to_input,
-                              embed_all=embed_all)
-        if val_ds is not None:
-            val_emb = embed_all(model, val_ds, device, cfg)
-        result.metric_history = list(metric_state.get("history", []))
+def _metric_stage(run: _Run) -> None:
+    """Stage 1 of ``metric.enabled``: ArcFace on the branch (unless a resumed run finished it), then freeze
+    the branch and cache the embeddings the head trains on (``run.bank``, ``run.val_emb``)."""
+    cfg, model = run.cfg, run.model
+
+    def save_metric(state: dict) -> None:  # inside the metric stage: no head epoch done yet
+        run.metric_state = state
+        run.save_checkpoint(run.start_epoch)
+
+    if not run.resumed and cfg.branch.normalize:  # a fresh run: the head starts at the cosine (kept on resume)
+        init_head_as_cosine(model.head, model.branch.embedding_dim)
+    if not (run.metric_state and run.metric_state.get("done")):
+        left = cfg.time_budget_s * cfg.metric.budget_fraction - (time.monotonic() - run.t_start)
+        budget = max(left, 1e-3) if cfg.time_budget_s else 0.0
+        run.metric_state = train_metric(
+            model, run.train_ds, run.device, cfg, state=run.metric_state, budget_s=budget, save=save_metric,
+            progress=lambda f, m: run.prog(0.05 + 0.75 * f, m), should_stop=run.stop, events=run.emit)
+    for p in model.branch.parameters():
+        p.requires_grad_(False)
+    run.prog(0.8, "caching embeddings for the pair head")
+    run.bank = embedding_bank(model, run.train_ds, run.device, cfg, cfg.metric.passes)
+    if run.val_ds is not None:
+        run.val_emb = embed_all(model, run.val_ds, run.device, cfg)
+    run.result.metric_history = list(run.metric_state.get("history", []))
+
+
+def _train_epoch(run: _Run, epoch: int, miner) -> dict:
+    """Mine this epoch's pairs and train on them (the head alone on cached embeddings after the metric
+    stage); returns the epoch's record without validation."""
+    cfg, model, device, world, rank = run.cfg, run.model, run.device, run.world, run.rank
+    bank, labels = run.bank, run.train_ds.labels
+    t0 = time.monotonic()
+    torch.manual_seed(cfg.seed * 1000 + epoch)
+    rng = np.random.default_rng([cfg.seed, epoch])
+    g_aug = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
+    _sync_buffers(model, world)
+    if bank is not None:  # cached embeddings; the head scores only the pairs that can be hard
+        scores = shortlist_score_matrix(model.head, bank[0], labels.to(bank.device), block=cfg.mining.block)
+    else:
+        scores = score_matrix(model.head, embed_all(model, run.train_ds, device, cfg), cfg.mining.block)
+    pairs = concat_pairs([miner(scores, labels, epoch, cfg.epochs, rng) for _ in range(cfg.mining.rounds)])
+    perm = rng.permutation(len(pairs))
+    step_pairs = cfg.batch_size * world
+    n_steps = max(1, math.ceil(len(perm) / step_pairs))
+    model.train()
+    loss_sum, n_seen = 0.0, 0
+    for s in range(n_steps):
+        if run.stop():
+            raise Interrupted(f"training stopped by request during epoch {epoch + 1}")
+        chunk = perm[s * step_pairs:(s + 1) * step_pairs]
+        mine = chunk[rank::world]
+        if len(mine) == 0:
+            mine = chunk[:1]
+        a = torch.from_numpy(pairs.a[mine])
+        b = torch.from_numpy(pairs.b[mine])
+        y = torch.from_numpy(pairs.target[mine]).to(device)
+        if bank is not None:  # head only, on cached embeddings (a random plain/augmented pass each)
+            pa = torch.from_numpy(pick_passes(len(mine), cfg.metric.passes, rng))
+            pb = torch.from_numpy(pick_passes(len(mine), cfg.metric.passes, rng))
+            model.branch.eval()
+            logits = model.head(bank[pa, a], bank[pb, b])
+        else:
+            x = to_input(run.train_ds.uint8_batch(torch.cat([a, b]).tolist()), device, cfg, g_aug)
+            with autocast(device, cfg):
+                logits = run.net(x[: len(mine)], x[len(mine):])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        loss_sum += float(loss.detach()) * len(mine)
+        n_seen += len(mine)
+        run.prog(0.05 + 0.95 * (epoch - run.start_epoch + (s + 1) / n_steps) / max(cfg.epochs - run.start_epoch, 1),
+                 f"epoch {epoch + 1}/{cfg.epochs}: step {s + 1}/{n_steps}")
+    run.sched.step()
+    train_s = time.monotonic() - t0
+    _sync_buffers(model, world)
+    return {"epoch": epoch + 1, "epochs": cfg.epochs, "loss": loss_sum / max(n_seen, 1),
+            "pairs": len(pairs), "lr": run.opt.param_groups[0]["lr"],
+            "images_per_s": 2 * n_seen * world / max(train_s, 1e-9)}
+
+
+def _finish(run: _Run, val: dict, start_head: dict | None, start_val: dict | None) -> TrainResult:
+    """Final validation (keeping the head's cosine start when training did worse), threshold, summary.json."""
+    result = run.result
+    if run.val_ds is not None:
+        if not val:
+            val = run.validate()
+        if start_val is not None and (start_val["top5"], start_val["top1"]) > (val["top5"], val["top1"]):
+            run.model.head.load_state_dict(start_head)
+            val = start_val
+            result.head_kept_at_start = True
+            if run.is_main:
+                run.save_checkpoint(result.epochs_done)
+            run.emit({"event": "head_kept_at_start", "val_top5": val["top5"], "val_top1": val["top1"]})
+        result.val_top1, result.val_top5 = val["top1"], val["top5"]
+        result.new_individual_threshold = calibrate_threshold(val["pos"], val["neg"])
+    result.weights_sha256 = weights_digest(run.model)
+    result.seconds = time.monotonic() - run.t_start
+    if run.is_main:
+        (run.out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
+    run.prog(1.0, "training done")
+    run.emit({"event": "done", "run_dir": str(run.out)})
+    return result
+
+
+def train(config: Config, records: Sequence, out_dir: str | Path, *,
+          progress: Callable[[float, str], None] | None = None,
+          should_stop: Callable[[], bool] | None = None,
+          resume: bool = False,
+          events: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a Siamese network on labelled records and leave checkpoint.pt, config.json in ``out_dir``.
+
+    Args:
+        config: the full configuration (see model.config).
+        records: objects with ``path``, ``individual``, ``box`` (or None) and ``id_known``.
+        out_dir: the run folder (created; config.json, checkpoint.pt, history.jsonl, summary.json).
+        progress: ``progress(fraction, message)``.
+        should_stop: polled between steps; when it returns True, :class:`Interrupted` is raised
+            (the last epoch's checkpoint stays, so the run can be resumed).
+        resume: continue from ``out_dir/checkpoint.pt``.
+        events: receives event dicts (``start``, ``epoch``, ``done``) for JSON-lines progress.
+
+    Raises:
+        DataError, ConfigError, CheckpointError, Interrupted.
+    """
+    run = _set_up(config, records, Path(out_dir), progress=progress, should_stop=should_stop, resume=resume,
+                  events=events)
+    cfg = run.cfg
+    if cfg.metric.enabled:
+        _metric_stage(run)
     # The head trained on a frozen embedding may rank worse than the cosine it starts from (measured on
     # the right whales: seed top-5 24.3% trained vs 27.7% at the start). On a fresh head stage with
     # held-out individuals, remember the start and keep it if training did worse on them.
     start_head = start_val = None
-    if metric and val_ds is not None and start_epoch == 0 and cfg.epochs > 0:
-        start_head = copy.deepcopy(model.head.state_dict())
-        start_val = validate_split(model, train_ds, val_ds, device, cfg, train_emb=bank[0], val_emb=val_emb)
-        result.head_start_val_top5, result.head_start_val_top1 = start_val["top5"], start_val["top1"]
+    if cfg.metric.enabled and run.val_ds is not None and run.start_epoch == 0 and cfg.epochs > 0:
+        start_head = copy.deepcopy(run.model.head.state_dict())
+        start_val = run.validate()
+        run.result.head_start_val_top5, run.result.head_start_val_top1 = start_val["top5"], start_val["top1"]
+    miner = create_miner(cfg.mining)
     val: dict = {}
     epoch_times: list[float] = []
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(run.start_epoch, cfg.epochs):
         t0 = time.monotonic()
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        rng = np.random.default_rng([cfg.seed, epoch])
-        g_aug = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
-        _sync_buffers(model, world)
-        if bank is not None:  # cached embeddings; the head scores only the pairs that can be hard
-            scores = shortlist_score_matrix(model.head, bank[0], labels.to(bank.device), block=cfg.mining.block)
-        else:
-            scores = score_matrix(model.head, embed_all(model, train_ds, device, cfg), cfg.mining.block)
-        pairs = concat_pairs([miner(scores, labels, epoch, cfg.epochs, rng) for _ in range(cfg.mining.rounds)])
-        perm = rng.permutation(len(pairs))
-        step_pairs = cfg.batch_size * world
-        n_steps = max(1, math.ceil(len(perm) / step_pairs))
-        model.train()
-        loss_sum, n_seen = 0.0, 0
-        for s in range(n_steps):
-            if stop():
-                raise Interrupted(f"training stopped by request during epoch {epoch + 1}")
-            chunk = perm[s * step_pairs:(s + 1) * step_pairs]
-            mine = chunk[rank::world]
-            if len(mine) == 0:
-                mine = chunk[:1]
-            a = torch.from_numpy(pairs.a[mine])
-            b = torch.from_numpy(pairs.b[mine])
-            y = torch.from_numpy(pairs.target[mine]).to(device)
-            if bank is not None:  # head only, on cached embeddings (a random plain/augmented pass each)
-                pa = torch.from_numpy(pick_passes(len(mine), cfg.metric.passes, rng))
-                pb = torch.from_numpy(pick_passes(len(mine), cfg.metric.passes, rng))
-                model.branch.eval()
-                logits = model.head(bank[pa, a], bank[pb, b])
-            else:
-                x = _to_input(train_ds.uint8_batch(torch.cat([a, b]).tolist()), device, cfg, g_aug)
-                with _autocast(device, cfg):
-                    logits = net(x[: len(mine)], x[len(mine):])
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(mine)
-            n_seen += len(mine)
-            prog(0.05 + 0.95 * (epoch - start_epoch + (s + 1) / n_steps) / max(cfg.epochs - start_epoch, 1),
-                 f"epoch {epoch + 1}/{cfg.epochs}: step {s + 1}/{n_steps}")
-        sched.step()
-        train_s = time.monotonic() - t0
-        _sync_buffers(model, world)
-        rec = {"epoch": epoch + 1, "epochs": cfg.epochs, "loss": loss_sum / max(n_seen, 1),
-               "pairs": len(pairs), "lr": opt.param_groups[0]["lr"],
-               "images_per_s": 2 * n_seen * world / max(train_s, 1e-9)}
-        if val_ds is not None:
-            val = validate_split(model, train_ds, val_ds, device, cfg,
-                                 train_emb=bank[0] if bank is not None else None, val_emb=val_emb)
+        rec = _train_epoch(run, epoch, miner)
+        if run.val_ds is not None:
+            val = run.validate()
             rec["val_top1"], rec["val_top5"] = val["top1"], val["top5"]
         epoch_times.append(time.monotonic() - t0)
         rec["epoch_s"] = epoch_times[-1]
         rec["eta_s"] = float(np.mean(epoch_times)) * (cfg.epochs - epoch - 1)
-        history.append(rec)
-        result.epochs_done = epoch + 1
-        if is_main:
-            save_checkpoint(epoch + 1, metric_state)
-            with open(out / "history.jsonl", "a") as f:
+        run.history.append(rec)
+        run.result.epochs_done = epoch + 1
+        if run.is_main:
+            run.save_checkpoint(epoch + 1)
+            with open(run.out / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-        emit({"event": "epoch", **rec})
-        if cfg.time_budget_s and time.monotonic() - t_start > cfg.time_budget_s and epoch + 1 < cfg.epochs:
-            result.stopped_by_budget = True
+        run.emit({"event": "epoch", **rec})
+        if cfg.time_budget_s and time.monotonic() - run.t_start > cfg.time_budget_s and epoch + 1 < cfg.epochs:
+            run.result.stopped_by_budget = True
             break
-    if val_ds is not None:
-        if not val:
-            val = validate_split(model, train_ds, val_ds, device, cfg,
-                                 train_emb=bank[0] if bank is not None else None, val_emb=val_emb)
-        if start_val is not None and (start_val["top5"], start_val["top1"]) > (val["top5"], val["top1"]):
-            model.head.load_state_dict(start_head)
-            val = start_val
-            result.head_kept_at_start = True
-            if is_main:
-                save_checkpoint(result.epochs_done, metric_state)
-            emit({"event": "head_kept_at_start", "val_top5": val["top5"], "val_top1": val["top1"]})
-        result.val_top1, result.val_top5 = val["top1"], val["top5"]
-        result.new_individual_threshold = calibrate_threshold(val["pos"], val["neg"])
-    result.history = history
-    result.weights_sha256 = weights_digest(model)
-    result.seconds = time.monotonic() - t_start
-    if is_main:
-        (out / "summary.json").write_text(json.dumps(result.to_dict(), indent=2))
-    prog(1.0, "training done")
-    emit({"event": "done", "run_dir": str(out)})
-    return result
+    return _finish(run, val, start_head, start_val)

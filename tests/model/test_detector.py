@@ -22,11 +22,11 @@ from model.detection import (
     whole_image_box,
 )
 from model.errors import BundleError, ConfigError, ImageError
+from model.export import export_detector
 from model.training.detector import (
     DetectorTrainConfig,
     augment,
     box_metrics,
-    export_detector_onnx,
     make_sample,
     predict_samples,
     read_box_labels,
@@ -80,7 +80,7 @@ def test_plain_sea_gets_low_confidence(tiny_trained):
 @pytest.mark.slow
 def test_onnx_export_parity_and_detector_from_folder(tiny_trained, tmp_path):
     net, test, sea = tiny_trained
-    diffs = export_detector_onnx(net, tmp_path / "d.onnx", TINY.input_size)
+    diffs = export_detector(net, tmp_path / "d.onnx", TINY.input_size)
     assert diffs["max_abs_diff_box"] < 1e-4 and diffs["max_abs_diff_confidence"] < 1e-4
     out = save_detector(net, tmp_path / "det", TINY, trained_on={"synthetic_frames": 200})
     det = Detector.load(out)
@@ -96,17 +96,6 @@ def test_onnx_export_parity_and_detector_from_folder(tiny_trained, tmp_path):
         assert abs(d.confidence - tc) < 1e-4
     one = det.detect(np.stack([test[0].gray] * 3, -1))
     assert one.box == pytest.approx(dets[0].box, abs=1e-3)
-
-
-def test_export_parity_of_untrained_net(tmp_path):
-    from model.nets.detector import FlukeDetectorNet
-
-    diffs = export_detector_onnx(FlukeDetectorNet(4).eval(), tmp_path / "x.onnx", 32)
-    assert max(diffs["max_abs_diff_box"], diffs["max_abs_diff_confidence"]) < 1e-4
-    det = Detector.load(tmp_path / "x.onnx")
-    boxes, conf = det.predict_batch(np.zeros((3, 1, 32, 32), np.float32))
-    assert boxes.shape == (3, 4) and conf.shape == (3,)
-    assert ((boxes >= 0) & (boxes <= 1)).all() and ((conf >= 0) & (conf <= 1)).all()
 
 
 def test_augment_keeps_the_box_on_the_fluke():
@@ -248,7 +237,7 @@ def test_detector_goes_into_a_bundle(tmp_path):
 
     src = tmp_path / "src"
     src.mkdir()
-    export_detector_onnx(FlukeDetectorNet(4).eval(), src / "detector.onnx", 32)
+    export_detector(FlukeDetectorNet(4).eval(), src / "detector.onnx", 32)
     staging = tmp_path / "staging"
     staging.mkdir()
     entry = add_detector_to_bundle(staging, src)

@@ -11,7 +11,15 @@ import torch
 from model.bundle import verify_bundle
 from model.config import preset
 from model.errors import BundleError, CheckpointError
-from model.export import TOLERANCE, check_parity, export_branch, export_head, export_run
+from model.export import (
+    TOLERANCE,
+    check_detector_parity,
+    check_parity,
+    export_branch,
+    export_detector,
+    export_head,
+    export_run,
+)
 from model.nets.siamese import build_siamese
 from model.training.siamese import CHECKPOINT_FORMAT
 
@@ -82,6 +90,32 @@ def test_parity_check_catches_a_wrong_file(tmp_path):
     export_branch(model.branch, tmp_path / "branch.onnx", hw)
     with pytest.raises(BundleError, match="head.onnx"):
         check_parity(model.branch, model.head, tmp_path / "branch.onnx", tmp_path / "head.onnx", hw, 32)
+
+
+def test_export_parity_of_untrained_detector(tmp_path):
+    from model.detection import Detector
+    from model.nets.detector import FlukeDetectorNet
+
+    diffs = export_detector(FlukeDetectorNet(4).eval(), tmp_path / "x.onnx", 32)
+    assert max(diffs["max_abs_diff_box"], diffs["max_abs_diff_confidence"]) < 1e-4
+    det = Detector.load(tmp_path / "x.onnx")
+    boxes, conf = det.predict_batch(np.zeros((3, 1, 32, 32), np.float32))
+    assert boxes.shape == (3, 4) and conf.shape == (3,)
+    assert ((boxes >= 0) & (boxes <= 1)).all() and ((conf >= 0) & (conf <= 1)).all()
+
+
+def test_detector_parity_failures_are_bundle_errors(tmp_path):
+    """A detector file that is not the network, or not ONNX, fails as every other network's export does."""
+    from model.nets.detector import FlukeDetectorNet
+
+    torch.manual_seed(0)
+    net, other = FlukeDetectorNet(4).eval(), FlukeDetectorNet(4).eval()  # different random weights
+    export_detector(other, tmp_path / "d.onnx", 32)
+    with pytest.raises(BundleError, match="d.onnx: ONNX parity failed"):
+        check_detector_parity(net, tmp_path / "d.onnx", 32)
+    (tmp_path / "d.onnx").write_bytes(b"not onnx")
+    with pytest.raises(BundleError, match="d.onnx: fails the ONNX checker"):
+        check_detector_parity(net, tmp_path / "d.onnx", 32)
 
 
 def test_export_refuses_bad_runs_and_existing_bundles(tmp_path):

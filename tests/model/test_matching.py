@@ -128,6 +128,22 @@ def test_calibrate_threshold_separates_known_from_new():
     assert calibrate_threshold([], []) == 0.5
 
 
+def test_calibrate_threshold_as_training_calls_it():
+    """Training's held-out queries: each query's best score over its own individual and over all others."""
+    assert calibrate_threshold([0.9, 0.8, 0.95], [0.2, 0.3, 0.1]) == pytest.approx(0.55, abs=0.01)
+    assert calibrate_threshold([0.9], []) == 0.5 and calibrate_threshold([], [0.2]) == 0.5
+
+
+def test_calibrate_threshold_balances_known_and_new_queries():
+    """Many unknown queries do not outvote the known ones: the criterion is balanced accuracy.
+
+    Cutting at 0.45 or 0.875 makes one error each, but 0.875 turns away half of the known queries
+    (accuracy on them 1/2) where 0.45 lets one of nine unknown ones through (8/9 called new).
+    """
+    t = calibrate_threshold([0.8, 0.9], [0.1] * 8 + [0.85])
+    assert t == pytest.approx(0.45)
+
+
 def test_prefilter_build_reports_progress_and_stops():
     from model.errors import Interrupted
 

@@ -15,8 +15,9 @@ from model.data.synthetic import generate_dataset
 from model.errors import ConfigError, Interrupted
 from model.export import export_run
 from model.nets.siamese import build_siamese
+from model.training.common import embed_all
 from model.training.metric import SubCenterArcFace, metric_lr
-from model.training.siamese import embed_all, load_checkpoint, model_from_checkpoint, train
+from model.training.siamese import load_checkpoint, model_from_checkpoint, train
 
 
 def _arc(weight: list[list[float]], classes: int, k: int, margin: float, scale: float = 1.0) -> SubCenterArcFace:

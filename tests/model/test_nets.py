@@ -28,13 +28,23 @@ def test_every_branch_returns_embedding_and_its_last_bn_feature_map(kind):
 
 
 def test_registries_know_the_names_and_refuse_others():
-    create_branch(BranchConfig())  # loads the registry
     assert {"cnn", "plain", "resnet50", "efficientnet_lite0"} <= set(BRANCHES)
     assert {"nn", "l1"} <= set(HEADS)
     with pytest.raises(ConfigError, match="unknown branch kind 'vgg'"):
         create_branch(BranchConfig(kind="vgg"))
     with pytest.raises(ConfigError, match="unknown head kind"):
         create_head(HeadConfig(kind="cosine"), 8)
+
+
+def test_a_branch_added_to_the_registry_is_built_by_name(monkeypatch):
+    from model.nets.branches import plain
+
+    built = []
+    monkeypatch.setitem(BRANCHES, "mine", lambda cfg: built.append(cfg.kind) or plain(cfg))
+    cfg = preset("tiny")
+    cfg.branch.kind = "mine"
+    model = build_siamese(cfg)
+    assert built == ["mine"] and model.branch.embedding_dim == cfg.branch.embedding_dim
 
 
 def test_efficientnet_imagenet_weights_load_and_stem_becomes_gray():

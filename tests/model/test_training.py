@@ -15,9 +15,8 @@ from model.config import preset
 from model.data.records import Record, read_labels
 from model.data.synthetic import generate_dataset
 from model.errors import CheckpointError, ConfigError, DataError, Interrupted
+from model.training.common import embed_all
 from model.training.siamese import (
-    calibrate_threshold,
-    embed_all,
     load_checkpoint,
     model_from_checkpoint,
     train,
@@ -105,11 +104,6 @@ def test_a_few_missing_photos_are_skipped_and_reported(small_set, tmp_path):
     res = train(_fast_cfg(epochs=1), recs, tmp_path / "run")
     assert len(res.problems) == 1 and "gone.jpg" in res.problems[0]
     assert res.train_images == len(small_set)
-
-
-def test_calibrate_threshold_separates_known_from_new():
-    assert calibrate_threshold([0.9, 0.8, 0.95], [0.2, 0.3, 0.1]) == pytest.approx(0.55, abs=0.01)
-    assert calibrate_threshold([], []) == 0.5
 
 
 def test_cli_train_progress_json_and_export(small_set, tmp_path, capsys):
