@@ -149,7 +149,7 @@ def test_the_guard_itself_on_folder_outputs(world, tmp_path):
 
 
 def test_every_output_command_refuses_a_catalog_before_doing_any_work(world, tmp_path):
-    """export-model, train-detector, synth and train: refused by name, before any training or writing."""
+    """export-model, train-detector, synth and train (`export RUN` is gone: export-model is the command): refused by name, before any training or writing."""
     w = tmp_path / "w"
     shutil.copytree(world, w, symlinks=True)
     integrity, rows = catalog_state(w / "cat")
@@ -159,7 +159,6 @@ def test_every_output_command_refuses_a_catalog_before_doing_any_work(world, tmp
     before = tree(w)
     cases = [
         (["export-model", w / "norun", "--out", w / "cat" / "models" / "new"], "(models)"),
-        (["export", w / "norun", "--out", w / "cat"], "catalog folder"),
         (["train-detector", "--out", w / "cat", "--synthetic", "0"], "catalog folder"),
         (["train-detector", "--out", w / "field", "--synthetic", "0"], "not a detector folder"),
         (["synth", "--individuals", "1", "--out", w / "cat" / "photos"], "(photos)"),
