@@ -31,12 +31,16 @@ test: $(TEST_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check app model tests bench packaging
+	$(VENV)/bin/ruff check app model tests bench tools packaging
 	$(VENV)/bin/lint-imports
 
 ## rebuild the demo bundle shipped in resources/models/demo (synthetic data only)
 demo-model: $(STAMP)
-	$(VENV)/bin/python -m bench.build_demo_model
+	$(VENV)/bin/python -m tools.build_demo_model
+
+## rebuild the default fluke detector shipped in resources/models/detector (synthetic data only)
+detector-model: $(STAMP)
+	$(VENV)/bin/python -m tools.build_default_detector
 
 ## build the one-folder desktop program into dist/flukeid
 package: $(STAMP)

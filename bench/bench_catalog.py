@@ -22,8 +22,7 @@ from pathlib import Path
 from app.catalog import Catalog
 from app.paths import demo_bundle_dir
 from app.services.importing import import_labelled, import_photos
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, configure_process, machine
 
 
 def _du(path: Path) -> int:
@@ -50,6 +49,7 @@ def _run(name: str, data: Path, work: Path, fn) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="photos (default 1000)")
     ap.add_argument("--size", default="1024x683", help="photo size WxH (default 1024x683)")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         "## Catalog: import rate and size on disk",
         "",
         f"Command: `python -m bench.bench_catalog --n {args.n} --size {w}x{h}`  ",
-        f"Machine: 2-core CPU, no GPU ({platform.machine()}, Python {platform.python_version()})  ",
+        f"Machine: {machine()}, Python {platform.python_version()}  ",
         f"Date: {dt.date.today().isoformat()}",
         "",
         f"{n_files} synthetic fluke photos (JPEG, {w}x{h}, {photo_mb:.2f} MiB each on average), imported "

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import ROOT, SHARED, configure_process, machine
 from model.detection import (
     DEFAULT_DETECTOR_DIR,
     Detector,
@@ -47,8 +48,6 @@ from model.training.detector import (
     train_detector,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 REAL_SETS = ["cetacean_photoid_eval_v1", "humpback_flukes_v1"]
 
 
@@ -84,6 +83,7 @@ def frac_to_px(fr: np.ndarray, samples: list[BoxSample]) -> list:
 
 
 def main() -> None:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs per fold")
@@ -94,7 +94,7 @@ def main() -> None:
                     help="labels CSV(s) of the real photos (default: the two sets in ../shared/data)")
     ap.add_argument("--device", default="cpu", help="where the CV fine-tuning runs (cpu or cuda)")
     ap.add_argument("--workers", type=int, default=0, help="augmentation processes for the CV fine-tuning")
-    ap.add_argument("--machine", default="2-core CPU, no GPU", help="machine description for the table")
+    ap.add_argument("--machine", default=machine(), help="machine description for the table")
     ap.add_argument("--speed-only", action="store_true",
                     help="only measure speed on this machine and replace the speed line of --out")
     args = ap.parse_args()

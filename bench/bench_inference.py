@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, machine, write_fragment
+from bench.common import ROOT, configure_process, machine, write_fragment
 
 WORK = Path("/tmp/flukeid-bench/inference")
 
@@ -225,6 +225,7 @@ def bench_import(engine, reps: int = 3) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--input", type=int, default=384, help="branch input side (square)")
     ap.add_argument("--batch", type=int, default=8)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT, machine, write_fragment
+from bench.common import ROOT, configure_process, machine, write_fragment
 
 D = 512
 PER = 5
@@ -283,6 +283,7 @@ def write_markdown(results: list[dict], cmd: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)

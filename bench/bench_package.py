@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, configure_process
+
 DIST = ROOT / "dist" / "flukeid"
 
 
@@ -40,6 +41,7 @@ def _startup(cmd: list[str], runs: int) -> list[float]:
 
 
 def main() -> int:
+    configure_process()
     if not (DIST / "flukeid").is_file():
         raise SystemExit("dist/flukeid/flukeid not found: run `make package` first")
     runs = 7

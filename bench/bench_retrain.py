@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, configure_process
 
 
 def _machine() -> dict:
@@ -146,6 +146,7 @@ def render(res: dict) -> str:
 
 
 def main() -> None:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="paper")
     ap.add_argument("--epochs", type=int, default=3)

@@ -1,6 +1,6 @@
 """What scoring can add to a trained right-whale embedding, and what colour input could add.
 
-Part 1 (re-ranking): one finished bench_rw_recipe run (default: the `cpu` preset's recipe with a
+Part 1 (re-ranking): one finished rw_recipe run of bench.experiments (default: the `cpu` preset's recipe with a
 1,500 s budget, `erase_224_long`) embeds the seed protocol's queries and gallery once (plus
 mirrored crops, and the last BN feature maps), then ranks individuals several ways from those
 same numbers, so every difference is the scoring's alone:
@@ -20,6 +20,7 @@ photos once in colour and once as gray (R = G = B), average- and max-pooled, and
 the pipeline is grayscale (the paper's choice, and flukes are black and white), so this bounds what
 colour input would add on the right whales before anyone builds it.
 
+    python -m bench.experiments run rw_recipe.erase_224_long --protocol seed   # the run it reads
     python -m bench.bench_rw_rerank [--run rw_full_recipe_erase_224_long_seed] [--threads 2]
 """
 
@@ -34,8 +35,7 @@ import time
 
 import numpy as np
 
-from bench import bench_table1 as bt
-from bench.common import ROOT, machine, write_fragment
+from bench.common import ROOT, WORK, configure_process, embed_run, load_dataset, machine, write_fragment
 
 RESULTS = ROOT / "docs" / "bench" / "rw_rerank.json"
 
@@ -44,42 +44,18 @@ def _unit(x: np.ndarray, axis: int = 1) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-6)
 
 
-def embed_run(run_dir, records, split) -> dict:
-    """Plain and flip-averaged embeddings and plain feature maps of the split's photos, from one run."""
-    import torch
+def embed_split(run_dir, records, split) -> dict:
+    """Plain and flip-averaged embeddings and plain feature maps of the split's queries and gallery, from one run."""
+    emb = embed_run(run_dir, records, [*split.queries, *split.gallery], flip=True, maps=True)
+    arc = (emb.checkpoint.get("metric") or {}).get("arcface", {}).get("weight")
 
-    from model.data.dataset import dataset_from_crops, load_records
-    from model.preprocess import Preprocessing
-    from model.training.siamese import _to_input, load_checkpoint, model_from_checkpoint
+    def part(which, idx):
+        return emb.take(which, idx).numpy()
 
-    ck = load_checkpoint(run_dir / "checkpoint.pt")
-    model, cfg = model_from_checkpoint(ck)
-    model.eval()
-    prep = Preprocessing(cfg.input_height, cfg.input_width, cfg.margin)
-    need = sorted(set(split.queries) | set(split.gallery))
-    ok, crops, report = load_records([records[i] for i in need], prep, workers=2)
-    if report.problems:
-        raise RuntimeError(report.problems[0])
-
-    def run(cs, keep_maps):
-        ds = dataset_from_crops(ok, cs, prep, [0] * len(ok))
-        emb, maps = [], []
-        with torch.no_grad():
-            for i in range(0, len(ds), 64):
-                e, f = model.branch(_to_input(ds.uint8_batch(range(i, min(len(ds), i + 64))),
-                                              torch.device("cpu"), cfg, None))
-                emb.append(e.float())
-                if keep_maps:
-                    maps.append(f.float())
-        return torch.cat(emb).numpy(), (torch.cat(maps).numpy() if keep_maps else None)
-
-    e, fmap = run(crops, True)
-    ef, _ = run([np.ascontiguousarray(c[:, ::-1]) for c in crops], False)
-    pos = {i: k for k, i in enumerate(need)}
-    qi, gi = [pos[i] for i in split.queries], [pos[i] for i in split.gallery]
-    arc = (ck.get("metric") or {}).get("arcface", {}).get("weight")
-    return {"q": e[qi], "g": e[gi], "qf": (e[qi] + ef[qi]) / 2, "gf": (e[gi] + ef[gi]) / 2,
-            "mq": fmap[qi], "mg": fmap[gi], "centres": None if arc is None else arc.numpy()}
+    return {"q": part("plain", split.queries), "g": part("plain", split.gallery),
+            "qf": part("flip", split.queries), "gf": part("flip", split.gallery),
+            "mq": part("maps", split.queries), "mg": part("maps", split.gallery),
+            "centres": None if arc is None else arc.numpy()}
 
 
 def mean_of_two_best(photo_scores: np.ndarray, gcol: np.ndarray, k: int) -> np.ndarray:
@@ -195,10 +171,18 @@ def colour_probe(records, split) -> list[dict]:
     return rows
 
 
+def reproduce(res: dict) -> str:
+    """The commands that measure these rows again: train the rw_recipe run it read, then this script."""
+    variant = res["run"].removeprefix("rw_full_recipe_").removesuffix("_seed")
+    return (f"python -m bench.experiments run rw_recipe.{variant} --protocol seed && "
+            f"python -m bench.bench_rw_rerank --run {res['run']}")
+
+
 def render(res: dict) -> str:
     base = next(r for r in res["rerank"] if r["scoring"] == "max")
     lines = ["## Right whales: what scoring and colour could add", "",
-             f"Written by `bench/bench_rw_rerank.py` (`{res['command']}`), {res['measured']}, {machine()}. "
+             f"Written by `bench/bench_rw_rerank.py`; reproduce: `{reproduce(res)}`. Measured {res['measured']} on "
+             f"{res.get('machine', machine())}. "
              f"Seed protocol ({base['n']} queries). Part 1 ranks individuals from one embedding pass of the "
              f"`{res['run']}` run (see the previous section) several ways; part 2 embeds the photos with the "
              "ImageNet EfficientNet-Lite0 as it comes (no training) in colour and in gray.", "",
@@ -225,28 +209,32 @@ def render(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default="rw_full_recipe_erase_224_long_seed",
-                   help="a finished run under /tmp/flukeid_table1/runs (made by bench.bench_rw_recipe)")
+                   help="a finished run under /tmp/flukeid_table1/runs (made by bench.experiments run rw_recipe.NAME)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
+    configure_process()
     if not args.render_only:
         import torch
 
         from model import evaluate as ev
 
         torch.set_num_threads(args.threads)
-        run_dir = bt.WORK / "runs" / args.run
+        from bench.experiments import load
+
+        run_dir = WORK / "runs" / args.run
         if not (run_dir / "checkpoint.pt").is_file():
-            p.error(f"{run_dir}: no checkpoint.pt; train it first (python -m bench.bench_rw_recipe --variants ...)")
-        records = bt.load_dataset("rw_full")
+            p.error(f"{run_dir}: no checkpoint.pt; train it first (python -m bench.experiments run rw_recipe.NAME "
+                    "--protocol seed)")
+        records = load_dataset(load().datasets["rw_full"])
         split = ev.make_split(records, "seed", 0)
         t0 = time.perf_counter()
-        data = embed_run(run_dir, records, split)
+        data = embed_split(run_dir, records, split)
         rows = rerank(data, [str(x) for x in ev.ids_of(records, split.queries)],
                       [str(x) for x in ev.ids_of(records, split.gallery)])
         res = {"run": args.run, "rerank": rows, "colour": colour_probe(records, split),
                "command": "python -m bench.bench_rw_rerank " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "measured": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+               "measured": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                "wall_s": round(time.perf_counter() - t0, 1), "load_avg": [round(x, 2) for x in os.getloadavg()]}
         RESULTS.write_text(json.dumps(res, indent=1))
     write_fragment("rw_rerank", render(json.loads(RESULTS.read_text())))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.common import ROOT, configure_process, machine
 from model.data.synthetic import (
     _photo_rng,
     _template_u8,
@@ -33,8 +33,6 @@ from model.data.synthetic import (
     render_fluke_photo,
     render_sea,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -72,6 +70,7 @@ def _pixel_baseline() -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--individuals", type=int, default=60)
     ap.add_argument("--size", type=_parse_size, default=(768, 512))
@@ -112,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "## Synthetic flukes: generator speed",
         "",
-        f"`python -m bench.bench_synth --individuals {args.individuals} --size {w}x{h}` · machine: 2-core CPU, "
-        f"no GPU ({platform.machine()}, {platform.processor() or 'cpu'}), one OpenCV thread, shared VM (load average {load:.1f} at the end) · {date}",
+        f"`python -m bench.bench_synth --individuals {args.individuals} --size {w}x{h}` · machine: {machine()}, "
+        f"one OpenCV thread, shared VM (load average {load:.1f} at the end) · {date}",
         "",
         f"Photos {w}x{h}; end to end = `generate_dataset` with long-tailed photo counts ({args.individuals} "
         f"individuals, median {n_photos} photos per run, median of {args.repeats} runs), including drawing "

@@ -18,7 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, configure_process, machine
+
 BRANCHES = [
     ("cnn", {"branch.width": 32, "branch.blocks": [1, 2, 2, 1], "branch.embedding_dim": 256}, "self-designed CNN, width 32"),
     ("resnet50", {"branch.embedding_dim": 512}, "torchvision ResNet50 (from scratch), neck to 512"),
@@ -74,11 +75,11 @@ def measure(kind: str, overrides: dict, hw: tuple[int, int], pairs: int, steps: 
     return {"kind": kind, "images_per_s": 2 * pairs / step, "step_s": step, "params": params}
 
 
-def machine() -> str:
+def machine_detail() -> str:
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+    return (f"{machine()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}; "
             f"load average at start {load[0]:.1f}")
 
@@ -123,6 +124,7 @@ def wait_policy_rows(hw, pairs: int, steps: int, indices=(0, 3)) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="64x128", help="input HxW (default 64x128)")
     ap.add_argument("--pairs", type=int, default=8, help="pairs per step (default 8 = 16 images)")
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_worker_row(args.worker, hw, args.pairs, args.steps)))
         return 0
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    mach = machine()
+    mach = machine_detail()
     rows = []
     for kind, over, label in BRANCHES:
         r = measure(kind, over, hw, args.pairs, args.steps)

@@ -22,6 +22,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.common import configure_process
+
 
 def _records(n_individuals: int, photos: int, size: tuple[int, int], work: Path, seed: int):
     from model.data.records import read_labels
@@ -62,6 +64,7 @@ def _phase(name: str, records, work: Path, base: str, overrides: dict, budget_s:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="output folder (the device tool's $OUT)")
     ap.add_argument("--tiny", action="store_true", help="CPU rehearsal: tiny preset, few photos, seconds")

@@ -155,7 +155,7 @@ def _cpu() -> Config:
     """The best this 2-core CPU trains in under an hour: ImageNet EfficientNet-Lite0 at 224x224 with its
     stem and first two stages frozen, fine-tuned with sub-center ArcFace (most of the budget; random
     erasing against over-fitting), then the nn head on cached embeddings. Measured on the right whales
-    (bench/bench_rw_recipe.py, 16 min each): frozen stages 1.9x the training images/s; 224 px +2.5 points
+    (bench/experiments.toml's rw_recipe rows, 16 min each): frozen stages 1.9x the training images/s; 224 px +2.5 points
     top-5 over 160 px; erasing + wider rotation/zoom +1.7 points; ArcFace margin 0.5 instead of 0.3 +1.9
     points (13 epochs each, 25 min); 21 epochs instead of 13 +2.3 points (50.4%): the metric stage gets up
     to 24 epochs, as many as its 44 minutes hold at this CPU's pace."""

@@ -1,6 +1,6 @@
 """Build the demo model bundle shipped in resources/models/demo (synthetic flukes only).
 
-    make demo-model            # = python -m bench.build_demo_model
+    make demo-model            # = python -m tools.build_demo_model
 
 Steps: draw a synthetic training set and a held-out set of other individuals
 (model.data.synthetic), train the Siamese network on the training set (preset ``cpu`` at a
@@ -10,6 +10,10 @@ modest input size so the app stays fast on a CPU, with a wall-clock budget), exp
 individuals (seed protocol: individuals the network never saw) next to the random baseline, and
 store those metrics in the manifest. Nothing from ../shared/data is used. The bundle must stay
 under 20 MB.
+
+The recipe is the ``cpu`` preset with its first metric-learning recipe pinned (``[recipes.first_metric]``
+of bench/experiments.toml, the one the right-whale benchmarks measured), read from that file so the
+two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,15 +23,23 @@ import json
 import shutil
 import sys
 import time
+import tomllib
 from pathlib import Path
 
-from bench.common import FIRST_METRIC_RECIPE
+from app.cli import configure_process
+from app.paths import demo_bundle_dir
+from model.detection import DEFAULT_DETECTOR_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "models" / "demo"
-DETECTOR = ROOT / "resources" / "models" / "detector"
+DEMO = demo_bundle_dir()
+DETECTOR = DEFAULT_DETECTOR_DIR
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "bench" / "experiments.toml"
 WORK = Path("/tmp/flukeid_demo_model")
 MAX_BYTES = 20 * 1024 * 1024
+
+
+def first_metric_recipe() -> dict:
+    """The overrides of ``[recipes.first_metric]`` in bench/experiments.toml (the shipped bundle's recipe)."""
+    return tomllib.loads(EXPERIMENTS.read_text())["recipes"]["first_metric"]
 
 
 def _progress(fraction: float, message: str) -> None:
@@ -62,7 +74,7 @@ def build(out: Path = DEMO, *, individuals: int = 60, heldout: int = 30, input_s
                           "time_budget_s": budget_s, "device": "cpu", "seed": seed, "val_fraction": 0.15,
                           "branch.kind": branch,
                           "branch.weights": "imagenet" if branch != "cnn" else "none",
-                          **FIRST_METRIC_RECIPE}, where="demo model")  # the shipped bundle's recipe
+                          **first_metric_recipe()}, where="demo model")  # the shipped bundle's recipe
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     result = train(cfg, train_recs, run_dir, progress=_progress)
@@ -92,7 +104,7 @@ def build(out: Path = DEMO, *, individuals: int = 60, heldout: int = 30, input_s
                             "data": (f"synthetic flukes only: {len(train_recs)} photos of {individuals} individuals "
                                      f"(model.data.synthetic, seed {seed})"
                                      + ("; ImageNet-pretrained EfficientNet-Lite0 backbone" if branch != "cnn" else "")),
-                            "built_by": "make demo-model (bench/build_demo_model.py)",
+                            "built_by": "make demo-model (tools/build_demo_model.py)",
                             "train_seconds": round(result.seconds, 1), "epochs_done": result.epochs_done}
     manifest["version"] = new_version_name("demo-")  # a new name per build: the catalog keys embeddings by it
     staging = staging_dir(out.parent / ".demo-new")
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     a = p.parse_args(argv)
+    configure_process()
     build(a.out, individuals=a.individuals, heldout=a.heldout, input_size=a.input, budget_s=a.budget,
           epochs=a.epochs, branch=a.branch, seed=a.seed, threads=a.threads)
     return 0

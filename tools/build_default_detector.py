@@ -1,9 +1,11 @@
 """Build the default fluke detector shipped in resources/models/detector (synthetic frames only).
 
-    python -m bench.build_default_detector [--synthetic 3000] [--epochs 30] [--out resources/models/detector]
+    make detector-model        # = python -m tools.build_default_detector
+    python -m tools.build_default_detector [--synthetic 3000] [--epochs 30] [--out resources/models/detector]
 
 No real photo is used: the shipped model may be redistributed with the app. Its manifest.json
-says what it was trained on; bench/bench_detector.py measures it on the real photos.
+says what it was trained on; bench/bench_detector.py measures it on the real photos. The shipped one was
+built on a lent GPU with the command docs/BENCHMARKS.md gives next to its figures.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
+from app.cli import configure_process
 from model.detection import DEFAULT_DETECTOR_DIR
 from model.training.detector import DetectorTrainConfig, build_detector
 
@@ -30,6 +33,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="processes for data generation and augmentation")
     ap.add_argument("--out", default=str(DEFAULT_DETECTOR_DIR))
     args = ap.parse_args()
+    configure_process()
     config = DetectorTrainConfig(epochs=args.epochs, width=args.width, input_size=args.input_size, seed=args.seed,
                                  lr=args.lr, batch_size=args.batch_size, device=args.device, workers=args.workers)
     t0 = time.monotonic()
