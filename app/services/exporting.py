@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from app.catalog import Catalog
-from app.catalog.csv_io import write_csv_atomic
+from model.api import write_csv_atomic
 
 FORMATS = ("identifications", "kaggle", "sightings")
 IDENTIFICATION_COLUMNS = ["image", "individual_id", "date", "latitude", "longitude", "x0", "y0", "x1", "y1",

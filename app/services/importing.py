@@ -28,8 +28,17 @@ import numpy as np
 from PIL import Image
 
 from app.catalog import Catalog, CatalogError, ReadOnlyError
-from app.catalog.csv_io import LabelRow, count_rows, read_label_rows
-from model.api import FlukeidError, ImageError, Interrupted, load_image
+from model.api import (
+    DataError,
+    FlukeidError,
+    ImageError,
+    Interrupted,
+    LabelledPhoto,
+    box_problem,
+    count_lines,
+    load_image,
+    open_labels,
+)
 
 ProgressFn = Callable[[float, str], None]
 StopFn = Callable[[], bool]
@@ -301,6 +310,8 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
                 "latitude": None, "longitude": None, "camera": None}
     full_w = meta["width"] or image.shape[1]
     scale = full_w / image.shape[1]  # model image pixels -> photo pixels
+    if label_box is not None and (problem := box_problem(label_box, full_w, meta["height"] or image.shape[0])):
+        raise DataError(problem)
     write_thumbnail(image, catalog.thumbnail_path(sha))
     prep = _Prepared(sha=sha, size=size, meta=meta, path=str(path.absolute()), copied=False)
     if label_box is not None:
@@ -318,7 +329,7 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
     return prep
 
 
-def _commit(catalog: Catalog, prep: _Prepared, *, engine, detector_used: bool, label: LabelRow | None,
+def _commit(catalog: Catalog, prep: _Prepared, *, engine, detector_used: bool, label: LabelledPhoto | None,
             who: str, report: ImportReport) -> int:
     """Write photo + box + embedding (+ identification) in one transaction; returns the photo id."""
     with catalog.transaction(durable=False):
@@ -340,9 +351,26 @@ def _identify_imported(catalog: Catalog, photo_id: int, code: str, who: str) -> 
     catalog.add_identification(photo_id, ind_id, how="imported", who=who)
 
 
-def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total: int, report: ImportReport, *,
+def _label_conflict(catalog: Catalog, individual_id: int | None, code: str) -> str | None:
+    """The code a photo is identified as when it is not ``code`` (merges followed); else None."""
+    if individual_id is None:
+        return None
+
+    def root(ind):
+        seen = set()
+        while ind.merged_into is not None and ind.id not in seen:
+            seen.add(ind.id)
+            ind = catalog.individual(ind.merged_into)
+        return ind
+
+    current = root(catalog.individual(individual_id))
+    wanted = catalog.individual_by_code(code)
+    return None if wanted is not None and root(wanted).id == current.id else current.code
+
+
+def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelledPhoto | None]], total: int | None, report: ImportReport, *,
          detector, engine, copy: bool, progress: ProgressFn | None, should_stop: StopFn | None,
-         who: str | None) -> ImportReport:
+         who: str | None, source: str | None = None) -> ImportReport:
     if catalog.readonly:
         raise ReadOnlyError(f"{catalog.root}: cannot import into a read-only catalog ({catalog.readonly_reason})")
     who = who or catalog.user
@@ -353,25 +381,31 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
         for path, label in items:
             if should_stop is not None and should_stop():
                 report.cancelled = True
-                err = Interrupted(f"import stopped after {done} of {total} files ({report.summary()})")
+                err = Interrupted(f"import stopped after {done} of {total or '?'} files ({report.summary()})")
                 err.report = report  # type: ignore[attr-defined]
                 raise err
             done += 1
             if progress is not None:
-                progress((done - 1) / max(total, 1), f"{done}/{total}: {path.name}")
+                progress((done - 1) / total if total else 0.0, f"{done}/{total or '?'}: {path.name}")
+            # a labels row is named by its line, so the user can find and mend it
+            where = str(path) if label is None or label.line is None else f"{source} line {label.line} ({path})"
             try:
                 sha = sha256_of(path)
                 existing = seen.get(sha) or (p.id if (p := catalog.photo_by_sha(sha)) else None)
                 if existing is not None:
-                    report.duplicates.append((str(path), existing))
-                    if label is not None and label.individual is not None \
-                            and catalog.current_identification(existing) is None:
-                        with catalog.transaction(durable=False):
-                            _identify_imported(catalog, existing, label.individual, who)
-                        report.identified += 1
+                    report.duplicates.append((where, existing))
+                    if label is not None and label.individual is not None:
+                        current = catalog.current_identification(existing)
+                        if current is None:
+                            with catalog.transaction(durable=False):
+                                _identify_imported(catalog, existing, label.individual, who)
+                            report.identified += 1
+                        elif (code := _label_conflict(catalog, current.individual_id, label.individual)) is not None:
+                            report.add_error(where, f"same photo as photo {existing}, which is identified as "
+                                                    f"{code!r}: this row's {label.individual!r} is not applied")
                     continue
                 if path.suffix.lower() in HEIC_EXTENSIONS and not _heic_available():
-                    report.add_error(str(path), "HEIC photos need pillow-heif (pip install pillow-heif)")
+                    report.add_error(where, "HEIC photos need pillow-heif (pip install pillow-heif)")
                     continue
                 prep = _prepare(catalog, path, sha, detector=detector, engine=engine, copy=copy,
                                 label_box=label.box if label is not None else None)
@@ -380,25 +414,25 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                 seen[sha] = pid
                 report.imported.append(pid)
             except ImageError as exc:
-                report.add_error(str(path), exc.problem)
+                report.add_error(where, exc.problem)
             except PermissionError:
-                report.add_error(str(path), "permission denied")
+                report.add_error(where, "permission denied")
             except FileNotFoundError:
-                report.add_error(str(path), "file not found")
+                report.add_error(where, f"file not found in {path.parent.absolute()}")
             except IsADirectoryError:
-                report.add_error(str(path), "is a folder, not a photo")
+                report.add_error(where, "is a folder, not a photo")
             except sqlite3.IntegrityError as exc:
-                report.add_error(str(path), f"not added ({exc})")
+                report.add_error(where, f"not added ({exc})")
             except CatalogError:
                 raise
             except FlukeidError as exc:
-                report.add_error(str(path), str(exc))
+                report.add_error(where, str(exc))
             except OSError as exc:
-                report.add_error(str(path), f"cannot read ({exc.strerror or exc})")
+                report.add_error(where, f"cannot read ({exc.strerror or exc})")
             except sqlite3.DatabaseError:
                 raise  # the catalog itself is failing (disk full, damaged): stop, nothing half-written
             except Exception as exc:  # noqa: BLE001 - one odd photo (e.g. a detector failure) must not stop the rest
-                report.add_error(str(path), f"unexpected error ({type(exc).__name__}: {exc})")
+                report.add_error(where, f"unexpected error ({type(exc).__name__}: {exc})")
         if progress is not None:
             progress(1.0, report.summary())
     finally:
@@ -446,41 +480,45 @@ def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | 
     its individual (created by code when new) with ``how="imported"``. Boxes in the CSV are kept
     as confirmed boxes (source ``imported``); otherwise the detector, if given, draws one.
     A photo already in the catalog (same content) is reported as a duplicate and given the
-    label only if it has no identification yet.
+    label only if it has no identification yet; when it is identified as another individual
+    the row is reported as an error (a conflicting label) and the photo left as it is.
+
+    Every bad row (see :mod:`model.data.records` for the rules) and every photo that cannot be
+    imported is reported in ``errors`` as ``"<labels file> line N (<image>)"`` and a problem; the
+    other rows import. Nothing is held in memory per row: a million-row file or a pipe works.
 
     Args:
-        labels_csv: the CSV file.
-        images_dir: the folder image names are relative to (default: the CSV's folder, or its
-            ``images/`` or ``train/`` subfolder when the files are there).
+        labels_csv: the CSV file (a pipe such as ``<(cat labels.csv)`` works).
+        images_dir: the folder image names are relative to (default: ``images/``, ``train_images/``
+            or, for train.csv, ``train/`` beside the CSV when they hold the first photo, else the
+            CSV's own folder).
 
     Raises:
-        DataError: the CSV is unreadable or malformed (naming the file and line).
+        DataError: the CSV cannot be read as a whole (missing, not UTF-8, no header, required
+            columns absent), before anything is imported.
         Interrupted: stopped by ``should_stop`` (``exc.report`` holds the partial report).
     """
     labels_csv = Path(labels_csv)
-    rows = read_label_rows(labels_csv)  # checks the header now
-    total = count_rows(labels_csv)
-    first: list[LabelRow] = []
-    for row in rows:
-        first.append(row)
-        break
-    if images_dir is None:
-        images_dir = labels_csv.parent
-        if first:
-            for cand in (labels_csv.parent, labels_csv.parent / "images", labels_csv.parent / "train"):
-                if (cand / first[0].image).exists():
-                    images_dir = cand
-                    break
-    base = Path(images_dir)
+    report = ImportReport()
+    rows = open_labels(labels_csv, images_dir)  # reads the header now: a bad file fails before any import
+    passed = 0
 
-    def items() -> Iterator[tuple[Path, LabelRow]]:
-        for row in [*first]:
-            yield base / row.image, row
-        for row in rows:
-            yield base / row.image, row
+    def report_bad_rows() -> None:
+        nonlocal passed
+        for issue in rows.issues[passed:]:
+            report.add_error(f"{labels_csv} line {issue.line} ({issue.image or 'no image'})", issue.problem)
+        report.errors_not_listed += rows.issue_count - max(passed, len(rows.issues))
+        passed = rows.issue_count
 
-    return _run(catalog, items(), total, ImportReport(), detector=detector, engine=engine, copy=copy,
-                progress=progress, should_stop=should_stop, who=who)
+    def items() -> Iterator[tuple[Path, LabelledPhoto]]:
+        with rows:
+            for row in rows:
+                report_bad_rows()
+                yield row.path, row
+        report_bad_rows()
+
+    return _run(catalog, items(), count_lines(labels_csv), report, detector=detector, engine=engine, copy=copy,
+                progress=progress, should_stop=should_stop, who=who, source=str(labels_csv))
 
 
 def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, float]:

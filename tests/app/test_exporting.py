@@ -7,10 +7,10 @@ import csv
 import pytest
 
 from app.catalog import Catalog
-from app.catalog.csv_io import escape_cell, write_csv_atomic
 from app.services import decisions as D
 from app.services import exporting
 from app.services.importing import import_labelled, import_photos
+from model.api import escape_cell, write_csv_atomic
 from tests.app.conftest import FakeDetector, write_photo
 
 
@@ -42,12 +42,12 @@ def test_identifications_round_trip_and_escaping(catalog, tmp_path):
     assert rows[3][1] == ""
     assert not list(tmp_path.glob(".ids.csv.*"))  # no temporary file left
 
-    # round trip: the export is a labels.csv (codes come back escaped, boxes exactly)
+    # round trip: the export is a labels.csv (codes come back as they were, boxes exactly)
     other = Catalog.create(tmp_path / "other")
     rep = import_labelled(other, out)
     assert len(rep.imported) == 3 and rep.identified == 2
     back = other.individuals()
-    assert [i.code for i in back] == ["'=cmd|' /C calc'!A0"]
+    assert [i.code for i in back] == ["=cmd|' /C calc'!A0"]  # the escaping quote is undone
     assert sorted(other.photos_of(back[0].id)) == sorted(p.id for p in other.photos()[:2])
     assert other.current_box(other.photos()[0].id).box == pytest.approx(catalog.current_box(ids[0]).box)
     other.close()
