@@ -156,9 +156,12 @@ def _export(args: argparse.Namespace) -> int:
     from app.catalog import Catalog
     from app.services import exporting
 
+    notes: list[str] = []
     with Catalog.open(args.catalog, mode="auto") as cat:
-        n = exporting.export(cat, args.format, args.out)
+        n = exporting.export(cat, args.format, args.out, notes)
     print(f"wrote {n} rows to {args.out}")
+    for note in notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -206,6 +207,26 @@ def _gps(gps: dict) -> tuple[float | None, float | None]:
         return None, None
 
 
+_EXIF_DATE = re.compile(r"(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+
+
+def exif_date(raw) -> str | None:
+    """An EXIF date (``2019:08:14 09:30:05``; also with ``-`` or ``/``, without seconds, with
+    sub-seconds or a time zone after it) as ISO text; None when blank, zero or malformed."""
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    m = _EXIF_DATE.match(str(raw).strip("\x00 ").strip())
+    if not m:
+        return None
+    y, mo, d, h, mi, sec = (int(v) if v else 0 for v in m.groups())
+    try:
+        return datetime(y, mo, d, h, mi, sec).isoformat()
+    except ValueError:  # 0000:00:00 and the like
+        return None
+
+
 def read_metadata(path: Path) -> dict:
     """Width/height (after EXIF orientation), orientation, date taken, GPS and camera of a photo.
 
@@ -221,14 +242,12 @@ def read_metadata(path: Path) -> dict:
         orientation = None
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    taken = None
     try:
         sub = exif.get_ifd(0x8769)
-        raw = sub.get(36867) or sub.get(36868) or exif.get(306)
-        if raw:
-            taken = datetime.strptime(str(raw).strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S").isoformat()
-    except (ValueError, TypeError, KeyError, AttributeError):
-        taken = None
+    except (KeyError, TypeError, AttributeError):
+        sub = {}
+    # DateTimeOriginal, then DateTimeDigitized, then DateTime: the first that reads as a date
+    taken = next((t for t in map(exif_date, (sub.get(36867), sub.get(36868), exif.get(306))) if t), None)
     try:
         lat, lon = _gps(dict(exif.get_ifd(0x8825)))
     except (KeyError, TypeError, AttributeError):

@@ -149,6 +149,17 @@ def test_bad_labels_csv_names_file(catalog, tmp_path):
         import_labelled(catalog, latin)
 
 
+@pytest.mark.parametrize("exif,want", [
+    ({0x8769: {36867: "2019-08-14 09:30:05"}}, "2019-08-14T09:30:05"),  # dashes (some editors write them)
+    ({0x8769: {36867: "    :  :     :  :  ", 36868: "2019:08:14 09:31:00"}}, "2019-08-14T09:31:00"),  # blank original
+    ({0x8769: {36867: "0000:00:00 00:00:00"}, 306: "2019:08:15 10:00:00"}, "2019-08-15T10:00:00"),
+    ({0x8769: {36867: "2019:08:14 09:30"}}, "2019-08-14T09:30:00"),  # no seconds
+])
+def test_exif_dates_other_cameras_write(catalog, tmp_path, exif, want):
+    pid = import_photos(catalog, [write_photo(tmp_path / "d.jpg", 3, exif=exif)]).imported[0]
+    assert catalog.photo(pid).taken_at == want
+
+
 def test_missing_photos_are_reported_naming_the_folder_searched(catalog, tmp_path):
     small = tmp_path / "small.csv"
     small.write_text("image,individual_id\n" + "".join(f"nope_{i}.jpg,W\n" for i in range(30)))
