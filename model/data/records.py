@@ -503,8 +503,6 @@ class LabelRows:
 
 def _open_binary(path: Path):
     try:
-        if path.is_dir():
-            raise DataError(f"{path}: is a folder, not a labels file")
         return open(path, "rb")  # noqa: SIM115 - closed by LabelRows
     except FileNotFoundError:
         raise DataError(f"{path}: labels file not found") from None

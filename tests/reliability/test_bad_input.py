@@ -254,7 +254,8 @@ FORMULAS = ["=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "\r
 
 def test_every_export_escapes_formula_like_cells(catalog, tmp_path):
     d = tmp_path / "in"
-    paths = [write_photo(d / f"{f.strip()[:1] or 'x'}{i}=1+1.jpg", 300 + i) for i, f in enumerate(FORMULAS)]
+    dated = {0x8769: {36867: "2020:01:01 10:00:00"}}  # the sightings table lists dated photos only
+    paths = [write_photo(d / f"{f.strip()[:1] or 'x'}{i}=1+1.jpg", 300 + i, exif=dated) for i, f in enumerate(FORMULAS)]
     paths.append(write_photo(d / "=cmd.jpg", 400))
     ids = import_photos(catalog, paths, detector=FakeDetector()).imported
     for pid, code in zip(ids, FORMULAS):
