@@ -265,6 +265,13 @@ def default_images_dir(csv_path: Path, fmt: str, first_image: str | None = None)
     return next((c for c in candidates if c.is_dir()), parent)
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
 def count_lines(path: str | Path) -> int | None:
     """Data lines of a labels file (lines after the header; for progress only); None for a stream."""
     try:
@@ -309,8 +316,7 @@ class LabelRows:
             if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
                 size = os.fstat(self._file.fileno()).st_size
                 if size > max_bytes:
-                    raise DataError(f"{path}: labels file is {size / 1e6:,.0f} MB; the limit is "
-                                    f"{max_bytes / 1e6:,.0f} MB")
+                    raise DataError(f"{path}: labels file is {_size(size)}; the limit is {_size(max_bytes)}")
             lines = self._lines()
             head: list[str] = []  # the first 64 KiB are decoded before any row is returned
             for text in lines:
@@ -347,7 +353,7 @@ class LabelRows:
                 self._stop = f"{msg}; reading stopped"
                 return
             if self._bytes > self._max_bytes:
-                self._stop = f"the file grows past the {self._max_bytes / 1e6:,.0f} MB limit; reading stopped"
+                self._stop = f"the file grows past the {_size(self._max_bytes)} limit; reading stopped"
                 return
             try:
                 text = raw.decode("utf-8")

@@ -378,8 +378,16 @@ def test_conflicting_labels_for_the_same_photo_are_reported(folder):
 def test_size_and_line_limits_stop_binary_input(tmp_path):
     big = tmp_path / "big.csv"
     big.write_text("image,individual_id\n" + "a.jpg,W1\n" * 200)
-    with pytest.raises(DataError, match=r"big\.csv: labels file is .* MB; the limit is"):
+    with pytest.raises(DataError, match=r"big\.csv: labels file is 1\.8 kB; the limit is 1\.0 kB"):
         open_labels(big, max_bytes=1000)
+    proc = subprocess.Popen(["cat", str(big)], stdout=subprocess.PIPE)  # a stream has no size to check first
+    try:
+        rows = open_labels(f"/dev/fd/{proc.stdout.fileno()}", max_bytes=1000)
+        assert 100 < sum(1 for _ in rows) < 112  # the rows in the first 1000 bytes
+        assert str(rows.issues[-1]).endswith("the file grows past the 1.0 kB limit; reading stopped")
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=10)
     t0 = time.monotonic()
     with pytest.raises(DataError, match="line 1 is longer than 1 MiB"):
         open_labels("/dev/zero")  # endless NULs: refused after 1 MiB, not read into memory
