@@ -45,7 +45,21 @@ from model.safe_io import (  # noqa: F401
 
 # --- section: data (records, synthetic flukes) ----------------------------------------------
 # isort: split
-from model.data.records import LabelledSet, Record, read_labels, write_labels  # noqa: F401
+from model.data.records import (  # noqa: F401
+    FORMULA_PREFIXES,
+    LabelIssue,
+    LabelledPhoto,
+    LabelledSet,
+    LabelRows,
+    box_problem,
+    count_lines,
+    escape_cell,
+    open_labels,
+    read_labels,
+    unescape_cell,
+    write_csv_atomic,
+    write_labels,
+)
 from model.data.synthetic import (  # noqa: F401
     FlukeIdentity,
     generate_dataset,

@@ -7,7 +7,7 @@ Kaggle definition: with one true individual per query, 1/rank if it is within th
 overall and split by how many photos the query's individual has (1-2, 3-5, 6+).
 
 Records are anything with ``path``, ``individual``, ``box`` and ``id_known`` attributes
-(:class:`model.data.records.Record`). Rows with ``id_known`` false are never positives: they may
+(:class:`model.data.records.LabelledPhoto`). Rows with ``id_known`` false are never positives: they may
 sit in a gallery as distractors but are never ranked as an individual, and are never queries.
 
 Protocols:

@@ -215,7 +215,7 @@ def check_input(path: str | Path, *, what: str = "file", max_bytes: int | None =
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise InputError(p, "file not found") from None
+        raise InputError(p, f"file not found in {Path(p).parent.absolute()}") from None
     except OSError as exc:
         raise InputError(p, f"cannot access this {what} ({exc.strerror or exc})") from None
     _check_stat(p, st, what, max_bytes)
@@ -244,7 +244,7 @@ def open_input(path: str | Path, *, what: str = "file", max_bytes: int | None = 
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
-        raise InputError(p, "file not found") from None
+        raise InputError(p, f"file not found in {Path(p).parent.absolute()}") from None
     except PermissionError:
         raise InputError(p, "permission denied") from None
     except OSError as exc:

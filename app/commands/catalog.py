@@ -124,10 +124,20 @@ def _import_into(cat, args: argparse.Namespace, labels) -> int:
     for rep in reports:
         for path, problem in rep.errors:
             print(f"error: {path}: {problem}", file=sys.stderr)
+        if rep.errors_not_listed:
+            print(f"error: ... and {rep.errors_not_listed} more", file=sys.stderr)
         for path, existing in rep.duplicates:
             print(f"duplicate: {path} (same as photo {existing})", file=sys.stderr)
         print(rep.summary() + f" in {rep.seconds:.1f} s")
-    return 1 if any(r.errors for r in reports) and not any(r.imported for r in reports) else 0
+    failed = sum(r.error_count for r in reports)
+    if failed:
+        if args.labels and not args.images and any("file not found" in p for r in reports for _, p in r.errors):
+            print("hint: give --images DIR, the folder the labels file's image names are relative to",
+                  file=sys.stderr)
+        print(f"flukeid import: {failed} file{'s' if failed != 1 else ''} or row{'s' if failed != 1 else ''} "
+              "not imported (listed above); exit code 1", file=sys.stderr)
+    # 0: everything imported (duplicates are fine); 1: some files or rows skipped; 2: nothing could start
+    return 1 if failed else 0
 
 
 def _match(args: argparse.Namespace) -> int:
@@ -192,9 +202,12 @@ def _export(args: argparse.Namespace) -> int:
               "to export a training run as a model bundle use `flukeid export-model RUN --out BUNDLE`",
               file=sys.stderr)
         return 2
+    notes: list[str] = []
     with Catalog.open(args.catalog, mode="auto") as cat:
-        n = exporting.export(cat, args.format, args.out)
+        n = exporting.export(cat, args.format, args.out, notes)
     print(f"wrote {n} rows to {args.out}")
+    for note in notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -8,9 +8,9 @@ with their box still to check. So the app opens with work in every view.
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -36,21 +36,22 @@ def is_demo_ready(folder: str | Path) -> bool:
         return False
 
 
-def _stamp_dates(images: Path, rows: list[dict], rng: random.Random) -> None:
+def _stamp_dates(rows: list, rng: random.Random) -> dict[Path, datetime]:
     """Give each photo an EXIF date: one individual's sightings spread over the seasons 2019-2024."""
     from PIL import Image
 
-    by_ind: dict[str, list[dict]] = {}
+    dates: dict[Path, datetime] = {}
+    by_ind: dict[str, list] = {}
     for r in rows:
-        by_ind.setdefault(r["individual_id"], []).append(r)
+        by_ind.setdefault(r.individual, []).append(r)
     for group in by_ind.values():
         first_season = rng.randint(2019, 2023)
         seasons = sorted(rng.randint(first_season, 2024) for _ in group)
         for r, year in zip(group, seasons):
             when = datetime(year, 6, 15) + timedelta(days=rng.randint(0, 110), hours=rng.randint(7, 17),
                                                      minutes=rng.randint(0, 59))
-            r["date"] = when
-            path = images / r["image"]
+            dates[r.path] = when
+            path = r.path
             with Image.open(path) as im:
                 im.load()
                 exif = Image.Exif()
@@ -58,6 +59,7 @@ def _stamp_dates(images: Path, rows: list[dict], rng: random.Random) -> None:
                 exif.get_ifd(0x8769)[36867] = when.strftime("%Y:%m:%d %H:%M:%S")
                 exif[271], exif[272] = "flukeid", "synthetic camera"
                 im.save(path, quality=92, exif=exif)
+    return dates
 
 
 def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = None, individuals: int = 30,
@@ -81,7 +83,7 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
         BundleError: the demo model is missing or damaged.
     """
     from app.services import decisions, importing, models
-    from model.api import Engine, default_detector, generate_dataset, verify_bundle
+    from model.api import Engine, default_detector, generate_dataset, read_labels, verify_bundle, write_labels
 
     folder = Path(folder)
     report = progress or (lambda f, m: None)
@@ -106,19 +108,18 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
     sub = lambda a, b: (lambda f, m: report(a + (b - a) * f, m))  # noqa: E731
     labels = generate_dataset(photos_dir, individuals, seed, progress=sub(0.0, 0.35), should_stop=should_stop,
                               min_photos=2)
-    with open(labels, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_labels(labels, check_images=False).records
     rng = random.Random(seed)
-    _stamp_dates(photos_dir / "images", rows, rng)
+    dates = _stamp_dates(rows, rng)
 
     # who is new: a few whales never catalogued, and the latest sighting of about half the others
-    ids = sorted({r["individual_id"] for r in rows})
+    ids = sorted({r.individual for r in rows})
     codes = {iid: f"HW-{n + 1:04d}" for n, iid in enumerate(ids)}
     unseen = set(rng.sample(ids, k=max(1, len(ids) // 10)))
-    fresh: list[dict] = []
-    known: list[dict] = []
+    fresh: list = []
+    known: list = []
     for iid in ids:
-        group = sorted((r for r in rows if r["individual_id"] == iid), key=lambda r: r["date"])
+        group = sorted((r for r in rows if r.individual == iid), key=lambda r: dates[r.path])
         if iid in unseen:
             fresh.extend(group[:1])
             known.extend([])
@@ -128,11 +129,7 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
         else:
             known.extend(group)
     known_csv = folder / "field-photos" / "catalogued.csv"
-    with open(known_csv, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "individual_id", "x0", "y0", "x1", "y1"])
-        for r in known:
-            w.writerow([r["image"], codes[r["individual_id"]], r["x0"], r["y0"], r["x1"], r["y1"]])
+    write_labels([replace(r, individual=codes[r.individual]) for r in known], known_csv, photos_dir / "images")
 
     cat = Catalog.create(folder) if not (folder / "catalog.sqlite").exists() else Catalog.open(folder)
     try:
@@ -144,7 +141,7 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
         importing.import_labelled(cat, known_csv, photos_dir / "images", detector=detector, engine=engine,
                                   progress=sub(0.4, 0.75), should_stop=should_stop)
         report(0.75, "importing new field photos")
-        new_report = importing.import_photos(cat, [photos_dir / "images" / r["image"] for r in fresh],
+        new_report = importing.import_photos(cat, [r.path for r in fresh],
                                              detector=detector, engine=engine, progress=sub(0.75, 0.95),
                                              should_stop=should_stop)
         # half of the new photos already had their box checked

@@ -12,8 +12,8 @@ Detector and engine are optional: without them a photo gets no box / no embeddin
 
 from __future__ import annotations
 
-import itertools
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -28,7 +28,6 @@ import numpy as np
 from PIL import Image
 
 from app.catalog import Catalog, CatalogError, ReadOnlyError
-from app.catalog.csv_io import LabelRow, count_rows, read_label_rows
 from model.api import (
     MAX_LABELS_BYTES,
     MAX_PHOTO_BYTES,
@@ -37,11 +36,14 @@ from model.api import (
     ImageError,
     InputError,
     Interrupted,
+    LabelledPhoto,
+    box_problem,
     check_input,
     copy_pipe_bounded,
+    count_lines,
     load_image,
     open_input,
-    resolve_inside,
+    open_labels,
     sha256_bounded,
 )
 
@@ -212,6 +214,26 @@ def _gps(gps: dict) -> tuple[float | None, float | None]:
         return None, None
 
 
+_EXIF_DATE = re.compile(r"(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
+
+
+def exif_date(raw) -> str | None:
+    """An EXIF date (``2019:08:14 09:30:05``; also with ``-`` or ``/``, without seconds, with
+    sub-seconds or a time zone after it) as ISO text; None when blank, zero or malformed."""
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    m = _EXIF_DATE.match(str(raw).strip("\x00 ").strip())
+    if not m:
+        return None
+    y, mo, d, h, mi, sec = (int(v) if v else 0 for v in m.groups())
+    try:
+        return datetime(y, mo, d, h, mi, sec).isoformat()
+    except ValueError:  # 0000:00:00 and the like
+        return None
+
+
 def read_metadata(path: Path) -> dict:
     """Width/height (after EXIF orientation), orientation, date taken, GPS and camera of a photo.
 
@@ -227,14 +249,12 @@ def read_metadata(path: Path) -> dict:
         orientation = None
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    taken = None
     try:
         sub = exif.get_ifd(0x8769)
-        raw = sub.get(36867) or sub.get(36868) or exif.get(306)
-        if raw:
-            taken = datetime.strptime(str(raw).strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S").isoformat()
-    except (ValueError, TypeError, KeyError, AttributeError):
-        taken = None
+    except (KeyError, TypeError, AttributeError):
+        sub = {}
+    # DateTimeOriginal, then DateTimeDigitized, then DateTime: the first that reads as a date
+    taken = next((t for t in map(exif_date, (sub.get(36867), sub.get(36868), exif.get(306))) if t), None)
     try:
         lat, lon = _gps(dict(exif.get_ifd(0x8825)))
     except (KeyError, TypeError, AttributeError):
@@ -355,6 +375,8 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
                 "latitude": None, "longitude": None, "camera": None}
     full_w = meta["width"] or image.shape[1]
     scale = full_w / image.shape[1]  # model image pixels -> photo pixels
+    if label_box is not None and (problem := box_problem(label_box, full_w, meta["height"] or image.shape[0])):
+        raise DataError(problem)
     with _writing_into(catalog, catalog.thumbnail_path(sha)):
         write_thumbnail(image, catalog.thumbnail_path(sha))
     prep = _Prepared(sha=sha, size=size, meta=meta, path=str(path.absolute()), copied=False)
@@ -373,7 +395,7 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
     return prep
 
 
-def _commit(catalog: Catalog, prep: _Prepared, *, engine, detector_used: bool, label: LabelRow | None,
+def _commit(catalog: Catalog, prep: _Prepared, *, engine, detector_used: bool, label: LabelledPhoto | None,
             who: str, report: ImportReport) -> int:
     """Write photo + box + embedding (+ identification) in one transaction; returns the photo id."""
     with catalog.transaction(durable=False):
@@ -395,9 +417,26 @@ def _identify_imported(catalog: Catalog, photo_id: int, code: str, who: str) -> 
     catalog.add_identification(photo_id, ind_id, how="imported", who=who)
 
 
-def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total: int, report: ImportReport, *,
+def _label_conflict(catalog: Catalog, individual_id: int | None, code: str) -> str | None:
+    """The code a photo is identified as when it is not ``code`` (merges followed); else None."""
+    if individual_id is None:
+        return None
+
+    def root(ind):
+        seen = set()
+        while ind.merged_into is not None and ind.id not in seen:
+            seen.add(ind.id)
+            ind = catalog.individual(ind.merged_into)
+        return ind
+
+    current = root(catalog.individual(individual_id))
+    wanted = catalog.individual_by_code(code)
+    return None if wanted is not None and root(wanted).id == current.id else current.code
+
+
+def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelledPhoto | None]], total: int | None, report: ImportReport, *,
          detector, engine, copy: bool, progress: ProgressFn | None, should_stop: StopFn | None,
-         who: str | None) -> ImportReport:
+         who: str | None, source: str | None = None) -> ImportReport:
     if catalog.readonly:
         raise ReadOnlyError(f"{catalog.root}: cannot import into a read-only catalog ({catalog.readonly_reason})")
     who = who or catalog.user
@@ -408,25 +447,31 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
         for path, label in items:
             if should_stop is not None and should_stop():
                 report.cancelled = True
-                err = Interrupted(f"import stopped after {done} of {total} files ({report.summary()})")
+                err = Interrupted(f"import stopped after {done} of {total or '?'} files ({report.summary()})")
                 err.report = report  # type: ignore[attr-defined]
                 raise err
             done += 1
             if progress is not None:
-                progress((done - 1) / max(total, 1), f"{done}/{total}: {path.name}")
+                progress((done - 1) / total if total else 0.0, f"{done}/{total or '?'}: {path.name}")
+            # a labels row is named by its line, so the user can find and mend it
+            where = str(path) if label is None or label.line is None else f"{source} line {label.line} ({path})"
             try:
                 sha = sha256_of(path)
                 existing = seen.get(sha) or (p.id if (p := catalog.photo_by_sha(sha)) else None)
                 if existing is not None:
-                    report.duplicates.append((str(path), existing))
-                    if label is not None and label.individual is not None \
-                            and catalog.current_identification(existing) is None:
-                        with catalog.transaction(durable=False):
-                            _identify_imported(catalog, existing, label.individual, who)
-                        report.identified += 1
+                    report.duplicates.append((where, existing))
+                    if label is not None and label.individual is not None:
+                        current = catalog.current_identification(existing)
+                        if current is None:
+                            with catalog.transaction(durable=False):
+                                _identify_imported(catalog, existing, label.individual, who)
+                            report.identified += 1
+                        elif (code := _label_conflict(catalog, current.individual_id, label.individual)) is not None:
+                            report.add_error(where, f"same photo as photo {existing}, which is identified as "
+                                                    f"{code!r}: this row's {label.individual!r} is not applied")
                     continue
                 if path.suffix.lower() in HEIC_EXTENSIONS and not _heic_available():
-                    report.add_error(str(path), "HEIC photos need pillow-heif (pip install pillow-heif)")
+                    report.add_error(where, "HEIC photos need pillow-heif (pip install pillow-heif)")
                     continue
                 prep = _prepare(catalog, path, sha, detector=detector, engine=engine, copy=copy,
                                 label_box=label.box if label is not None else None)
@@ -435,15 +480,15 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                 seen[sha] = pid
                 report.imported.append(pid)
             except (ImageError, InputError) as exc:
-                report.add_error(str(path), exc.problem)
+                report.add_error(where, exc.problem)
             except PermissionError:
-                report.add_error(str(path), "permission denied")
+                report.add_error(where, "permission denied")
             except FileNotFoundError:
-                report.add_error(str(path), "file not found")
+                report.add_error(where, f"file not found in {path.parent.absolute()}")
             except IsADirectoryError:
-                report.add_error(str(path), "is a folder, not a photo")
+                report.add_error(where, "is a folder, not a photo")
             except sqlite3.IntegrityError as exc:
-                report.add_error(str(path), f"not added ({exc})")
+                report.add_error(where, f"not added ({exc})")
             except CatalogError as exc:
                 if type(exc) is CatalogError:  # say how far the import got (it stops here)
                     err = CatalogError(f"{exc} ({report.summary()} before it)")
@@ -451,13 +496,13 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelRow | None]], total:
                     raise err from None
                 raise
             except FlukeidError as exc:
-                report.add_error(str(path), str(exc))
+                report.add_error(where, str(exc))
             except OSError as exc:
-                report.add_error(str(path), f"cannot read ({exc.strerror or exc})")
+                report.add_error(where, f"cannot read ({exc.strerror or exc})")
             except sqlite3.DatabaseError:
                 raise  # the catalog itself is failing (disk full, damaged): stop, nothing half-written
             except Exception as exc:  # noqa: BLE001 - one odd photo (e.g. a detector failure) must not stop the rest
-                report.add_error(str(path), f"unexpected error ({type(exc).__name__}: {exc})")
+                report.add_error(where, f"unexpected error ({type(exc).__name__}: {exc})")
         if progress is not None:
             progress(1.0, report.summary())
     finally:
@@ -494,16 +539,6 @@ def import_photos(catalog: Catalog, paths: Iterable[str | Path], *, detector=Non
     files = find_photos(paths, report, exclude=[catalog.root])
     return _run(catalog, ((f, None) for f in files), len(files), report, detector=detector, engine=engine,
                 copy=copy, progress=progress, should_stop=should_stop, who=who)
-
-
-def label_image_path(images_dir: str | Path, row: LabelRow, *, allow_absolute: bool = False) -> Path:
-    """The photo a labels row names: inside ``images_dir`` (the one place a row's image name becomes a path).
-
-    Raises:
-        InputError: the name is an absolute path (unless ``allow_absolute``) or climbs out of
-            ``images_dir`` with ``..``; the message says why (the caller adds the file and line).
-    """
-    return resolve_inside(images_dir, row.image, allow_absolute=allow_absolute)
 
 
 @contextmanager
@@ -554,21 +589,28 @@ def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | 
     its individual (created by code when new) with ``how="imported"``. Boxes in the CSV are kept
     as confirmed boxes (source ``imported``); otherwise the detector, if given, draws one.
     A photo already in the catalog (same content) is reported as a duplicate and given the
-    label only if it has no identification yet.
+    label only if it has no identification yet; when it is identified as another individual
+    the row is reported as an error (a conflicting label) and the photo left as it is.
+
+    Every bad row (see :mod:`model.data.records` for the rules) and every photo that cannot be
+    imported is reported in ``errors`` as ``"<labels file> line N (<image>)"`` and a problem; the
+    other rows import. Nothing is held in memory per row: a million-row file or a pipe works.
 
     Args:
-        labels_csv: the CSV file (a regular file, or a pipe such as ``<(...)``; see
+        labels_csv: the CSV file (a regular file, or a pipe such as ``<(cat labels.csv)``; see
             :func:`readable_labels`).
-        images_dir: the folder image names are relative to (default: the CSV's folder, or its
-            ``images/`` or ``train/`` subfolder when the files are there; required for a pipe).
+        images_dir: the folder image names are relative to (default: ``images/``, ``train_images/``
+            or, for train.csv, ``train/`` beside the CSV when they hold the first photo, else the
+            CSV's own folder; required for a pipe).
         allow_absolute: accept rows naming a photo by absolute path. Without it such rows, and
             rows whose name climbs out of ``images_dir`` with ``..``, are reported and skipped
-            (:func:`label_image_path`).
+            (the labels reader's ``confine``, :func:`model.api.resolve_inside`).
         shown_as: the name to give the labels file in messages when ``labels_csv`` is a copy
             staged by the caller with :func:`readable_labels` (e.g. of a pipe).
 
     Raises:
-        DataError: the CSV is unreadable or malformed (naming the file and line).
+        DataError: the CSV cannot be read as a whole (missing, not UTF-8, no header, required
+            columns absent), before anything is imported.
         InputError: the CSV is not a regular file or pipe, or is too large.
         Interrupted: stopped by ``should_stop`` (``exc.report`` holds the partial report).
     """
@@ -576,41 +618,29 @@ def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | 
     with readable_labels(labels_csv) as readable:
         if (readable != Path(labels_csv) or shown != Path(labels_csv)) and images_dir is None:
             raise DataError(f"{shown}: labels read from a pipe need the images folder (--images)")
-        try:
-            rows = read_label_rows(readable)  # checks the header now
-            total = count_rows(readable)
-            first: list[LabelRow] = []
-            for row in rows:
-                first.append(row)
-                break
+        try:  # reads the header now: a bad file fails before any import
+            rows = open_labels(readable, images_dir, confine=True, allow_absolute=allow_absolute)
         except DataError as exc:
             raise _named_as(exc, readable, shown) from None
-        if images_dir is None:
-            images_dir = shown.parent
-            if first:
-                for cand in (shown.parent, shown.parent / "images", shown.parent / "train"):
-                    try:
-                        inside = label_image_path(cand, first[0], allow_absolute=allow_absolute)
-                    except InputError:
-                        break
-                    if inside.exists():
-                        images_dir = cand
-                        break
-        base = Path(images_dir)
         report = ImportReport()
+        passed = 0
 
-        def items() -> Iterator[tuple[Path, LabelRow]]:
-            try:
-                for row in itertools.chain(first, rows):
-                    try:
-                        yield label_image_path(base, row, allow_absolute=allow_absolute), row
-                    except InputError as exc:
-                        report.add_error(f"{shown}: line {row.line}", exc.problem)
-            except DataError as exc:
-                raise _named_as(exc, readable, shown) from None
+        def report_bad_rows() -> None:
+            nonlocal passed
+            for issue in rows.issues[passed:]:
+                report.add_error(f"{shown} line {issue.line} ({issue.image or 'no image'})", issue.problem)
+            report.errors_not_listed += rows.issue_count - max(passed, len(rows.issues))
+            passed = rows.issue_count
 
-        return _run(catalog, items(), total, report, detector=detector, engine=engine, copy=copy,
-                    progress=progress, should_stop=should_stop, who=who)
+        def items() -> Iterator[tuple[Path, LabelledPhoto]]:
+            with rows:
+                for row in rows:
+                    report_bad_rows()
+                    yield row.path, row
+            report_bad_rows()
+
+        return _run(catalog, items(), count_lines(readable), report, detector=detector, engine=engine,
+                    copy=copy, progress=progress, should_stop=should_stop, who=who, source=str(shown))
 
 
 def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, float]:

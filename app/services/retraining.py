@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.services.models import ModelVersion, activate, list_model_versions  # noqa: F401  (re-exported)
-from model.api import FlukeidError, Interrupted
+from model.api import FlukeidError, Interrupted, LabelledPhoto, write_labels
 
 # The environment variable that overrides the Python used for training (packaged apps have no torch).
 TRAINING_PYTHON_ENV = "FLUKEID_TRAINING_PYTHON"
@@ -459,19 +459,6 @@ def _now() -> str:
 
 
 @dataclass(frozen=True)
-class LabelledPhoto:
-    """One confirmed photo as the training and evaluation code reads it (duck-typed ``Record``)."""
-
-    photo_id: int
-    path: str
-    individual: str
-    box: tuple[float, float, float, float] | None
-    box_source: str | None = None
-    box_at: str | None = None
-    id_known: bool = True
-
-
-@dataclass(frozen=True)
 class TrainingSetSummary:
     """What a retraining would learn from.
 
@@ -619,20 +606,6 @@ def _images_root(paths: Sequence[str]) -> Path:
                            "(import with 'copy into catalog') to retrain") from None
 
 
-def _write_labels(path: Path, rows: Sequence[LabelledPhoto], root: Path) -> None:
-    import csv
-
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "individual_id", "id_known", "x0", "y0", "x1", "y1"])
-        for r in rows:
-            rel = Path(os.path.relpath(r.path, root)).as_posix()
-            box = ["" if r.box is None else f"{v:.2f}" for v in (r.box or (None,) * 4)]
-            w.writerow([rel, r.individual, 1, *box])
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class TrainingData:
     """The files :func:`prepare_training_data` wrote."""
@@ -668,8 +641,8 @@ def prepare_training_data(catalog, out_dir: str | Path, *, heldout_fraction: flo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     root = _images_root([p.path for p in photos])
-    _write_labels(out / "labels.csv", train, root)
-    _write_labels(out / "heldout.csv", held, root)
+    write_labels(train, out / "labels.csv", root)
+    write_labels(held, out / "heldout.csv", root)
     return TrainingData(out / "labels.csv", out / "heldout.csv", root, tuple(train), tuple(held), data_until)
 
 
@@ -845,7 +818,7 @@ def _save_data_meta(data: TrainingData) -> None:
 
     meta = {"images": str(data.images), "data_until": data.data_until,
             "train": [asdict(p) for p in data.train], "held": [asdict(p) for p in data.held]}
-    (data.labels.parent / "data.json").write_text(json.dumps(meta), encoding="utf-8")
+    (data.labels.parent / "data.json").write_text(json.dumps(meta, default=str), encoding="utf-8")
 
 
 def retrain(catalog, options: RetrainOptions | None = None, *, on_event: EventFn | None = None,
@@ -1030,7 +1003,7 @@ def _maybe_train_detector(catalog, python: str, data: TrainingData, folder: Path
         return "Detector not retrained (no hand-drawn boxes to learn from).", None
     out = folder / "detector"
     labels = folder / "data" / "boxes.csv"
-    _write_labels(labels, boxed, data.images)
+    write_labels(boxed, labels, data.images)
     cmd = [python, "-m", "app", "train-detector", "--out", str(out), "--data", str(labels),
            "--images", str(data.images)]
     if options.config == "tiny":

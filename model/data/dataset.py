@@ -1,6 +1,6 @@
 """A torch dataset over labelled photo records: crops cached as uint8, normalised like inference.
 
-Each record needs ``path``, ``individual`` and ``box`` attributes (``model.data.records.Record``).
+Each record needs ``path``, ``individual`` and ``box`` attributes (``model.data.records.LabelledPhoto``).
 Crops come from :func:`model.preprocess.load_image` + :func:`model.preprocess.crop_to_input` (the
 exact pixels inference sees), are kept in memory as uint8 after the first load, and are
 normalised with the same math as :func:`model.preprocess.normalise`.

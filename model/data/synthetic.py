@@ -13,7 +13,6 @@ individual ``i`` in a data set of seed ``s`` depends only on ``(s, i, j)``.
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from model.data.records import LabelledPhoto, write_labels
 from model.errors import DataError, Interrupted
 from model.safe_io import check_output
 
@@ -33,7 +33,6 @@ PhotoBox = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels, x1/y1 ex
 # Canonical template of a fluke (ventral side, seen from behind, trailing edge up).
 TEMPLATE_W = 640
 TEMPLATE_H = 280
-LABEL_COLUMNS = ["image", "individual_id", "id_known", "x0", "y0", "x1", "y1"]
 MAX_PHOTOS = 30
 
 
@@ -667,7 +666,7 @@ def generate_dataset(
             max_photos=max_photos,
         )
     total = int(counts.sum())
-    rows: list[list] = []
+    rows: list[LabelledPhoto] = []
     done = 0
     for i in range(individuals):
         ident = make_identity(identity_seed(seed, i))
@@ -688,16 +687,8 @@ def generate_dataset(
                 (images / fname).write_bytes(buf.tobytes())
             except OSError as exc:
                 raise DataError(f"{images / fname}: cannot write ({exc.strerror or exc})") from None
-            rows.append([fname, name, 1, *box])
+            rows.append(LabelledPhoto(images / fname, name, tuple(float(v) for v in box)))
             done += 1
             if progress is not None:
                 progress(done / total, f"photo {done} of {total}")
-    labels = out / "labels.csv"
-    try:
-        with labels.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(LABEL_COLUMNS)
-            writer.writerows(rows)
-    except OSError as exc:
-        raise DataError(f"{labels}: cannot write ({exc.strerror or exc})") from None
-    return labels
+    return write_labels(rows, out / "labels.csv", images)

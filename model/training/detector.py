@@ -11,7 +11,6 @@ Loss: smooth L1 + GIoU on the boxes of photos with a fluke, binary cross-entropy
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model.data.records import open_labels
 from model.detection import DETECTOR_FILE, box_iou, detector_input
 from model.errors import ConfigError, DataError, ImageError, Interrupted
 from model.preprocess import load_image, normalise, to_gray
@@ -95,39 +95,27 @@ def make_sample(image: np.ndarray, box_pixels: Sequence[float] | None, name: str
 
 
 def read_box_labels(labels_csv: str | Path, images_dir: str | Path | None = None,
-                    only_full_frames: bool = True) -> list[tuple[Path, tuple[float, float, float, float]]]:
-    """Rows of a labels CSV that have a box: (photo path, box in pixels).
+                    only_full_frames: bool = True, issues: list | None = None
+                    ) -> list[tuple[Path, tuple[float, float, float, float]]]:
+    """Rows of a labels CSV that have a box: (photo path, box in pixels), read by :func:`model.data.records.open_labels`.
 
     Args:
         labels_csv: the shared labels format (image, individual_id, ..., x0, y0, x1, y1).
-        images_dir: folder the ``image`` column is relative to (default: ``images/`` beside the CSV).
-        only_full_frames: skip rows whose ``crop`` column says they are crops.
+        images_dir: folder the ``image`` column is relative to (default: ``images/`` beside the CSV
+            when it exists; see :func:`model.data.records.default_images_dir`).
+        only_full_frames: leave out rows whose ``crop`` column says they are crops; rows whose
+            ``species`` column names another species are always left out.
+        issues: when given, the skipped bad rows (:class:`model.data.records.LabelIssue`) are added.
 
     Raises:
-        DataError: when the file is missing or lacks the ``image`` column.
+        DataError: when the file cannot be read as a labels file.
     """
-    labels_csv = Path(labels_csv)
-    images_dir = Path(images_dir) if images_dir else labels_csv.parent / "images"
-    if not labels_csv.is_file():
-        raise DataError(f"{labels_csv}: labels file not found")
-    rows = []
-    with open(labels_csv, newline="") as f:
-        reader = csv.DictReader(f)
-        if "image" not in (reader.fieldnames or []):
-            raise DataError(f"{labels_csv}: no 'image' column")
-        for r in reader:
-            if not all((r.get(k) or "").strip() for k in ("x0", "y0", "x1", "y1")):
-                continue
-            if only_full_frames and (r.get("crop") or "full_frame") != "full_frame":
-                continue
-            if (r.get("species") or "humpback_whale") != "humpback_whale":
-                continue
-            try:
-                box = tuple(float(r[k]) for k in ("x0", "y0", "x1", "y1"))
-            except ValueError:
-                raise DataError(f"{labels_csv}: bad box for {r['image']}") from None
-            rows.append((images_dir / r["image"], box))
-    return rows
+    keep = {"species": ["humpback_whale"], **({"crop": ["full_frame"]} if only_full_frames else {})}
+    with open_labels(labels_csv, images_dir, keep=keep) as rows:
+        out = [(r.path, r.box) for r in rows if r.box is not None]
+    if issues is not None:
+        issues += rows.issues
+    return out
 
 
 def load_box_samples(rows: Iterable[tuple[Path, Sequence[float] | None]], store_side: int = 256,
@@ -568,9 +556,13 @@ def build_detector(out_dir: str | Path, *, synthetic: int = 2000, negatives: int
         trained_on["sources"].append(f"model.data.synthetic (seed {config.seed})")
     real_rows: list[tuple[Path, Sequence[float]]] = []
     for labels_csv, images_dir in data:
-        got = read_box_labels(labels_csv, images_dir)
+        bad: list = []
+        got = read_box_labels(labels_csv, images_dir, issues=bad)
         real_rows += got
-        trained_on["sources"].append(f"{labels_csv} ({len(got)} photos with boxes)")
+        trained_on["sources"].append(f"{labels_csv} ({len(got)} photos with boxes"
+                                     + (f", {len(bad)} bad rows skipped)" if bad else ")"))
+        for issue in bad[:20]:
+            progress(0.0, f"skipped: {issue}")
     real_rows += [(Path(p), b) for p, b in rows]
     if rows:
         trained_on["sources"].append(f"{len(rows)} photos with boxes given directly")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 
 from app.catalog import Catalog
-from app.catalog.csv_io import escape_cell, write_csv_atomic
 from app.services import decisions as D
 from app.services import exporting
 from app.services.importing import import_labelled, import_photos
+from model.api import escape_cell, write_csv_atomic
 from tests.app.conftest import FakeDetector, write_photo
 
 
@@ -42,12 +43,12 @@ def test_identifications_round_trip_and_escaping(catalog, tmp_path):
     assert rows[3][1] == ""
     assert not list(tmp_path.glob(".ids.csv.*"))  # no temporary file left
 
-    # round trip: the export is a labels.csv (codes come back escaped, boxes exactly)
+    # round trip: the export is a labels.csv (codes come back as they were, boxes exactly)
     other = Catalog.create(tmp_path / "other")
-    rep = import_labelled(other, out)
+    rep = import_labelled(other, out, tmp_path / "in")  # image paths are relative to the photos' folder
     assert len(rep.imported) == 3 and rep.identified == 2
     back = other.individuals()
-    assert [i.code for i in back] == ["'=cmd|' /C calc'!A0"]
+    assert [i.code for i in back] == ["=cmd|' /C calc'!A0"]  # the escaping quote is undone
     assert sorted(other.photos_of(back[0].id)) == sorted(p.id for p in other.photos()[:2])
     assert other.current_box(other.photos()[0].id).box == pytest.approx(catalog.current_box(ids[0]).box)
     other.close()
@@ -65,9 +66,12 @@ def test_kaggle_and_sightings(catalog, tmp_path):
     assert _read(tmp_path / "k.csv") == [["Image", "Id"], ["p0.jpg", "HW-0001"], ["p1.jpg", "HW-0001"],
                                          ["p2.jpg", "HW-0002"], ["p3.jpg", "new_whale"]]
     D.confirm(catalog, ids[3], y)
-    exporting.export(catalog, "sightings", tmp_path / "s.csv")
-    assert _read(tmp_path / "s.csv") == [["individual_id", "2020-01-01", "2020-03-05", "unknown"],
-                                         ["HW-0001", "2", "0", "0"], ["HW-0002", "0", "1", "1"]]
+    notes = []
+    exporting.export(catalog, "sightings", tmp_path / "s.csv", notes)
+    # no column headed "unknown": the undated photo is left out, and said so
+    assert _read(tmp_path / "s.csv") == [["individual_id", "2020-01-01", "2020-03-05"],
+                                         ["HW-0001", "2", "0"], ["HW-0002", "0", "1"]]
+    assert notes == ["1 identified photo without a date (no EXIF date) left out of the sightings table"]
     with pytest.raises(ValueError, match="unknown export format"):
         exporting.export(catalog, "xml", tmp_path / "x")
 
@@ -84,3 +88,63 @@ def test_failed_export_keeps_previous_file(tmp_path):
         write_csv_atomic(out, ["h"], rows())
     assert out.read_text() == "old complete file\n"
     assert [p.name for p in tmp_path.iterdir()] == ["e.csv"]
+
+
+CODES = ["+cmd|calc", "=1+1", "-2+3", "@SUM(A1)", "'quoted", "Notch"]
+
+
+def test_identifications_export_reimports_on_another_machine(catalog, tmp_path):
+    """Image paths are relative to the photos' folder; codes that needed escaping come back the same."""
+    field = tmp_path / "field"
+    ps = [write_photo(field / ("day1" if i < 4 else "day2") / f"p{i}.jpg", 60 + i) for i in range(8)]
+    ids = import_photos(catalog, ps, detector=FakeDetector()).imported
+    for k, code in enumerate(CODES):
+        ind = D.new_individual(catalog, ids[k], code=code).individual_id
+        if k < 2:
+            D.confirm(catalog, ids[6 + k], ind)
+    notes = []
+    out = tmp_path / "ids.csv"
+    assert exporting.export(catalog, "identifications", out, notes) == 8
+    assert notes == [f"image paths are relative to {field}; re-import with --images pointing there"]
+    images = [r[0] for r in _read(out)[1:]]
+    assert images == [f"day1/p{i}.jpg" for i in range(4)] + [f"day2/p{i}.jpg" for i in range(4, 8)]
+
+    # "another machine": the photos and the export are elsewhere, the old folder is gone
+    moved = tmp_path / "other-machine" / "photos"
+    shutil.move(str(field), moved)
+    other = Catalog.create(tmp_path / "other-machine" / "catalog")
+    rep = import_labelled(other, out, moved)
+    assert not rep.errors and len(rep.imported) == 8 and rep.identified == 8
+
+    def members(cat):
+        by_sha = {}
+        for ind in cat.individuals():
+            by_sha[ind.code] = sorted(cat.photo(p).sha256 for p in cat.photos_of(ind.id))
+        return by_sha
+
+    assert members(other) == members(catalog)
+    assert sorted(members(other)) == sorted(CODES)
+    other.close()
+
+
+def test_sightings_read_the_exif_date_the_catalog_lacks(catalog, tmp_path):
+    p0 = write_photo(tmp_path / "in" / "p0.jpg", 1)
+    p1 = write_photo(tmp_path / "in" / "p1.jpg", 2, exif={0x8769: {36867: "2021:06:30 12:00:00"}})
+    ids = import_photos(catalog, [p0, p1]).imported
+    x = D.new_individual(catalog, ids[0]).individual_id
+    D.confirm(catalog, ids[1], x)
+    # the photo's file gained an EXIF date after its import (or its import could not read it)
+    write_photo(p0, 1, exif={306: "2021-06-29 08:00:00"})
+    assert catalog.photo(ids[0]).taken_at is None
+    exporting.export(catalog, "sightings", tmp_path / "s.csv")
+    assert _read(tmp_path / "s.csv") == [["individual_id", "2021-06-29", "2021-06-30"], ["HW-0001", "1", "1"]]
+
+
+def test_cli_export_prints_its_notes(catalog, tmp_path, capsys):
+    from app.cli import main
+
+    ids = import_photos(catalog, [write_photo(tmp_path / "in" / "p0.jpg", 1)]).imported
+    D.new_individual(catalog, ids[0])
+    catalog.close()
+    assert main(["export", str(catalog.root), "--format", "identifications", "--out", str(tmp_path / "i.csv")]) == 0
+    assert f"note: image paths are relative to {tmp_path / 'in'}" in capsys.readouterr().out

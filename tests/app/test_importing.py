@@ -149,6 +149,130 @@ def test_bad_labels_csv_names_file(catalog, tmp_path):
         import_labelled(catalog, latin)
 
 
+@pytest.mark.parametrize("exif,want", [
+    ({0x8769: {36867: "2019-08-14 09:30:05"}}, "2019-08-14T09:30:05"),  # dashes (some editors write them)
+    ({0x8769: {36867: "    :  :     :  :  ", 36868: "2019:08:14 09:31:00"}}, "2019-08-14T09:31:00"),  # blank original
+    ({0x8769: {36867: "0000:00:00 00:00:00"}, 306: "2019:08:15 10:00:00"}, "2019-08-15T10:00:00"),
+    ({0x8769: {36867: "2019:08:14 09:30"}}, "2019-08-14T09:30:00"),  # no seconds
+])
+def test_exif_dates_other_cameras_write(catalog, tmp_path, exif, want):
+    pid = import_photos(catalog, [write_photo(tmp_path / "d.jpg", 3, exif=exif)]).imported[0]
+    assert catalog.photo(pid).taken_at == want
+
+
+def test_missing_photos_are_reported_naming_the_folder_searched(catalog, tmp_path):
+    small = tmp_path / "small.csv"
+    small.write_text("image,individual_id\n" + "".join(f"nope_{i}.jpg,W\n" for i in range(30)))
+    rep = import_labelled(catalog, small)
+    assert rep.error_count == 30 and catalog.photo_count() == 0
+    for n, (where, problem) in enumerate(rep.errors):
+        assert where == f"{small} line {n + 2} ({tmp_path / f'nope_{n}.jpg'})"
+        assert problem == f"file not found in {tmp_path}"
+
+
+def _labelled_folder(tmp_path, rows: str):
+    imgs = tmp_path / "data" / "images"
+    for i in range(4):
+        write_photo(imgs / f"p{i}.jpg", 40 + i)  # 96x64 photos
+    csv_path = tmp_path / "data" / "labels.csv"
+    csv_path.write_bytes(("image,individual_id,id_known,x0,y0,x1,y1\n" + rows).encode())
+    return csv_path
+
+
+def test_bad_labels_rows_are_reported_with_their_line_and_the_rest_imports(catalog, tmp_path):
+    """One bad row used to stop the whole import (``bad.csv: line 4: empty image name``, exit 2)."""
+    csv_path = _labelled_folder(tmp_path, "\n".join([
+        "p0.jpg,W1,1,1,2,50,40",  # 2: good
+        ",W1,1,,,,",  # 3: empty image name
+        "p1.jpg,W1,1,-1e308,-1e308,inf,inf",  # 4: non-finite box
+        "p1.jpg,W\x002,1,,,,",  # 5: NUL byte in the id
+        "p2.jpg,,1,,,,",  # 6: empty id with id_known=1
+        "p2.jpg,W2,1,0,0,500,40",  # 7: box outside the 96x64 photo
+        "p3.jpg,W2,1,,,,",  # 8: good
+        "p1.jpg,W1,1,,,,",  # 9: good (the same photo as line 4, now well labelled)
+    ]) + "\n")
+    rep = import_labelled(catalog, csv_path)
+    assert len(rep.imported) == 3 and rep.identified == 3
+    lines = {int(w.split(" line ")[1].split(" ")[0]): p for w, p in rep.errors}
+    assert sorted(lines) == [3, 4, 5, 6, 7]
+    assert lines[3] == "empty image name"
+    assert lines[4] == "malformed box: x1 is not finite ('inf')"
+    assert lines[5] == "NUL byte in field 'individual_id'"
+    assert lines[6] == "empty individual_id with id_known=1"
+    assert "lies outside the 96x64 photo" in lines[7]
+    assert all(w.startswith(f"{csv_path} line ") for w, _ in rep.errors)
+    codes = sorted(i.code for i in catalog.individuals())
+    assert codes == ["W1", "W2"]  # no code holds a NUL byte
+    boxes = [catalog.current_box(pid) for pid in rep.imported]
+    assert [b.box for b in boxes if b is not None] == [(1.0, 2.0, 50.0, 40.0)]  # only line 2's box is stored
+
+
+def test_conflicting_labels_for_the_same_photo_are_reported(catalog, tmp_path):
+    csv_path = _labelled_folder(tmp_path, "p0.jpg,W1,1,,,,\np0.jpg,W1,1,,,,\np0.jpg,W9,1,,,,\np1.jpg,W2,1,,,,\n")
+    write_photo(tmp_path / "data" / "images" / "copy_of_p1.jpg", 41)  # same content as p1
+    with open(csv_path, "a") as f:
+        f.write("copy_of_p1.jpg,W3,1,,,,\n")
+    rep = import_labelled(catalog, csv_path)
+    assert len(rep.imported) == 2 and len(rep.duplicates) == 3
+    assert [(w.split(" line ")[1].split(" ")[0], p) for w, p in rep.errors] == [
+        ("4", f"same photo as photo {rep.imported[0]}, which is identified as 'W1': this row's 'W9' is not applied"),
+        ("6", f"same photo as photo {rep.imported[1]}, which is identified as 'W2': this row's 'W3' is not applied"),
+    ]
+    assert catalog.individual_by_code("W9") is None and catalog.individual_by_code("W3") is None
+
+
+def test_labels_from_a_pipe(catalog, tmp_path):
+    """``flukeid import CAT --labels <(cat labels.csv) --images DIR``: the labels come through a pipe."""
+    import subprocess
+
+    from app.cli import main
+
+    csv_path = _labelled_folder(tmp_path, "p0.jpg,W1,1,,,,\np1.jpg,W2,1,1,2,50,40\n")
+    catalog.close()
+    proc = subprocess.Popen(["cat", str(csv_path)], stdout=subprocess.PIPE)
+    try:
+        rc = main(["import", str(catalog.root), "--labels", f"/dev/fd/{proc.stdout.fileno()}",
+                   "--images", str(csv_path.parent / "images"), "--no-detect", "--no-embed"])
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=10)
+    assert rc == 0
+    from app.catalog import Catalog
+
+    with Catalog.open(catalog.root, mode="read") as cat:
+        assert sorted(i.code for i in cat.individuals()) == ["W1", "W2"]
+
+
+def test_cli_labelled_import_exit_codes_and_messages(tmp_path, capsys):
+    from app.cli import main
+
+    cat = tmp_path / "cat"
+    assert main(["new", str(cat)]) == 0
+    csv_path = _labelled_folder(tmp_path, "p0.jpg,W1,1,,,,\np1.jpg,W1,1,5,5,1,1\n")
+    elsewhere = tmp_path / "elsewhere.csv"
+    shutil.copy(csv_path, elsewhere)
+    capsys.readouterr()
+    # photos not where the labels file says: every row reported naming the folder searched, and a hint
+    assert main(["import", str(cat), "--labels", str(elsewhere), "--no-detect", "--no-embed"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {elsewhere} line 2 ({tmp_path / 'p0.jpg'}): file not found in {tmp_path}" in err
+    assert "give --images DIR" in err
+    # with --images: the good row imports, the bad one is reported by line, exit code 1
+    assert main(["import", str(cat), "--labels", str(elsewhere), "--images", str(csv_path.parent / "images"),
+                 "--no-detect", "--no-embed"]) == 1
+    out = capsys.readouterr()
+    assert "1 photo imported, 1 identified, 1 error" in out.out
+    assert f"error: {elsewhere} line 3 (p1.jpg): malformed box: x1 <= x0 (1 <= 5)" in out.err
+    assert "--images" not in out.err
+    # all rows good (a duplicate is not an error): exit code 0
+    csv_path.write_text("image,individual_id\np0.jpg,W1\np2.jpg,W2\n")
+    assert main(["import", str(cat), "--labels", str(csv_path), "--no-detect", "--no-embed"]) == 0
+    # a file that is not a labels file at all: exit code 2, nothing imported
+    csv_path.write_text("file,whale\np3.jpg,W1\n")
+    assert main(["import", str(cat), "--labels", str(csv_path), "--no-detect", "--no-embed"]) == 2
+    assert "missing columns" in capsys.readouterr().err
+
+
 def test_relink_moved_folder_by_hash(catalog, photos, tmp_path):
     import_photos(catalog, photos)
     moved = tmp_path / "moved"

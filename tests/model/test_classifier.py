@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from model.config import preset
+from model.data.records import LabelledPhoto
 from model.errors import DataError
 
 
-@dataclass
-class Rec:
-    path: str
-    individual: str
-    box: tuple | None = None
-    id_known: bool = True
-
-
-def _patterns(tmp_path, n_ind: int = 6, per: int = 6, seed: int = 0) -> list[Rec]:
+def _patterns(tmp_path, n_ind: int = 6, per: int = 6, seed: int = 0) -> list[LabelledPhoto]:
     """Each individual is a fixed blob pattern; photos add noise and a small shift."""
     import cv2
 
@@ -33,7 +24,7 @@ def _patterns(tmp_path, n_ind: int = 6, per: int = 6, seed: int = 0) -> list[Rec
             img = np.roll(base, (int(dy), int(dx)), axis=(0, 1)).astype(int) + rng.integers(-10, 11, base.shape)
             p = tmp_path / f"w{k}_{j}.png"
             cv2.imwrite(str(p), np.clip(img, 0, 255).astype(np.uint8))
-            recs.append(Rec(str(p), f"w{k}"))
+            recs.append(LabelledPhoto(str(p), f"w{k}"))
     return recs
 
 

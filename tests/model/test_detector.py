@@ -197,6 +197,7 @@ def test_config_is_checked():
 
 def test_read_box_labels_skips_rows_without_boxes_and_crops(tmp_path):
     csv_path = tmp_path / "labels.csv"
+    (tmp_path / "images").mkdir()
     csv_path.write_text("image,individual_id,crop,x0,y0,x1,y1\n"
                         "a.jpg,w1,full_frame,1,2,30,40\nb.jpg,w2,full_frame,,,,\nc.jpg,w3,fluke_crop,0,0,5,5\n")
     rows = read_box_labels(csv_path)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from model import evaluate as ev
+from model.data.records import LabelledPhoto
 from model.errors import DataError
 
 
-@dataclass
-class Rec:
-    path: str
-    individual: str
-    box: tuple | None = None
-    id_known: bool = True
-
-
-def make_records(sizes: dict[str, int], unknown: int = 0) -> list[Rec]:
-    recs = [Rec(f"{k}_{i}.png", k) for k, n in sizes.items() for i in range(n)]
-    recs += [Rec(f"u_{i}.png", "unknown", None, False) for i in range(unknown)]
+def make_records(sizes: dict[str, int], unknown: int = 0) -> list[LabelledPhoto]:
+    recs = [LabelledPhoto(f"{k}_{i}.png", k) for k, n in sizes.items() for i in range(n)]
+    recs += [LabelledPhoto(f"u_{i}.png", "unknown", None, False) for i in range(unknown)]
     return recs
 
 
@@ -159,7 +150,7 @@ def test_evaluate_bundle_runs_on_tiny_bundle(tiny_bundle, tmp_path):
             img = np.clip(base.astype(int) + rng.integers(-5, 6, base.shape), 0, 255).astype(np.uint8)
             p = tmp_path / f"w{k}_{j}.png"
             cv2.imwrite(str(p), img)
-            recs.append(Rec(str(p), f"w{k}", (2.0, 2.0, 58.0, 38.0) if j == 0 else None))
+            recs.append(LabelledPhoto(str(p), f"w{k}", (2.0, 2.0, 58.0, 38.0) if j == 0 else None))
     res = ev.evaluate_bundle(tiny_bundle, recs, "seed", seed=0, flip=True, device="cpu")
     assert res.overall.n == 4
     assert 0.0 <= res.overall.top1 <= res.overall.top5 <= 1.0

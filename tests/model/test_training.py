@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model.config import preset
-from model.data.records import Record, read_labels
+from model.data.records import LabelledPhoto, read_labels
 from model.data.synthetic import generate_dataset
 from model.errors import CheckpointError, ConfigError, DataError, Interrupted
 from model.training.common import embed_all
@@ -34,7 +34,7 @@ def _fast_cfg(**kw):
 
 
 @pytest.fixture(scope="module")
-def small_set(tmp_path_factory) -> list[Record]:
+def small_set(tmp_path_factory) -> list[LabelledPhoto]:
     """6 synthetic individuals x 3 photos (small photos: loading is instant)."""
     d = tmp_path_factory.mktemp("syn_small")
     csv = generate_dataset(d, 6, seed=3, photos=3, size=(144, 96))
@@ -86,7 +86,7 @@ def test_bad_input_gets_clear_errors(small_set, tmp_path):
     singles = list({r.individual: r for r in small_set}.values())
     with pytest.raises(DataError, match="two or more photos"):
         train(cfg, singles, tmp_path / "b")
-    missing = [Record(tmp_path / f"nope{i}.jpg", r.individual, r.box) for i, r in enumerate(small_set)]
+    missing = [LabelledPhoto(tmp_path / f"nope{i}.jpg", r.individual, r.box) for i, r in enumerate(small_set)]
     with pytest.raises(DataError, match="nope0.jpg"):
         train(cfg, missing, tmp_path / "c")
     with pytest.raises(CheckpointError, match="not found"):
@@ -100,7 +100,7 @@ def test_bad_input_gets_clear_errors(small_set, tmp_path):
 
 
 def test_a_few_missing_photos_are_skipped_and_reported(small_set, tmp_path):
-    recs = list(small_set) + [Record(tmp_path / "gone.jpg", small_set[0].individual, None)]
+    recs = list(small_set) + [LabelledPhoto(tmp_path / "gone.jpg", small_set[0].individual, None)]
     res = train(_fast_cfg(epochs=1), recs, tmp_path / "run")
     assert len(res.problems) == 1 and "gone.jpg" in res.problems[0]
     assert res.train_images == len(small_set)

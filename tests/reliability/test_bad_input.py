@@ -2,7 +2,7 @@
 
 Already covered elsewhere (not repeated here): odd photo formats and a decompression bomb through
 the import (tests/app/test_bad_photos.py), a symlinked folder loop (tests/app/test_importing.py),
-bad label rows by line and a 40k-row streamed CSV (tests/app/test_csv_io.py), damaged/missing/
+bad label rows by line and a 40k-row streamed CSV (tests/model/test_records.py), damaged/missing/
 newer bundles (tests/model/test_inference.py), newer schema and non-SQLite catalog files
 (tests/app/test_catalog_store.py), QSettings with wrong types (tests/ui/test_robustness.py).
 """
@@ -17,7 +17,6 @@ import sqlite3
 import struct
 import sys
 import time
-import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -28,12 +27,22 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.catalog import Catalog, CatalogError
-from app.catalog.csv_io import FORMULA_PREFIXES, read_label_rows
 from app.services import decisions as D
 from app.services import exporting
 from app.services.importing import import_labelled, import_photos
-from model.api import BundleError, DataError, Engine, ImageError, load_image, read_labels, verify_bundle
+from model.api import (
+    FORMULA_PREFIXES,
+    BundleError,
+    DataError,
+    Engine,
+    ImageError,
+    load_image,
+    open_labels,
+    read_labels,
+    verify_bundle,
+)
 from tests.app.conftest import FakeDetector, write_photo
+from tests.model.test_records import streaming_peak
 from tests.reliability.conftest import snapshot
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -190,12 +199,12 @@ BAD_CSVS = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_CSVS))
-def test_bad_csv_is_refused_by_both_readers_naming_the_file(tmp_path, catalog, name):
+def test_bad_csv_is_refused_by_the_reader_and_the_import_naming_the_file(tmp_path, catalog, name):
     content, expected = BAD_CSVS[name]
     p = tmp_path / name
     p.write_bytes(content)
     with pytest.raises(DataError, match=expected) as info:
-        list(read_label_rows(p))
+        list(open_labels(p))
     assert name in str(info.value)
     with pytest.raises(DataError) as info:
         read_labels(p, tmp_path, check_images=False)
@@ -213,11 +222,11 @@ def test_random_csv_bytes_give_rows_or_data_error(tmp_path, body, header):
     p = tmp_path / "random.csv"
     p.write_bytes(header + body)
     try:
-        rows = list(read_label_rows(p))
+        rows = list(open_labels(p))
     except DataError as exc:
         assert "random.csv" in str(exc)
     else:
-        assert all(r.image for r in rows)
+        assert all(r.path.name for r in rows)
     try:
         read_labels(p, tmp_path, check_images=False)
     except DataError as exc:
@@ -232,16 +241,11 @@ def test_million_row_csv_streams_in_bounded_time_and_memory(tmp_path):
         f.write("image,individual_id\n")
         f.writelines(f"img_{i}.jpg,W{i % 5000}\n" for i in range(n))
     t0 = time.monotonic()
-    assert sum(1 for _ in read_label_rows(p)) == n
+    assert sum(1 for _ in open_labels(p)) == n
     assert time.monotonic() - t0 < 120  # about 10 s on an idle core
     # memory: tracemalloc slows reading ~10x, so measure the peak over the first 100,000 rows
-    tracemalloc.start()
-    rows = read_label_rows(p)
-    for _, _row in zip(range(100_000), rows):
-        pass
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    rows.close()
+    count, peak = streaming_peak(p, 100_000)
+    assert count == 100_000
     assert peak < 3_000_000, f"peak {peak:,} bytes: rows are not streamed"
 
 
@@ -250,7 +254,8 @@ FORMULAS = ["=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\tTAB", "\r
 
 def test_every_export_escapes_formula_like_cells(catalog, tmp_path):
     d = tmp_path / "in"
-    paths = [write_photo(d / f"{f.strip()[:1] or 'x'}{i}=1+1.jpg", 300 + i) for i, f in enumerate(FORMULAS)]
+    dated = {0x8769: {36867: "2020:01:01 10:00:00"}}  # the sightings table lists dated photos only
+    paths = [write_photo(d / f"{f.strip()[:1] or 'x'}{i}=1+1.jpg", 300 + i, exif=dated) for i, f in enumerate(FORMULAS)]
     paths.append(write_photo(d / "=cmd.jpg", 400))
     ids = import_photos(catalog, paths, detector=FakeDetector()).imported
     for pid, code in zip(ids, FORMULAS):

@@ -75,11 +75,11 @@ def test_labels_rows_outside_the_images_folder_are_reported_and_skipped(tmp_path
     outside_tree = tree(tmp_path / "private")
     args = ["import", cat, "--labels", labels, "--images", images, "--no-detect", "--no-embed"]
     r = cli(*args, *(["--copy"] if copy else []))
-    assert r.rc == 0, r.err
+    assert r.rc == 1, r.err  # 1: some rows skipped (listed)
     assert "4 photos imported" in r.out and "Traceback" not in r.err
     for line_no, (_name, frag) in enumerate(rows, start=2 + len(INSIDE)):
-        assert f"error: {labels}: line {line_no}: " in r.err, r.err
-        line = next(ln for ln in r.err.splitlines() if f"line {line_no}:" in ln)
+        assert f"error: {labels} line {line_no} (" in r.err, r.err
+        line = next(ln for ln in r.err.splitlines() if f"line {line_no} (" in ln)
         assert frag in line, line
     with Catalog.open(cat, mode="read") as c:
         assert c.integrity_check() == "ok"
@@ -107,7 +107,7 @@ def test_allow_absolute_paths_is_the_explicit_way_in(tmp_path):
     labels.write_text(f"image,individual_id\n{outside},OUT\n../../private/secret.jpg,UP\n")
     r = cli("import", cat, "--labels", labels, "--images", images, "--no-detect", "--no-embed",
             "--allow-absolute-paths")
-    assert r.rc == 0 and "1 photo imported" in r.out, (r.out, r.err)
+    assert r.rc == 1 and "1 photo imported" in r.out, (r.out, r.err)
     assert "line 3" in r.err and "outside the images folder" in r.err  # '..' stays refused
     with Catalog.open(cat, mode="read") as c:
         assert c.individual_by_code("OUT") is not None and c.individual_by_code("UP") is None
@@ -228,8 +228,8 @@ def test_labels_from_a_pipe_with_a_writer_import(tmp_path, monkeypatch):
 
     threading.Thread(target=writer, daemon=True).start()
     r = cli("import", cat, "--labels", fifo, "--images", images, "--no-detect", "--no-embed")
-    assert r.rc == 0 and "2 photos imported" in r.out, (r.out, r.err)
-    assert f"{fifo}: line 4" in r.err and "outside the images folder" in r.err  # named as given, not the copy
+    assert r.rc == 1 and "2 photos imported" in r.out, (r.out, r.err)
+    assert f"{fifo} line 4" in r.err and "outside the images folder" in r.err  # named as given, not the copy
     r = cli("import", cat, "--labels", fifo, "--no-detect", "--no-embed")  # a pipe needs --images
     assert r.rc == 2
 

@@ -7,8 +7,8 @@
   interpolated value must be one of the names listed in SQL_FSTRING_NAMES (placeholders,
   constant clauses, table/column names from literal ``dict(...)`` keywords); no SQL formatting
   anywhere else in app/.
-- Every user-facing export goes through ``write_csv_atomic`` (which escapes each cell); other
-  ``csv.writer`` uses are internal training/demo files read back by our own readers.
+- Every CSV, user-facing export or internal labels file, goes through ``write_csv_atomic``
+  (which escapes each cell, and which the labels reader undoes); no other ``csv.writer``.
 - Importing, detecting, embedding and matching never open a socket.
 """
 
@@ -34,13 +34,9 @@ SQL_FSTRING_NAMES = {
     "self._CURRENT_IDS": "a constant sub-query (class attribute)",
     "sql": "match_decisions(): constant clauses joined with AND, values passed as ? parameters",
 }
-# csv.writer outside write_csv_atomic: internal files, not exports (escaping would change the data)
+# the one module that writes CSV: write_csv_atomic (escapes every cell), which write_labels uses too
 INTERNAL_CSV_WRITERS = {
-    "app/services/retraining.py": "training labels.csv handed to the training process",
-    "app/services/demo.py": "the demo's synthetic 'catalogued.csv' field data",
-    "model/data/records.py": "write_labels: labels.csv for training/evaluation",
-    "model/data/synthetic.py": "synthetic data set labels",
-    "app/catalog/csv_io.py": "write_csv_atomic itself (escapes every cell)",
+    "model/data/records.py": "write_csv_atomic itself; write_labels (training, demo, synthetic labels) calls it",
 }
 SQL_CALLS = {"execute", "executemany", "executescript", "_query", "_one"}
 
