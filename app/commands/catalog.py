@@ -44,6 +44,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_stats)
 
 
+def _open_for_reading(folder: str):
+    """Open a catalog in auto mode; say on stderr when it is read-only, and why."""
+    from app.catalog import Catalog
+
+    cat = Catalog.open(folder, mode="auto")
+    if cat.readonly:
+        print(f"note: catalog {folder} is open read-only ({cat.readonly_reason})", file=sys.stderr)
+    return cat
+
+
 def _new(args: argparse.Namespace) -> int:
     from app.catalog import Catalog
 
@@ -125,10 +135,9 @@ def _import_into(cat, args: argparse.Namespace, labels) -> int:
 def _match(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from app.catalog import Catalog
     from app.services import importing, matching
 
-    with Catalog.open(args.catalog, mode="auto") as cat:
+    with _open_for_reading(args.catalog) as cat:
         engine = matching.require_engine(cat, bundle=args.model)
         path = Path(args.photo)
         if path.is_file():
@@ -159,10 +168,9 @@ def _match(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from app.catalog import Catalog
     from app.services import exporting
 
-    with Catalog.open(args.catalog, mode="auto") as cat:
+    with _open_for_reading(args.catalog) as cat:
         n = exporting.export(cat, args.format, args.out)
     print(f"wrote {n} rows to {args.out}")
     return 0

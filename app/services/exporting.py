@@ -39,7 +39,9 @@ def export_identifications(catalog: Catalog, out: str | Path, *, include_unident
     """Write one row per photo: its file, current individual, date, position, box and how it was decided.
 
     The columns start with ``image, individual_id`` and include ``x0..y1``, so the file is also a
-    labels.csv that :func:`app.services.importing.import_labelled` reads back. Returns the row count.
+    labels.csv that :func:`app.services.importing.import_labelled` reads back; its image paths are
+    absolute, so that takes ``allow_absolute=True`` (``flukeid import --allow-absolute-paths``).
+    Returns the row count.
     """
     codes = _codes(catalog)
     current = {i.photo_id: i for i in catalog.current_identifications()}

@@ -42,9 +42,13 @@ def test_identifications_round_trip_and_escaping(catalog, tmp_path):
     assert rows[3][1] == ""
     assert not list(tmp_path.glob(".ids.csv.*"))  # no temporary file left
 
-    # round trip: the export is a labels.csv (codes come back escaped, boxes exactly)
+    # round trip: the export is a labels.csv (codes come back escaped, boxes exactly); its image
+    # paths are absolute, so re-importing it takes the explicit option (issue 19.2)
     other = Catalog.create(tmp_path / "other")
-    rep = import_labelled(other, out)
+    refused = import_labelled(other, out)
+    assert not refused.imported and len(refused.errors) == 3
+    assert all("absolute path" in problem for _, problem in refused.errors)
+    rep = import_labelled(other, out, allow_absolute=True)
     assert len(rep.imported) == 3 and rep.identified == 2
     back = other.individuals()
     assert [i.code for i in back] == ["'=cmd|' /C calc'!A0"]
