@@ -715,7 +715,7 @@ def relink(catalog: Catalog, new_root: str | Path, progress: ProgressFn | None =
             if size not in missing:
                 continue
             sha = sha256_of(f)
-        except OSError:
+        except (OSError, InputError):  # gone, unreadable, or not a regular file (FIFO, device)
             continue
         for ph in missing[size]:
             if ph.sha256 == sha and ph.id not in found:
