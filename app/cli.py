@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import sqlite3
 import sys
 
 import app.commands
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FlukeidError as exc:
         print(f"flukeid: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # the catalog store names the file; this is the last net
+        where = getattr(args, "catalog", None)
+        print(f"flukeid: error: {where + ': ' if where else ''}catalog database error ({exc})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("flukeid: interrupted", file=sys.stderr)

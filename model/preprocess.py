@@ -66,9 +66,13 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
         raise ImageError(path, "file is empty (0 bytes)")
     if size > MAX_PHOTO_BYTES:
         raise ImageError(path, f"file is too large ({size:,} bytes; limit {MAX_PHOTO_BYTES:,})")
+    _use_project_pixel_limit()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # The header was checked against MAX_PIXELS; Pillow's own warning (89.5 MP) must not pre-empt
+            # it, and its EXIF parser's UserWarnings ("Possibly corrupt EXIF data") are not for the user.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as im:
                 w, h = im.size
                 if w < 2 or h < 2:
@@ -76,8 +80,10 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
                 if w * h > MAX_PIXELS:
                     raise ImageError(path, f"image is too large ({w}x{h} pixels; limit {MAX_PIXELS:,})")
                 if max_side and max(w, h) > 2 * max_side and im.format == "JPEG":
-                    im.draft("RGB", (max_side, max_side))
+                    im.draft("RGB", (max_side, max_side))  # the decoder scales by 1/2, 1/4 or 1/8
                 im.load()
+                if max_side and max(im.size) > max_side:  # reduce before any copy or conversion
+                    im = im.resize(reduced_size(im.size, max_side), Image.Resampling.BOX)
                 im = ImageOps.exif_transpose(im)
                 arr = _to_rgb8(im)
     except ImageError:
@@ -85,25 +91,48 @@ def load_image(path: str | Path, *, max_side: int | None = None) -> np.ndarray:
     except PermissionError:
         raise ImageError(path, "permission denied") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(path, "image declares huge dimensions (possible decompression bomb)") from None
+        raise ImageError(path, f"image declares huge dimensions (possible decompression bomb; "
+                               f"limit {MAX_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(path, f"cannot decode image ({exc})") from None
+    except MemoryError:
+        raise ImageError(path, "not enough memory to decode this photo") from None
     if max_side and max(arr.shape[:2]) > max_side:
-        s = max_side / max(arr.shape[:2])
-        arr = cv2.resize(arr, (max(1, round(arr.shape[1] * s)), max(1, round(arr.shape[0] * s))),
-                         interpolation=cv2.INTER_AREA)
+        arr = cv2.resize(arr, reduced_size((arr.shape[1], arr.shape[0]), max_side), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(arr)
+
+
+def reduced_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so the longer side is ``max_side``, the shorter at least 2 pixels (a 20000x10
+    panorama becomes 1024x2, not the 1024x1 that a detector would call too small)."""
+    w, h = size
+    s = max_side / max(w, h)
+    return max(2, min(w, round(w * s))), max(2, min(h, round(h * s)))
+
+
+def _use_project_pixel_limit() -> None:
+    """Let Pillow open photos up to MAX_PIXELS (its default refuses at 2 x 89.5 MP = 179 MP).
+
+    Pillow's limit is a process-wide setting; it is only ever raised to flukeid's own limit, which
+    load_image checks from the header before decoding. Above 2 x MAX_PIXELS Pillow still refuses.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:
     """Any Pillow mode (16-bit, CMYK, palette, alpha, float) to RGB uint8."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
+        a = np.asarray(im)
         lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        g = a.astype(np.uint8)
+        g = np.zeros(a.shape, np.uint8)
+        if hi > lo:  # stretched to 0..255, in row blocks: no full-size float copy of a large photo
+            scale = 255.0 / (hi - lo)
+            step = max(1, (1 << 22) // max(1, a.shape[1]))
+            for i in range(0, a.shape[0], step):
+                g[i:i + step] = ((a[i:i + step].astype(np.float32) - lo) * scale).astype(np.uint8)
         return np.stack([g, g, g], axis=-1)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")

@@ -115,11 +115,20 @@ assert max(MIGRATIONS) == SCHEMA_VERSION
 
 
 def read_version(db: sqlite_utils.Database) -> int:
-    """The schema version recorded in ``meta`` (0 for an empty database)."""
+    """The schema version recorded in ``meta`` (0 for an empty database).
+
+    Raises:
+        ValueError: the recorded value is not a whole number of at least 1 ('abc', '3.0', '-5').
+    """
     if "meta" not in db.table_names():
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    if not row:
+        return 0
+    text = str(row[0]).strip()
+    if not text.isdecimal() or not text.isascii() or int(text) < 1:
+        raise ValueError(f"schema_version {row[0]!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def migrate(db: sqlite_utils.Database, current: int) -> None:

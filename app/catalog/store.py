@@ -41,6 +41,7 @@ from app.catalog.schema import SCHEMA_VERSION, migrate, read_version
 from model.api import FlukeidError
 
 DB_NAME = "catalog.sqlite"
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another program's lock on the database
 CODE_PREFIX = "HW-"
 
 
@@ -110,6 +111,44 @@ def _action(row: sqlite3.Row) -> Action:
                   effects=json.loads(row["effects"] or "[]"))
 
 
+def database_failure(db_path: Path, exc: sqlite3.DatabaseError) -> CatalogError:
+    """A CatalogError naming the database file and saying, in words, what a sqlite3 error means."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        why = (f"another program kept the catalog database locked for more than {BUSY_TIMEOUT_S:g} s ({text}); "
+               "close it (or wait until it has finished) and try again")
+    elif "readonly" in low or "read-only" in low:
+        why = f"the catalog database cannot be written ({text}); check the permissions of the file and its folder"
+    elif "full" in low:
+        why = f"writing the catalog database failed: the disk is full ({text}); nothing of this change was saved"
+    elif "malformed" in low or "not a database" in low or "corrupt" in low:
+        why = f"the catalog database is damaged ({text}); restore catalog.sqlite from a backup"
+    elif "disk i/o" in low or "unable to open" in low:
+        why = f"the catalog database cannot be read or written ({text})"
+    else:
+        why = f"catalog database error ({text})"
+    return CatalogError(f"{db_path}: {why}")
+
+
+def _unwritable(folder: Path, db_path: Path) -> str | None:
+    """Why this process cannot write the catalog (read-only file system, folder or database file), or None.
+
+    WAL mode must create ``catalog.sqlite-wal`` and ``-shm`` beside the database, so an unwritable
+    folder makes the catalog unwritable even when its files are writable.
+    """
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "the catalog is on a read-only file system"
+    except (OSError, AttributeError):  # statvfs is POSIX-only
+        pass
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "the catalog folder is not writable (permission denied)"
+    if db_path.exists() and not os.access(db_path, os.W_OK):
+        return f"{DB_NAME} is read-only (file permissions)"
+    return None
+
+
 def _is_empty_database(path: Path) -> bool:
     """True for a database file with no tables (a creation interrupted before its first commit)."""
     try:
@@ -129,6 +168,12 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+class _ImmutableConnection(sqlite3.Connection):
+    """A connection opened with ``immutable=1`` (marked so the read-only reason can say so)."""
+
+    flukeid_immutable = True
 
 
 class Catalog:
@@ -185,7 +230,11 @@ class Catalog:
             raise CatalogError(f"{folder}: not a flukeid catalog (no {DB_NAME})")
         lock: WriteLock | None = None
         readonly_reason: str | None = "opened read-only" if mode == "read" else None
-        if mode != "read":
+        if mode != "read" and not create:
+            readonly_reason = _unwritable(folder, db_path)
+            if readonly_reason is not None and mode == "write":
+                raise CatalogError(f"{folder}: {readonly_reason}")
+        if readonly_reason is None:
             lock = WriteLock(folder)
             try:
                 holder = lock.acquire()
@@ -200,7 +249,21 @@ class Catalog:
                     raise err
                 lock, readonly_reason = None, f"open for writing by {holder.describe()}"
         try:
-            conn = cls._connect(db_path, readonly=readonly_reason is not None)
+            try:
+                conn = cls._connect(db_path, readonly=readonly_reason is not None)
+            except CatalogError as exc:
+                # writing refused in a way the checks above cannot see (e.g. a network file system)
+                if mode != "auto" or readonly_reason is not None or "readonly" not in str(exc):
+                    raise
+                if lock is not None:
+                    lock.release()
+                    lock = None
+                readonly_reason = f"the catalog cannot be written ({str(exc).rpartition('(')[2].rstrip(')')})"
+                conn = cls._connect(db_path, readonly=True)
+            if readonly_reason is not None and getattr(conn, "flukeid_immutable", False):
+                wal = db_path.with_name(DB_NAME + "-wal")
+                if wal.is_file() and wal.stat().st_size:
+                    readonly_reason += "; changes still in catalog.sqlite-wal are not shown"
             cat = cls(folder, conn, lock, readonly_reason)
             cat._prepare(create)
         except BaseException:
@@ -214,7 +277,7 @@ class Catalog:
         try:
             if readonly:
                 uri = "file:" + quote(str(db_path.absolute()))
-                conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=30,
+                conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S,
                                        check_same_thread=False)
                 try:
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -222,10 +285,10 @@ class Catalog:
                     # a WAL database in a folder we cannot write (no -shm file can be made):
                     # read it as an immutable file (nobody can be writing to it from here)
                     conn.close()
-                    conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
-                                           timeout=30, check_same_thread=False)
+                    conn = _ImmutableConnection(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                                timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             else:
-                conn = sqlite3.connect(db_path, isolation_level=None, timeout=30, check_same_thread=False)
+                conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
@@ -240,7 +303,10 @@ class Catalog:
             version = read_version(self._db)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise CatalogError(f"{self.db_path}: the catalog database is damaged ({exc})") from None
+            raise database_failure(self.db_path, exc) from None
+        except ValueError as exc:  # a schema_version that is not a whole number >= 1
+            self._conn.close()
+            raise CatalogError(f"{self.db_path}: {exc}; the catalog's meta table is damaged") from None
         if version > SCHEMA_VERSION:
             self._conn.close()
             raise CatalogError(
@@ -255,8 +321,14 @@ class Catalog:
                 raise CatalogError(
                     f"{self.db_path}: catalog needs upgrading (schema {version} -> {SCHEMA_VERSION}) "
                     f"but is read-only ({self.readonly_reason})")
-            with self.transaction():
-                migrate(self._db, version)
+            try:
+                with self.transaction():
+                    migrate(self._db, version)
+            except (CatalogError, sqlite3.DatabaseError) as exc:
+                self._conn.close()
+                raise CatalogError(f"{self.db_path}: cannot upgrade the catalog from schema {version} to "
+                                   f"{SCHEMA_VERSION} ({exc}); nothing was changed. Its schema_version may "
+                                   "not match its tables") from None
         for sub in ("models", "thumbnails"):
             if not self.readonly:
                 try:
@@ -344,21 +416,28 @@ class Catalog:
                     self._depth -= 1
                 return
             want = "FULL" if durable else "NORMAL"
-            if want != self._sync:
-                self._conn.execute(f"PRAGMA synchronous = {want}")
-                self._sync = want
             self._check_still_here()
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if want != self._sync:
+                    self._conn.execute(f"PRAGMA synchronous = {want}")
+                    self._sync = want
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise database_failure(self.db_path, exc) from exc
             self._depth = 1
             try:
                 yield self._conn
                 self._check_still_here()  # never commit into a deleted or replaced file
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        pass  # the error below says what failed; SQLite rolls back on its own
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+                    raise database_failure(self.db_path, exc) from exc
+                raise
             finally:
                 self._depth = 0
 
@@ -385,7 +464,12 @@ class Catalog:
         with self._mutex:
             if self._conn is None:
                 raise CatalogError(f"{self.root}: catalog is closed")
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise database_failure(self.db_path, exc) from exc
 
     def _one(self, sql: str, params: Sequence = ()) -> sqlite3.Row | None:
         rows = self._query(sql, params)

@@ -45,6 +45,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_stats)
 
 
+def _open_for_reading(folder: str):
+    """Open a catalog in auto mode; say on stderr when it is read-only, and why."""
+    from app.catalog import Catalog
+
+    cat = Catalog.open(folder, mode="auto")
+    if cat.readonly:
+        print(f"note: catalog {folder} is open read-only ({cat.readonly_reason})", file=sys.stderr)
+    return cat
+
+
 def _new(args: argparse.Namespace) -> int:
     from app.services import models
 
@@ -143,10 +153,9 @@ def _import_into(cat, args: argparse.Namespace, labels) -> int:
 def _match(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from app.catalog import Catalog
     from app.services import importing, matching
 
-    with Catalog.open(args.catalog, mode="auto") as cat:
+    with _open_for_reading(args.catalog) as cat:
         engine = matching.require_engine(cat, bundle=args.model)
         # a model the gallery was never embedded with would find nothing: embed it first (stored, once)
         missing, _ = matching.gallery_missing(cat, engine.version)
@@ -190,7 +199,6 @@ def _match(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from app.catalog import Catalog
     from app.services import exporting
 
     if (Path(args.catalog) / "checkpoint.pt").is_file():
@@ -203,7 +211,7 @@ def _export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     notes: list[str] = []
-    with Catalog.open(args.catalog, mode="auto") as cat:
+    with _open_for_reading(args.catalog) as cat:
         n = exporting.export(cat, args.format, args.out, notes)
     print(f"wrote {n} rows to {args.out}")
     for note in notes:

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -234,14 +235,26 @@ def exif_date(raw) -> str | None:
         return None
 
 
+def _ifd(exif, tag: int) -> dict:
+    """A sub-IFD of the EXIF data (empty when missing or damaged)."""
+    try:
+        return dict(exif.get_ifd(tag))
+    except (KeyError, TypeError, ValueError, AttributeError, OSError, SyntaxError):
+        return {}
+
+
 def read_metadata(path: Path) -> dict:
     """Width/height (after EXIF orientation), orientation, date taken, GPS and camera of a photo.
 
     Missing or malformed EXIF gives None fields; only an unreadable file raises (OSError etc.).
     """
-    with Image.open(path) as im:
-        w, h = im.size
-        exif = im.getexif()
+    with warnings.catch_warnings():  # Pillow's EXIF parser warns about damaged tags: not for the user
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            w, h = im.size
+            exif = im.getexif()
+            exif_ifd, gps_ifd = _ifd(exif, 0x8769), _ifd(exif, 0x8825)
     orientation = exif.get(274)
     try:
         orientation = int(orientation) if orientation is not None else None
@@ -249,14 +262,11 @@ def read_metadata(path: Path) -> dict:
         orientation = None
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    try:
-        sub = exif.get_ifd(0x8769)
-    except (KeyError, TypeError, AttributeError):
-        sub = {}
+    sub = exif_ifd
     # DateTimeOriginal, then DateTimeDigitized, then DateTime: the first that reads as a date
     taken = next((t for t in map(exif_date, (sub.get(36867), sub.get(36868), exif.get(306))) if t), None)
     try:
-        lat, lon = _gps(dict(exif.get_ifd(0x8825)))
+        lat, lon = _gps(dict(gps_ifd))
     except (KeyError, TypeError, AttributeError):
         lat, lon = None, None
     make = str(exif.get(271, "") or "").strip("\x00 ").strip()
@@ -347,8 +357,11 @@ def box_source(detection) -> str:
     return {"model": "auto"}.get(src, src)
 
 
-def _scale_box(box: Sequence[float], s: float) -> tuple[float, float, float, float]:
-    return tuple(float(v) * s for v in box)  # type: ignore[return-value]
+def _scale_box(box: Sequence[float], s: tuple[float, float]) -> tuple[float, float, float, float]:
+    """A box scaled by (x factor, y factor): per axis, since a reduced panorama keeps at least 2 rows."""
+    sx, sy = s
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0 * sx, y0 * sy, x1 * sx, y1 * sy
 
 
 @dataclass
@@ -374,8 +387,9 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
         meta = {"width": image.shape[1], "height": image.shape[0], "orientation": None, "taken_at": None,
                 "latitude": None, "longitude": None, "camera": None}
     full_w = meta["width"] or image.shape[1]
-    scale = full_w / image.shape[1]  # model image pixels -> photo pixels
-    if label_box is not None and (problem := box_problem(label_box, full_w, meta["height"] or image.shape[0])):
+    full_h = meta["height"] or image.shape[0]
+    scale = (full_w / image.shape[1], full_h / image.shape[0])  # model image pixels -> photo pixels
+    if label_box is not None and (problem := box_problem(label_box, full_w, full_h)):
         raise DataError(problem)
     with _writing_into(catalog, catalog.thumbnail_path(sha)):
         write_thumbnail(image, catalog.thumbnail_path(sha))
@@ -388,7 +402,7 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
         prep.confidence = float(det.confidence) if det is not None else 0.0
         prep.source = box_source(det) if det is not None else "none"
     if engine is not None:
-        small_box = _scale_box(prep.box, 1.0 / scale) if prep.box is not None else None
+        small_box = _scale_box(prep.box, (1.0 / scale[0], 1.0 / scale[1])) if prep.box is not None else None
         prep.embedding = np.asarray(engine.embed([image], [small_box]))[0]
     if copy:
         prep.path, prep.copied = _copy_into(catalog, path, sha), True
@@ -643,11 +657,12 @@ def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | 
                     copy=copy, progress=progress, should_stop=should_stop, who=who, source=str(shown))
 
 
-def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, float]:
+def _photo_image(catalog: Catalog, photo_id: int) -> tuple[np.ndarray, tuple[float, float]]:
     ph = catalog.photo(photo_id)
     image = load_image(catalog.resolve_path(ph), max_side=MODEL_SIDE)
     full_w = ph.width or image.shape[1]
-    return image, full_w / image.shape[1]
+    full_h = ph.height or image.shape[0]
+    return image, (full_w / image.shape[1], full_h / image.shape[0])
 
 
 def embed_missing(catalog: Catalog, engine, progress: ProgressFn | None = None,
@@ -727,7 +742,7 @@ def relink(catalog: Catalog, new_root: str | Path, progress: ProgressFn | None =
             if size not in missing:
                 continue
             sha = sha256_of(f)
-        except OSError:
+        except (OSError, InputError):  # gone, unreadable, or not a regular file (FIFO, device)
             continue
         for ph in missing[size]:
             if ph.sha256 == sha and ph.id not in found:
