@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,8 +49,14 @@ def data_dir() -> Path:
     return Path(user_data_dir(APP_NAME, appauthor=False))
 
 
+CONFIG_DIR_ENV = "FLUKEID_CONFIG_DIR"
+
+
 def config_dir() -> Path:
-    """Per-user settings folder; not created here."""
+    """Per-user settings folder ($FLUKEID_CONFIG_DIR when set, e.g. for tests); not created here."""
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override)
     return Path(user_config_dir(APP_NAME, appauthor=False))
 
 

@@ -11,5 +11,7 @@
   sightings.
 - :mod:`app.services.models`: add_bundle, install_bundle, check_bundle, activate,
   list_model_versions; the catalog's model versions.
-- :mod:`app.services.retraining`: retraining (activate and list_model_versions re-exported).
+- :mod:`app.services.retraining` (a package): retrain, training_set_summary, find_resumable_run;
+  its modules process (the training child process), training_python (probe, setting), dataset
+  (training/held-out files), pipeline; activate and list_model_versions re-exported from models.
 """

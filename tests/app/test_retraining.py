@@ -143,6 +143,14 @@ def test_training_python_setting(tmp_path, monkeypatch):
     assert retraining.load_training_python() == "/opt/train/bin/python"
     assert retraining.resolve_training_python() == "/opt/train/bin/python"
     assert retraining.resolve_training_python("/explicit") == "/explicit"
+    assert retraining.settings_path() == tmp_path / "retraining.json"  # app.paths.config_dir, overridden
+
+
+def test_child_processes_start_in_the_checkout_root():
+    # the runner and the probe start ``python -m app`` there; the package moved one folder deeper
+    from app.services.retraining.process import _repo_root
+
+    assert (Path(_repo_root()) / "app" / "services" / "retraining" / "process.py").is_file()
 
 
 def test_verdicts():
