@@ -39,6 +39,12 @@ def _copy_tree(tmp_path: Path) -> Path:
         ("model/inference.py", "import torch\n"),
         ("app/services/_layer_probe.py", "import sqlite_utils\n"),
         ("app/ui/_layer_probe.py", "import model.nets\n"),
+        ("app/services/_layer_probe.py", "import PySide6\n"),
+        ("app/catalog/_layer_probe.py", "from PySide6.QtCore import QObject\n"),
+        ("app/commands/_layer_probe.py", "import PySide6\n"),
+        # a command reaching Qt by any route but the GUI entry points named in pyproject.toml
+        ("app/commands/_layer_probe.py", "import app.ui.main_window\n"),
+        ("app/commands/gui.py", "import app.ui.main_window\n"),
     ],
 )
 def test_breaking_a_layer_rule_fails(tmp_path, module, line):
