@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir, user_log_dir
+from platformdirs import user_config_dir, user_data_dir
 
 APP_NAME = "flukeid"
 
@@ -60,13 +60,11 @@ def config_dir() -> Path:
     return Path(user_config_dir(APP_NAME, appauthor=False))
 
 
-def log_dir() -> Path:
-    """Per-user log folder; not created here."""
-    return Path(user_log_dir(APP_NAME, appauthor=False))
-
-
 def default_catalog_dir() -> Path:
-    """Where a new catalog goes when the user does not choose: ``<data dir>/catalogs/default``."""
+    """Where a new catalog goes when the user does not choose: ``<data dir>/catalogs/default``.
+
+    ``flukeid new`` without a folder creates it there.
+    """
     return data_dir() / "catalogs" / "default"
 
 

@@ -9,7 +9,8 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("new", help="create an empty catalog folder")
-    p.add_argument("catalog", help="folder to create the catalog in")
+    p.add_argument("catalog", nargs="?",
+                   help="folder to create the catalog in (default: catalogs/default in the per-user data folder)")
     p.set_defaults(func=_new)
 
     p = subparsers.add_parser("import", help="import photos (folders are searched recursively)")
@@ -56,9 +57,11 @@ def _open_for_reading(folder: str):
 
 
 def _new(args: argparse.Namespace) -> int:
+    from app.paths import default_catalog_dir
     from app.services import models
 
-    new = models.create_catalog(args.catalog)
+    folder = args.catalog or str(default_catalog_dir())
+    new = models.create_catalog(folder)
     with new.catalog as cat:
         print(f"created catalog {cat.root}")
         if new.model:
@@ -66,7 +69,7 @@ def _new(args: argparse.Namespace) -> int:
         else:
             if new.problem:
                 print(f"warning: {new.problem}", file=sys.stderr)
-            print(f"no model yet: add one with `flukeid model add {args.catalog} BUNDLE --activate`")
+            print(f"no model yet: add one with `flukeid model add {folder} BUNDLE --activate`")
     return 0
 
 
