@@ -10,6 +10,20 @@ photo is its latest row.
 
 One :class:`Catalog` object may be used from several threads: a re-entrant lock serialises
 access to its one connection.
+
+Why this is one module although it is over 600 lines: it has one job, the catalog's storage
+API over one SQLite connection. Every per-table method is a few lines of SQL that leans on the
+same invariants: writes only inside :meth:`Catalog.transaction` (which refuses read-only mode,
+checks the file is still the one opened, and turns database errors into messages naming the
+file), reads through ``_query`` under the connection's lock, and no method that updates or
+deletes a row of an append-only table. Split into mixin classes, the photos, decisions and
+models methods would each reach into the host's private ``_conn``/``_query``/``_insert`` from
+another file, and the SQL-safety checks (tests/reliability/test_safety.py) would lose the one
+place they read. What is not storage lives elsewhere already: schema and migrations
+(:mod:`app.catalog.schema`), record types (:mod:`app.catalog.records`), the write lock
+(:mod:`app.catalog.lock`). Should it grow much further, the seam is opening, closing and
+transactions (about 500 lines) here and the per-table accessors (photos and boxes;
+individuals, identifications, decisions and actions; models and embeddings) as mixins.
 """
 
 from __future__ import annotations
