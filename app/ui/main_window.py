@@ -36,6 +36,7 @@ from app.ui.images import ImageCache, numpy_to_qimage
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
 from app.ui.photos_view import PhotosView
+from app.ui.qtcompat import guard_refcounts
 from app.ui.snapshot import Snapshot
 from app.ui.undo import DecisionCommand
 from app.ui.viewdata import CandidateCard, MatchTask
@@ -100,6 +101,7 @@ class MainWindow(QMainWindow):
     decision_written = Signal(str)
 
     def __init__(self, settings: QSettings | None = None, parent=None, *, confirm_dialogs: bool = True):
+        guard_refcounts()  # whoever made the QApplication (tests, embedding): see app.ui.qtcompat
         super().__init__(parent)
         self.settings = settings or QSettings(ORG, APP)
         self.confirm_dialogs = confirm_dialogs
@@ -216,7 +218,12 @@ class MainWindow(QMainWindow):
                                                 None, "Bring in past work: labels.csv or Kaggle train.csv")
         self.export_act = self._action("&Export…", self.export_dialog, "Ctrl+E")
         self.relink_act = self._action("&Relink moved photos…", self.relink_dialog)
-        quit_act = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.quit_act = quit_act = self._action("&Quit", self.close)
+        # Ctrl+Q everywhere: some platforms (the offscreen one, plain X11 sessions) bind no Quit key
+        quit_keys = QKeySequence.keyBindings(QKeySequence.StandardKey.Quit)
+        if QKeySequence("Ctrl+Q") not in quit_keys:
+            quit_keys.append(QKeySequence("Ctrl+Q"))
+        quit_act.setShortcuts(quit_keys)
         m = mb.addMenu("&File")
         for a in (self.new_act, self.open_act):
             m.addAction(a)
