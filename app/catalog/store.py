@@ -261,6 +261,11 @@ class Catalog:
                     if self._lock is not None:
                         self._lock.release()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (every read or write then raises CatalogError)."""
+        return self._conn is None
+
     def __enter__(self) -> Catalog:
         return self
 

@@ -107,9 +107,11 @@ class MainWindow(QMainWindow):
         self.confirm_dialogs = confirm_dialogs
         self.session: sessions.Session | None = None
         self.snapshot: Snapshot | None = None
-        self.jobs = JobRunner(self, max_threads=2)
-        self.writer = JobRunner(self, max_threads=1)
-        self.light = JobRunner(self, max_threads=1)  # heatmaps and evidence, so imports cannot starve them
+        # every slot of a job is dropped once its session's catalog is closed (see closeEvent)
+        alive = lambda: self.session is None or not self.session.catalog.closed  # noqa: E731
+        self.jobs = JobRunner(self, max_threads=2, alive=alive)
+        self.writer = JobRunner(self, max_threads=1, alive=alive)
+        self.light = JobRunner(self, max_threads=1, alive=alive)  # heatmaps and evidence: never starved
         self.cache = ImageCache(self)
         self.undo_stack = QUndoStack(self)
         self._match_queue: list[int] = []
@@ -294,10 +296,13 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
+        # no job outlives the catalog: reads are cancelled, a decision being written is let finish,
+        # and whatever they signal after this is dropped
         for runner in (self.jobs, self.light):
             runner.cancel_all()
-        for runner in (self.writer, self.jobs, self.light):
-            runner.wait(30000)
+        self.writer.shutdown(30000, cancel=False)
+        for runner in (self.jobs, self.light):
+            runner.shutdown(30000)
         self.cache.wait(5000)
         if self.session is not None:
             self.session.close()

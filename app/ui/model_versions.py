@@ -1,7 +1,8 @@
 """Model > Model versions: every bundle of the catalog with its metrics; switch back to one.
 
-Switching runs :func:`app.services.retraining.activate` on a worker thread (it verifies the
-bundle and embeds any photo the chosen model has no embedding for, then moves the pointer).
+Switching runs :func:`app.services.retraining.activate` through a :class:`JobRunner` (it verifies
+the bundle and embeds any photo the chosen model has no embedding for, then moves the pointer).
+Closing the dialog cancels and waits for the switch; no late signal reaches a closed catalog.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.services import retraining
-from app.ui.retrain_dialog import ThreadJob
+from app.ui.workers import Job, JobRunner
 
 COLUMNS = ("version", "created", "active", "top-1", "top-5", "MAP@5", "held-out photos", "status")
 
@@ -45,7 +46,8 @@ class ModelVersionsDialog(QDialog):
         self.setWindowTitle("Model versions")
         self.catalog = catalog
         self.service = service
-        self.job: ThreadJob | None = None
+        self.jobs = JobRunner(self, max_threads=1, alive=lambda: not catalog.closed)
+        self.job: Job | None = None
         lay = QVBoxLayout(self)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -110,11 +112,12 @@ class ModelVersionsDialog(QDialog):
 
     def _selection_changed(self) -> None:
         v = self.selected_version()
-        running = self.job is not None and self.job.is_running()
+        running = self.is_running()
         self.use_button.setEnabled(bool(v and not v.active and not v.problem and not running))
 
     def is_running(self) -> bool:
-        return self.job is not None and self.job.is_running()
+        """True until the running switch has reported its result, error or cancellation."""
+        return self.job is not None and not self.job.settled
 
     def activate_selected(self) -> None:
         """Switch to the selected bundle (embeddings first, then the pointer)."""
@@ -123,19 +126,19 @@ class ModelVersionsDialog(QDialog):
             return
         catalog, service, version = self.catalog, self.service, v.version
 
-        def work(sig, should_stop):
-            service.activate(catalog, version, progress=sig.progress, should_stop=should_stop)
+        def work(progress, should_stop):
+            service.activate(catalog, version, progress=progress, should_stop=should_stop)
             return version
 
-        self.job = ThreadJob(work, self)
-        self.job.signals.progress.connect(lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)))
-        self.job.signals.result.connect(self._on_activated)
-        self.job.signals.error.connect(self._on_error)
-        self.job.signals.finished.connect(lambda j=self.job: self._finished(j))
+        holder: list[Job] = []
+        self.job = self.jobs.submit(
+            f"Switching to {version}", work, on_result=self._on_activated, on_error=self._on_error,
+            on_progress=lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)),
+            on_finished=lambda: self._finished(holder[0]), report_errors=False)
+        holder.append(self.job)
         self.progress.setVisible(True)
         self.use_button.setEnabled(False)
         self.status_label.setText(f"Switching to {version}: computing embeddings (the current model serves meanwhile)…")
-        self.job.start()
 
     def _on_activated(self, version: str) -> None:
         self.refresh()
@@ -147,8 +150,16 @@ class ModelVersionsDialog(QDialog):
         if self.isVisible():
             QMessageBox.warning(self, "Could not switch models", str(exc))
 
-    def _finished(self, job: ThreadJob) -> None:
+    def _finished(self, job: Job) -> None:
         if job is not self.job:  # a newer switch already runs
             return
         self.progress.setVisible(False)
         self.refresh()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.jobs.shutdown()
+        super().closeEvent(event)
+
+    def done(self, result: int) -> None:  # every way a dialog ends
+        self.jobs.shutdown()
+        super().done(result)
