@@ -231,10 +231,8 @@ class BoxReviewView(QWidget):
         p = self.current()
         if p is None:
             return
-        if len(self._queue) > 1:
-            self._queue.append(self._queue.pop(self._index))
-            if self._index >= len(self._queue):
-                self._index = 0
+        if len(self._queue) > 1:  # the next photo; after the last, the first again
+            self._index = (self._index + 1) % len(self._queue)
             self._refresh()
         self.box_skipped.emit(p.photo_id)
 

@@ -30,6 +30,19 @@ class Snapshot:
     def photo(self, photo_id: int) -> PhotoCard | None:
         return next((p for p in self.photos if p.photo_id == photo_id), None)
 
+    def counts(self) -> dict[str, int]:
+        """What the status bar and the tab titles show, counted from the photos the views list.
+
+        ``to_identify`` is what the match review queues (boxes still to check included, photos with
+        no fluke left out); ``individuals`` those with at least one photo.
+        """
+        by: dict[str, int] = {}
+        for p in self.photos:
+            by[p.status] = by.get(p.status, 0) + 1
+        return {"photos": len(self.photos), "individuals": len(self.individuals),
+                "identified": by.get(IDENTIFIED, 0), "to_identify": by.get(UNIDENTIFIED, 0) + by.get(BOX_UNCHECKED, 0),
+                "boxes": by.get(BOX_UNCHECKED, 0), "junk": by.get(JUNK, 0)}
+
 
 def individual_label(code: str, name: str | None) -> str:
     return f"{code} {name}" if name else code
@@ -99,5 +112,8 @@ def read_snapshot(catalog, progress=None, should_stop=None, check_files: bool = 
             r.first_seen = min(r.first_seen or p.date, p.date)
             r.last_seen = max(r.last_seen or p.date, p.date)
     stats = catalog.stats()
-    return Snapshot(photos=photos, individuals=sorted(rows.values(), key=lambda r: r.code), stats=stats,
+    # an individual with no photo left (its new-individual decision undone, its photos reassigned) is
+    # not shown: it is kept in the catalog only so that a redo can bring it back
+    shown = [r for r in rows.values() if r.photo_count > 0]
+    return Snapshot(photos=photos, individuals=sorted(shown, key=lambda r: r.code), stats=stats,
                     missing=missing)

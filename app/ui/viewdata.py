@@ -72,6 +72,7 @@ class MatchTask:
     threshold: float | None = None
     remaining: int = 0
     model_version: str | None = None
+    rejected: set[int] = field(default_factory=set)  # individuals the catalog has rejected for this photo
 
 
 @dataclass

@@ -155,18 +155,10 @@ class JobRunner(QObject):
         self._closed = True  # deleted with its owner: a job still queued must not call back
 
     # -- the guard every slot goes through --------------------------------------------------
-    def accepting(self) -> bool:
+    def accepting(self, alive: Callable[[], bool] | None = None) -> bool:
         """True while job signals may reach their slots (not shut down, the owner's catalog open)."""
-        return not self._closed and (self._alive is None or bool(self._alive()))
-
-    def _guarded(self, slot: Callable[..., None]) -> Callable[..., None]:
-        def call(*args) -> None:
-            if self.accepting():
-                slot(*args)
-            else:
-                self.dropped += 1
-
-        return call
+        alive = alive or self._alive
+        return not self._closed and (alive is None or bool(alive()))
 
     def submit(
         self,
@@ -181,6 +173,7 @@ class JobRunner(QObject):
         on_finished: Callable[[], None] | None = None,
         report_errors: bool = True,
         progress_interval: float = 0.05,
+        alive: Callable[[], bool] | None = None,
     ) -> Job:
         """Run ``fn(progress, should_stop)`` in the pool.
 
@@ -191,6 +184,8 @@ class JobRunner(QObject):
                 slots; none runs after :meth:`shutdown` or while ``alive()`` is False.
             report_errors: also emit ``job_failed`` (the window shows it) on error.
             progress_interval: minimum seconds between progress signals.
+            alive: this job's own guard, instead of the runner's (e.g. a job that opens a catalog
+                does not depend on the one open now).
 
         Returns:
             The job handle (``cancel()`` asks it to stop).
@@ -204,7 +199,15 @@ class JobRunner(QObject):
             return job
         job = Job(name, JobSignals())
         sig = job.signals
-        guard = self._guarded
+
+        def guard(slot: Callable[..., None]) -> Callable[..., None]:
+            def call(*args) -> None:
+                if self.accepting(alive):
+                    slot(*args)
+                else:
+                    self.dropped += 1
+
+            return call
 
         def settle(slot: Callable[..., None] | None) -> Callable[..., None]:
             # the job counts as settled even when its slot is dropped
@@ -230,7 +233,7 @@ class JobRunner(QObject):
         def finished(j: Job = job) -> None:
             j.settled = j.done = True
             self._jobs.discard(j)
-            if self.accepting():
+            if self.accepting(alive):
                 if on_finished:
                     on_finished()
                 self.job_finished.emit(j)
@@ -247,6 +250,11 @@ class JobRunner(QObject):
     def running(self) -> list[Job]:
         """Jobs submitted and not yet finished."""
         return [j for j in self._jobs if not j.done]
+
+    @property
+    def unsettled(self) -> list[Job]:
+        """Jobs whose result, error or cancellation has not reached the GUI thread yet."""
+        return [j for j in self._jobs if not j.settled]
 
     def cancel_all(self) -> None:
         """Ask every running job to stop."""
