@@ -157,8 +157,14 @@ class BoxReviewView(QWidget):
             self.title.setText("Box review")
             self.editor.set_pixmap(None)
             return
-        conf = f" · detector confidence {p.box_confidence:.0%}" if p.box_confidence is not None else ""
-        self.title.setText(f"<b>{p.file_name}</b>  ({self._index + 1} of {len(self._queue)}){conf}")
+        if p.box_source == "imported":
+            conf = " · labelled box the detector disagrees with"
+        elif p.box_confidence is not None:
+            conf = f" · detector confidence {p.box_confidence:.0%}"
+        else:
+            conf = ""
+        who = f" · {p.individual}" if p.individual else ""
+        self.title.setText(f"<b>{p.file_name}</b>  ({self._index + 1} of {len(self._queue)}){who}{conf}")
         if self._cache.failed(_key(p.path)):
             self.editor.set_pixmap(placeholder_pixmap(480, f"photo not found:\n{p.path}"))
             self.editor.set_box(None)
