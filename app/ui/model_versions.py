@@ -7,11 +7,14 @@ Closing the dialog cancels and waits for the switch; no late signal reaches a cl
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QMessageBox,
     QProgressBar,
@@ -25,11 +28,25 @@ from PySide6.QtWidgets import (
 from app.services import retraining
 from app.ui.workers import Job, JobRunner
 
-COLUMNS = ("version", "created", "active", "top-1", "top-5", "MAP@5", "held-out photos", "status")
+COLUMNS = ("version", "added", "active", "top-1", "top-5", "MAP@5", "queries", "verified on", "status")
+WHAT_CHARS = 60  # the "verified on" cell is cut here; its tooltip has the whole text
 
 
 def _pct(v) -> str:
     return "" if v is None else f"{float(v):.1%}"
+
+
+def local_time(iso: str | None) -> str:
+    """An ISO-8601 timestamp (UTC as the catalog stores it) as local date and time, or the text as is."""
+    if not iso:
+        return ""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 class ModelVersionsDialog(QDialog):
@@ -57,8 +74,10 @@ class ModelVersionsDialog(QDialog):
         self.table.verticalHeader().setVisible(False)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         lay.addWidget(self.table, 1)
-        self.status_label = QLabel("Metrics: top-1, top-5 and MAP@5 on the held-out confirmed photos of the "
-                                   "retraining that made the model.")
+        self.status_label = QLabel("Top-1, top-5 and MAP@5: how often the right individual came first, among "
+                                   "the first five, and the mean precision, in the evaluation each model was "
+                                   "verified with (\"verified on\"; a retrained model: held-out confirmed "
+                                   "photos of this catalog). Times are local.")
         self.status_label.setWordWrap(True)
         lay.addWidget(self.status_label)
         self.progress = QProgressBar()
@@ -77,20 +96,27 @@ class ModelVersionsDialog(QDialog):
         lay.addLayout(row)
         self.versions: list = []
         self.refresh()
-        self.resize(760, 360)
+        self.resize(980, 380)
 
     def refresh(self) -> None:
         """Re-read the catalog's bundles."""
         self.versions = list(self.service.list_model_versions(self.catalog))
         self.table.setRowCount(len(self.versions))
         for i, v in enumerate(self.versions):
-            m = v.metrics or {}
+            ver = v.verification
+            what = ver.what if ver else "no evaluation recorded"
+            short = what if len(what) <= WHAT_CHARS else what[:WHAT_CHARS - 1] + "…"
             cells = (
-                v.version, v.created or "", "active" if v.active else "", _pct(m.get("top1")),
-                _pct(m.get("top5")), _pct(m.get("map5")), str(m.get("n_queries", "")), v.problem or "ok",
+                v.version, local_time(v.created), "active" if v.active else "",
+                _pct(ver.top1) if ver else "", _pct(ver.top5) if ver else "",
+                f"{ver.map5:.3f}" if ver and ver.map5 is not None else "",
+                str(ver.queries) if ver and ver.queries is not None else "", short, v.problem or "ok",
             )
+            tips = {1: f"{v.created} (UTC)" if v.created else "", 7: what, 8: v.problem or ""}
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                if tips.get(j):
+                    item.setToolTip(tips[j])
                 if v.active:
                     font = item.font()
                     font.setBold(True)
@@ -98,7 +124,10 @@ class ModelVersionsDialog(QDialog):
                 if j == 0:
                     item.setData(Qt.ItemDataRole.UserRole, v.version)
                 self.table.setItem(i, j, item)
-        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        for j, name in enumerate(COLUMNS):  # "verified on" takes the room left (its tooltip has it all)
+            header.setSectionResizeMode(j, QHeaderView.ResizeMode.Stretch if name == "verified on"
+                                        else QHeaderView.ResizeMode.ResizeToContents)
         self._selection_changed()
 
     def selected_version(self):
