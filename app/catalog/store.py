@@ -55,6 +55,10 @@ class CatalogLockedError(CatalogError):
         super().__init__(f"{folder}: catalog is open for writing by {holder.describe()}")
 
 
+class CatalogTooNewError(CatalogError):
+    """The catalog was saved by a newer flukeid (a schema this program does not know)."""
+
+
 class ReadOnlyError(CatalogError):
     """A change was attempted on a catalog opened read-only."""
 
@@ -232,7 +236,7 @@ class Catalog:
             raise CatalogError(f"{self.db_path}: the catalog database is damaged ({exc})") from None
         if version > SCHEMA_VERSION:
             self._conn.close()
-            raise CatalogError(
+            raise CatalogTooNewError(
                 f"{self.db_path}: catalog created by a newer flukeid (schema {version} > {SCHEMA_VERSION}); "
                 "update flukeid to open it")
         if version == 0 and not create:

@@ -442,12 +442,14 @@ class MainWindow(QMainWindow):
                          alive=lambda: True)  # needs no open catalog (shutdown() still stops it)
 
     def _show_open_error(self, path: str, exc: BaseException) -> None:
+        from app.catalog import CatalogLockedError, CatalogTooNewError
+
         text = _plain(exc)
-        if "newer" in text:
+        if isinstance(exc, CatalogTooNewError):
             title, hint = ("Catalog from a newer flukeid",
                            "This catalog was saved by a newer version of flukeid. Nothing was changed. "
                            "Install the newer version to open it, or open another catalog.")
-        elif "open for writing by" in text:
+        elif isinstance(exc, CatalogLockedError):
             title, hint = ("Catalog in use", "Another flukeid has this catalog open for writing. "
                            "Close it there, or open the catalog read-only.")
         else:

@@ -386,7 +386,6 @@ class MatchReviewView(QWidget):
         self.selected = rank
         for card in self.cards:
             card.set_state(card.rank == rank, card.rank in self.rejected_ranks)
-        self.compare.right.parentWidget()  # keep layout
         show = rank >= 0
         self.compare.right.setVisible(show)
         self.compare.right_caption.setVisible(show)
