@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Identify individual humpback whales from photos of their tail flukes.",
     )
     parser.add_argument("--version", action="version", version=f"flukeid {__version__}")
+    parser.add_argument("--self-test", action="store_true",
+                        help="same as the self-test command (the spelling the desktop build documents)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(app.commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -45,6 +47,9 @@ def configure_process() -> None:
 def main(argv: list[str] | None = None) -> int:
     configure_process()
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--self-test"]:  # `flukeid --self-test [--no-gui]` is `flukeid self-test [--no-gui]`
+        argv = ["self-test", *argv[1:]]
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

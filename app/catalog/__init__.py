@@ -14,5 +14,6 @@ from app.catalog.store import (  # noqa: F401
     Catalog,
     CatalogError,
     CatalogLockedError,
+    CatalogTooNewError,
     ReadOnlyError,
 )

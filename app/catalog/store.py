@@ -71,6 +71,10 @@ class CatalogLockedError(CatalogError):
         super().__init__(f"{folder}: catalog is open for writing by {holder.describe()}")
 
 
+class CatalogTooNewError(CatalogError):
+    """The catalog was saved by a newer flukeid (a schema this program does not know)."""
+
+
 class ReadOnlyError(CatalogError):
     """A change was attempted on a catalog opened read-only."""
 
@@ -323,7 +327,7 @@ class Catalog:
             raise CatalogError(f"{self.db_path}: {exc}; the catalog's meta table is damaged") from None
         if version > SCHEMA_VERSION:
             self._conn.close()
-            raise CatalogError(
+            raise CatalogTooNewError(
                 f"{self.db_path}: catalog created by a newer flukeid (schema {version} > {SCHEMA_VERSION}); "
                 "update flukeid to open it")
         if version == 0 and not create:
@@ -363,6 +367,11 @@ class Catalog:
                     self._conn = None  # type: ignore[assignment]
                     if self._lock is not None:
                         self._lock.release()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (every read or write then raises CatalogError)."""
+        return self._conn is None
 
     def __enter__(self) -> Catalog:
         return self

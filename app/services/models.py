@@ -281,6 +281,45 @@ def add_bundle(catalog, source: str | Path, *, activate: bool = False, embed: bo
                      len(report.get("embedded", [])), list(report.get("errors", [])))
 
 
+METRIC_NAMES = (("top1", "top-1"), ("top5", "top-5"), ("map5", "MAP@5"))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The evaluation a model was verified with: identification scores and on what."""
+
+    top1: float | None
+    top5: float | None
+    map5: float | None
+    queries: int | None
+    what: str
+
+
+def verification_of(metrics: dict | None) -> Verification | None:
+    """The evaluation recorded with a model, whichever way it was registered (None: none recorded).
+
+    A retrained model records its held-out comparison at the top level (``top1``, ``top5``,
+    ``map5``, ``n_queries``); a shipped or added bundle records its manifest's evaluations, one
+    dict per protocol (``{"synthetic_heldout_seed": {"top1": .., "n": .., "what": ..}, ...}``):
+    the first that is not a baseline is the one it was verified with.
+    """
+    if not metrics:
+        return None
+
+    def scores(d: dict) -> bool:
+        return any(d.get(k) is not None for k, _ in METRIC_NAMES)
+
+    if scores(metrics):
+        n = metrics.get("n_queries")
+        return Verification(metrics.get("top1"), metrics.get("top5"), metrics.get("map5"), n,
+                            "held-out confirmed photos of this catalog")
+    for key, d in metrics.items():
+        if isinstance(d, dict) and scores(d) and "baseline" not in key:
+            what = str(d.get("what") or key.replace("_", " "))
+            return Verification(d.get("top1"), d.get("top5"), d.get("map5"), d.get("n", d.get("n_queries")), what)
+    return None
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """A bundle registered in the catalog, for the Model versions list."""
@@ -291,6 +330,11 @@ class ModelVersion:
     active: bool
     metrics: dict
     problem: str | None = None  # why it cannot be used (damaged, missing), None when fine
+
+    @property
+    def verification(self) -> Verification | None:
+        """The evaluation the model was verified with (see :func:`verification_of`)."""
+        return verification_of(self.metrics)
 
 
 def list_model_versions(catalog, *, verify: bool = True) -> list[ModelVersion]:

@@ -10,6 +10,7 @@ from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
 from app.ui.main_window import APP, ORG, VIEWS, MainWindow
+from app.ui.qtcompat import guard_refcounts
 from app.ui.theme import apply_theme
 
 SCREENSHOT_NAMES = {"photos": "photos", "boxes": "box_review", "match": "match_review",
@@ -17,7 +18,8 @@ SCREENSHOT_NAMES = {"photos": "photos", "boxes": "box_review", "match": "match_r
 
 
 def application(argv: list[str] | None = None) -> QApplication:
-    """The QApplication (created once), themed."""
+    """The QApplication (created once), themed; guarded against a known PySide6 defect."""
+    guard_refcounts()
     app = QApplication.instance()
     if app is None:
         QCoreApplication.setOrganizationName(ORG)

@@ -157,8 +157,14 @@ class BoxReviewView(QWidget):
             self.title.setText("Box review")
             self.editor.set_pixmap(None)
             return
-        conf = f" · detector confidence {p.box_confidence:.0%}" if p.box_confidence is not None else ""
-        self.title.setText(f"<b>{p.file_name}</b>  ({self._index + 1} of {len(self._queue)}){conf}")
+        if p.box_source == "imported":
+            conf = " · labelled box the detector disagrees with"
+        elif p.box_confidence is not None:
+            conf = f" · detector confidence {p.box_confidence:.0%}"
+        else:
+            conf = ""
+        who = f" · {p.individual}" if p.individual else ""
+        self.title.setText(f"<b>{p.file_name}</b>  ({self._index + 1} of {len(self._queue)}){who}{conf}")
         if self._cache.failed(_key(p.path)):
             self.editor.set_pixmap(placeholder_pixmap(480, f"photo not found:\n{p.path}"))
             self.editor.set_box(None)
@@ -231,10 +237,8 @@ class BoxReviewView(QWidget):
         p = self.current()
         if p is None:
             return
-        if len(self._queue) > 1:
-            self._queue.append(self._queue.pop(self._index))
-            if self._index >= len(self._queue):
-                self._index = 0
+        if len(self._queue) > 1:  # the next photo; after the last, the first again
+            self._index = (self._index + 1) % len(self._queue)
             self._refresh()
         self.box_skipped.emit(p.photo_id)
 

@@ -37,6 +37,7 @@ from app.ui.images import ImageCache, numpy_to_qimage
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
 from app.ui.photos_view import PhotosView
+from app.ui.qtcompat import guard_refcounts
 from app.ui.snapshot import Snapshot
 from app.ui.undo import DecisionCommand
 from app.ui.viewdata import CandidateCard, MatchTask
@@ -101,14 +102,17 @@ class MainWindow(QMainWindow):
     decision_written = Signal(str)
 
     def __init__(self, settings: QSettings | None = None, parent=None, *, confirm_dialogs: bool = True):
+        guard_refcounts()  # whoever made the QApplication (tests, embedding): see app.ui.qtcompat
         super().__init__(parent)
         self.settings = settings or QSettings(ORG, APP)
         self.confirm_dialogs = confirm_dialogs
         self.session: sessions.Session | None = None
         self.snapshot: Snapshot | None = None
-        self.jobs = JobRunner(self, max_threads=2)
-        self.writer = JobRunner(self, max_threads=1)
-        self.light = JobRunner(self, max_threads=1)  # heatmaps and evidence, so imports cannot starve them
+        # every slot of a job is dropped once its session's catalog is closed (see closeEvent)
+        alive = lambda: self.session is None or not self.session.catalog.closed  # noqa: E731
+        self.jobs = JobRunner(self, max_threads=2, alive=alive)
+        self.writer = JobRunner(self, max_threads=1, alive=alive)
+        self.light = JobRunner(self, max_threads=1, alive=alive)  # heatmaps and evidence: never starved
         self.cache = ImageCache(self)
         self.undo_stack = QUndoStack(self)
         self._match_queue: list[int] = []
@@ -217,7 +221,9 @@ class MainWindow(QMainWindow):
                                                 None, "Bring in past work: labels.csv or Kaggle train.csv")
         self.export_act = self._action("&Export…", self.export_dialog, "Ctrl+E")
         self.relink_act = self._action("&Relink moved photos…", self.relink_dialog)
-        quit_act = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.quit_act = quit_act = self._action("&Quit", self.close)
+        # Ctrl+Q everywhere: some platforms (the offscreen one, plain X11 sessions) bind no Quit key
+        quit_act.setShortcuts(_keys(QKeySequence.StandardKey.Quit, "Ctrl+Q"))
         m = mb.addMenu("&File")
         for a in (self.new_act, self.open_act):
             m.addAction(a)
@@ -231,7 +237,8 @@ class MainWindow(QMainWindow):
         self.undo_act = self.undo_stack.createUndoAction(self, "&Undo")
         self.undo_act.setShortcut(QKeySequence.StandardKey.Undo)
         self.redo_act = self.undo_stack.createRedoAction(self, "&Redo")
-        self.redo_act.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Y")])
+        # the keys the user guide names, on every platform, plus the platform's own
+        self.redo_act.setShortcuts(_keys(QKeySequence.StandardKey.Redo, "Ctrl+Shift+Z", "Ctrl+Y"))
         m = mb.addMenu("&Edit")
         m.addAction(self.undo_act)
         m.addAction(self.redo_act)
@@ -288,10 +295,13 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
+        # no job outlives the catalog: reads are cancelled, a decision being written is let finish,
+        # and whatever they signal after this is dropped
         for runner in (self.jobs, self.light):
             runner.cancel_all()
-        for runner in (self.writer, self.jobs, self.light):
-            runner.wait(30000)
+        self.writer.shutdown(30000, cancel=False)
+        for runner in (self.jobs, self.light):
+            runner.shutdown(30000)
         self.cache.wait(5000)
         if self.session is not None:
             self.session.close()
@@ -431,15 +441,18 @@ class MainWindow(QMainWindow):
             self._show_open_error(path, exc)
 
         self.jobs.submit("Opening the catalog", lambda p, s: sessions.Session.open(path, create=create),
-                         on_result=opened, on_error=failed, report_errors=False)
+                         on_result=opened, on_error=failed, report_errors=False,
+                         alive=lambda: True)  # needs no open catalog (shutdown() still stops it)
 
     def _show_open_error(self, path: str, exc: BaseException) -> None:
+        from app.catalog import CatalogLockedError, CatalogTooNewError
+
         text = _plain(exc)
-        if "newer" in text:
+        if isinstance(exc, CatalogTooNewError):
             title, hint = ("Catalog from a newer flukeid",
                            "This catalog was saved by a newer version of flukeid. Nothing was changed. "
                            "Install the newer version to open it, or open another catalog.")
-        elif "open for writing by" in text:
+        elif isinstance(exc, CatalogLockedError):
             title, hint = ("Catalog in use", "Another flukeid has this catalog open for writing. "
                            "Close it there, or open the catalog read-only.")
         else:
@@ -481,19 +494,29 @@ class MainWindow(QMainWindow):
             return
         self._refresh_pending = True
         self._refresh_again = False
+        task = self.match_review.task
+        shown = task.photo.photo_id if task is not None else None
 
-        def done(snap: Snapshot) -> None:
+        def read(progress, should_stop):
+            snap = session.snapshot(progress, should_stop)
+            return snap, shown, (session.rejected_individuals(shown) if shown is not None else set())
+
+        def done(out) -> None:
+            snap, photo_id, rejected = out
             self._refresh_pending = False
             if session is self.session:
                 self._apply_snapshot(snap)
+                # the match review's rejections as the catalog holds them (after R, undo, redo), unless
+                # a write is still on its way (its own refresh brings its result)
+                if photo_id is not None and not self.writer.unsettled:
+                    self.match_review.set_rejected(photo_id, rejected)
             if self._refresh_again:
                 self.refresh()
 
         def failed(exc) -> None:
             self._refresh_pending = False
 
-        self.jobs.submit("Reading the catalog", lambda p, s: session.snapshot(p, s), on_result=done,
-                         on_error=failed)
+        self.jobs.submit("Reading the catalog", read, on_result=done, on_error=failed)
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
         self.snapshot = snap
@@ -530,16 +553,17 @@ class MainWindow(QMainWindow):
         if s is None:
             self.counts_label.setText("No catalog")
             return
-        st = self.snapshot.stats if self.snapshot else {}
-        boxes = len(self.snapshot.box_queue) if self.snapshot else 0
+        # every count comes from the snapshot the views show, so they always agree with each other
+        c = self.snapshot.counts() if self.snapshot else {}
+        boxes, todo, junk = c.get("boxes", 0), c.get("to_identify", 0), c.get("junk", 0)
+        no_fluke = f" · {junk:,} with no fluke" if junk else ""
         self.counts_label.setText(
-            f"{Path(s.catalog.root).name}: {st.get('photos', 0):,} photos · "
-            f"{st.get('individuals', 0):,} individuals · {st.get('identified_photos', 0):,} identified · "
-            f"{st.get('unidentified_photos', 0):,} to identify · {boxes:,} boxes to check")
+            f"{Path(s.catalog.root).name}: {c.get('photos', 0):,} photos · "
+            f"{c.get('individuals', 0):,} individuals · {c.get('identified', 0):,} identified · "
+            f"{todo:,} to identify · {boxes:,} boxes to check{no_fluke}")
         self.model_label.setText(f"Model: {s.model_version or 'none'}")
         self.device_label.setText(f"Inference: {s.device or '—'}")
         self.tabs.setTabText(1, f"Box review ({boxes})" if boxes else "Box review")
-        todo = st.get("unidentified_photos", 0)
         self.tabs.setTabText(2, f"Match review ({todo})" if todo else "Match review")
 
     def _update_actions(self) -> None:
@@ -685,6 +709,7 @@ class MainWindow(QMainWindow):
         current = self.match_review.task
         if current is not None and current.photo.photo_id not in set(ids):
             self.match_review.set_task(None)
+        self.match_review.set_remaining(len(ids))
         if self.match_review.task is None and self.tabs.currentWidget() is self.match_review:
             self._show_next_match()
         elif self._prefetched is None:
@@ -708,6 +733,7 @@ class MainWindow(QMainWindow):
             pre.remaining = len(self._match_queue)
             self.match_review.set_task(pre)
             self.match_shown.emit(pre)
+            self._sync_rejections(pid)  # read before the latest decisions were written, maybe
             self._prefetch()
             return
         self._show_match(pid)
@@ -739,6 +765,19 @@ class MainWindow(QMainWindow):
         self._match_busy = True
         self.light.submit("Matching the photo", lambda p, s: session.match(photo_id), on_result=done,
                           on_error=failed)
+
+    def _sync_rejections(self, photo_id: int) -> None:
+        """Put the shown photo's rejected candidates as the catalog holds them now."""
+        session = self.session
+        if session is None:
+            return
+
+        def done(rejected: set[int]) -> None:
+            if session is self.session and not self.writer.unsettled:
+                self.match_review.set_rejected(photo_id, rejected)
+
+        self.light.submit("Reading the photo's decisions", lambda p, s: session.rejected_individuals(photo_id),
+                          on_result=done, report_errors=False)
 
     def _prefetch(self) -> None:
         session = self.session
@@ -904,6 +943,16 @@ _GUIDE = """1. File ▸ Import photos…: the detector draws a box around each f
    H shows the heatmap, E the evidence lines, Up/Down compare another candidate.
 4. Edit ▸ Undo (Ctrl+Z) reverses any decision; nothing is ever deleted from the history.
 5. File ▸ Export… writes identifications, Kaggle-style labels or a sightings table."""
+
+
+def _keys(standard: QKeySequence.StandardKey, *extra: str) -> list[QKeySequence]:
+    """The platform's bindings of ``standard`` and the ``extra`` keys, each once (a key bound
+    twice to one action is ambiguous to Qt and triggers nothing)."""
+    keys: list[QKeySequence] = []
+    for k in [*QKeySequence.keyBindings(standard), *(QKeySequence(e) for e in extra)]:
+        if not k.isEmpty() and k not in keys:
+            keys.append(k)
+    return keys
 
 
 def _plain(exc: BaseException) -> str:

@@ -84,6 +84,7 @@ class CandidateCardWidget(QFrame):
         grid.addWidget(self.bar, 2, 2, 1, 2)
         grid.setColumnStretch(2, 1)
         self.candidate: CandidateCard | None = None
+        self._details = ""
         self.set_state(False, False)
 
     def set_candidate(self, c: CandidateCard | None, threshold: float | None) -> None:
@@ -93,7 +94,8 @@ class CandidateCardWidget(QFrame):
             return
         self.name.setText(c.label)
         last = f"<br>last seen {c.last_seen}" if c.last_seen else ""
-        self.details.setText(f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{last}")
+        self._details = f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{last}"
+        self.details.setText(self._details)
         colour = score_colour(c.score, threshold)
         self.score.setText(f"<span style='color:{colour}'>{c.score:.0%}</span>")
         self.bar.setValue(int(round(c.score * 1000)))
@@ -110,8 +112,8 @@ class CandidateCardWidget(QFrame):
         self.setProperty("rejected", rejected)
         self.style().unpolish(self)
         self.style().polish(self)
-        if rejected and self.candidate is not None:
-            self.details.setText("rejected for this photo")
+        if self.candidate is not None:
+            self.details.setText("rejected for this photo" if rejected else self._details)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         self.clicked.emit(self.rank)
@@ -277,7 +279,7 @@ class MatchReviewView(QWidget):
     def set_task(self, task: MatchTask | None) -> None:
         """Show a query and its candidates (None: nothing left to identify)."""
         self.task = task
-        self.rejected_ranks = set()
+        self.rejected_ranks = set() if task is None else self._ranks_of(task.rejected)
         self._heatmaps = {}
         self._evidence = {}
         self.content.setVisible(task is not None)
@@ -287,8 +289,7 @@ class MatchReviewView(QWidget):
         p = task.photo
         date = f" · {p.date}" if p.date else ""
         self.title.setText(f"<b>{p.file_name}</b>{date}")
-        self.remaining.setText(f"{task.remaining} unidentified photo{'s' if task.remaining != 1 else ''} left"
-                               if task.remaining else "")
+        self.set_remaining(task.remaining)
         for card, c in zip(self.cards, task.candidates[:5] + [None] * (5 - len(task.candidates[:5]))):
             card.set_candidate(c, task.threshold)
             if c is not None:
@@ -305,6 +306,29 @@ class MatchReviewView(QWidget):
         if self.heatmap_box.isChecked():
             self._request_heatmaps()
 
+    def set_remaining(self, n: int) -> None:
+        """How many photos are left to identify (the window keeps it current after every action)."""
+        if self.task is not None:
+            self.task.remaining = n
+        self.remaining.setText(f"{n} unidentified photo{'s' if n != 1 else ''} left" if n else "")
+
+    def _ranks_of(self, individual_ids: set[int]) -> set[int]:
+        t = self.task
+        return set() if t is None else {r for r, c in enumerate(t.candidates[:5]) if c.individual_id in individual_ids}
+
+    def set_rejected(self, photo_id: int, individual_ids: set[int]) -> None:
+        """The individuals the catalog holds as rejected for this photo (after a decision, undo or redo)."""
+        t = self.task
+        if t is None or t.photo.photo_id != photo_id:
+            return
+        t.rejected = set(individual_ids)
+        ranks = self._ranks_of(t.rejected)
+        if ranks == self.rejected_ranks:
+            return
+        self.rejected_ranks = ranks
+        self._update_banner()
+        self.select(self.selected)
+
     def _crop(self, path: str, box) -> QPixmap | None:
         key = crop_key(path, box)
         if self._cache.failed(key):
@@ -315,24 +339,32 @@ class MatchReviewView(QWidget):
         t = self.task
         if t is None:
             return
-        primary_new = t.suggest_new or not t.candidates
+        # rejected candidates are out of the running: the banner speaks of the others only
+        left = [c for r, c in enumerate(t.candidates[:5]) if r not in self.rejected_ranks]
+        below = t.threshold is not None and bool(left) and left[0].score < t.threshold
+        suggest_new = t.suggest_new or below
+        primary_new = suggest_new or not left
         if not t.candidates:
             text = "No individuals to compare with yet. Press <b>N</b> to start a new individual."
             kind = "new"
-        elif t.suggest_new:
+        elif not left:
+            text = "Every candidate rejected: press <b>N</b> for a new individual, or <b>S</b> to skip."
+            kind = "new"
+        elif suggest_new:
             thr = f" (threshold {t.threshold:.0%})" if t.threshold is not None else ""
             text = (f"<b>Likely a new individual:</b> no candidate scores above the new-individual "
                     f"threshold{thr}. Compare carefully, then press <b>N</b> if none matches.")
             kind = "new"
-        elif len(t.candidates) > 1 and t.candidates[0].score - t.candidates[1].score < CLOSE_CALL:
-            a, b = t.candidates[0], t.candidates[1]
+        elif len(left) > 1 and left[0].score - left[1].score < CLOSE_CALL:
+            a, b = left[0], left[1]
             text = (f"<b>Close call:</b> {a.label} ({a.score:.0%}) and {b.label} ({b.score:.0%}) score alike. "
                     "Compare them with <b>↑/↓</b> before confirming; press <b>N</b> if neither matches.")
             kind = "close"
         else:
-            best = t.candidates[0]
+            best = left[0]
+            key = t.candidates.index(best) + 1
             text = (f"<b>Best match: {best.label}</b> at {best.score:.0%}. "
-                    "Check the trailing edge and markings side by side, then press <b>1</b> to confirm.")
+                    f"Check the trailing edge and markings side by side, then press <b>{key}</b> to confirm.")
             kind = "match"
         self.banner.setText(text)
         self.banner.setProperty("kind", kind)
@@ -354,7 +386,6 @@ class MatchReviewView(QWidget):
         self.selected = rank
         for card in self.cards:
             card.set_state(card.rank == rank, card.rank in self.rejected_ranks)
-        self.compare.right.parentWidget()  # keep layout
         show = rank >= 0
         self.compare.right.setVisible(show)
         self.compare.right_caption.setVisible(show)
@@ -476,20 +507,12 @@ class MatchReviewView(QWidget):
         r = self.selected
         if t is None or not 0 <= r < len(t.candidates) or r in self.rejected_ranks:
             return
+        # shown at once; the window then puts the catalog's own state back (set_rejected)
         self.rejected_ranks.add(r)
         self.rejected.emit(t.photo.photo_id, t.candidates[r], r)
+        self._update_banner()
         left = [i for i in range(len(t.candidates[:5])) if i not in self.rejected_ranks]
-        if left:
-            nxt = min((i for i in left if i > r), default=left[0])
-            self.select(nxt)
-        else:
-            self.select(r)
-            self.banner.setText("Every candidate rejected: press <b>N</b> for a new individual, or <b>S</b> to skip.")
-            self.new_btn.setObjectName("primary")
-            self.confirm_btn.setObjectName("")
-            for b in (self.new_btn, self.confirm_btn):
-                b.style().unpolish(b)
-                b.style().polish(b)
+        self.select(min((i for i in left if i > r), default=left[0]) if left else r)
 
     def declare_new(self) -> None:
         if self.task is not None:

@@ -1,12 +1,15 @@
 """Model > Model versions: every bundle of the catalog with its metrics; switch back to one.
 
-Switching runs :func:`app.services.retraining.activate` on a worker thread (it verifies the
-bundle and embeds any photo the chosen model has no embedding for, then moves the pointer).
+Switching runs :func:`app.services.retraining.activate` through a :class:`JobRunner` (it verifies
+the bundle and embeds any photo the chosen model has no embedding for, then moves the pointer).
+Closing the dialog cancels and waits for the switch; no late signal reaches a closed catalog.
 "Add model…" runs :func:`app.services.models.add_bundle` the same way (check, copy into the
 catalog, embed; activate when the catalog has no active model yet).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -14,6 +17,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QMessageBox,
     QProgressBar,
@@ -25,13 +29,27 @@ from PySide6.QtWidgets import (
 )
 
 from app.services import models, retraining
-from app.ui.retrain_dialog import ThreadJob
+from app.ui.workers import Job, JobRunner
 
-COLUMNS = ("version", "created", "active", "top-1", "top-5", "MAP@5", "held-out photos", "status")
+COLUMNS = ("version", "added", "active", "top-1", "top-5", "MAP@5", "queries", "verified on", "status")
+WHAT_CHARS = 60  # the "verified on" cell is cut here; its tooltip has the whole text
 
 
 def _pct(v) -> str:
     return "" if v is None else f"{float(v):.1%}"
+
+
+def local_time(iso: str | None) -> str:
+    """An ISO-8601 timestamp (UTC as the catalog stores it) as local date and time, or the text as is."""
+    if not iso:
+        return ""
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 class ModelVersionsDialog(QDialog):
@@ -48,7 +66,8 @@ class ModelVersionsDialog(QDialog):
         self.setWindowTitle("Model versions")
         self.catalog = catalog
         self.service = service
-        self.job: ThreadJob | None = None
+        self.jobs = JobRunner(self, max_threads=1, alive=lambda: not catalog.closed)
+        self.job: Job | None = None
         lay = QVBoxLayout(self)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -58,8 +77,10 @@ class ModelVersionsDialog(QDialog):
         self.table.verticalHeader().setVisible(False)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         lay.addWidget(self.table, 1)
-        self.status_label = QLabel("Metrics: top-1, top-5 and MAP@5 on the held-out confirmed photos of the "
-                                   "retraining that made the model.")
+        self.status_label = QLabel("Top-1, top-5 and MAP@5: how often the right individual came first, among "
+                                   "the first five, and the mean precision, in the evaluation each model was "
+                                   "verified with (\"verified on\"; a retrained model: held-out confirmed "
+                                   "photos of this catalog). Times are local.")
         self.status_label.setWordWrap(True)
         lay.addWidget(self.status_label)
         self.progress = QProgressBar()
@@ -83,20 +104,27 @@ class ModelVersionsDialog(QDialog):
         lay.addLayout(row)
         self.versions: list = []
         self.refresh()
-        self.resize(760, 360)
+        self.resize(980, 380)
 
     def refresh(self) -> None:
         """Re-read the catalog's bundles."""
         self.versions = list(self.service.list_model_versions(self.catalog))
         self.table.setRowCount(len(self.versions))
         for i, v in enumerate(self.versions):
-            m = v.metrics or {}
+            ver = v.verification
+            what = ver.what if ver else "no evaluation recorded"
+            short = what if len(what) <= WHAT_CHARS else what[:WHAT_CHARS - 1] + "…"
             cells = (
-                v.version, v.created or "", "active" if v.active else "", _pct(m.get("top1")),
-                _pct(m.get("top5")), _pct(m.get("map5")), str(m.get("n_queries", "")), v.problem or "ok",
+                v.version, local_time(v.created), "active" if v.active else "",
+                _pct(ver.top1) if ver else "", _pct(ver.top5) if ver else "",
+                f"{ver.map5:.3f}" if ver and ver.map5 is not None else "",
+                str(ver.queries) if ver and ver.queries is not None else "", short, v.problem or "ok",
             )
+            tips = {1: f"{v.created} (UTC)" if v.created else "", 7: what, 8: v.problem or ""}
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                if tips.get(j):
+                    item.setToolTip(tips[j])
                 if v.active:
                     font = item.font()
                     font.setBold(True)
@@ -104,7 +132,10 @@ class ModelVersionsDialog(QDialog):
                 if j == 0:
                     item.setData(Qt.ItemDataRole.UserRole, v.version)
                 self.table.setItem(i, j, item)
-        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        for j, name in enumerate(COLUMNS):  # "verified on" takes the room left (its tooltip has it all)
+            header.setSectionResizeMode(j, QHeaderView.ResizeMode.Stretch if name == "verified on"
+                                        else QHeaderView.ResizeMode.ResizeToContents)
         self._selection_changed()
 
     def selected_version(self):
@@ -118,12 +149,13 @@ class ModelVersionsDialog(QDialog):
 
     def _selection_changed(self) -> None:
         v = self.selected_version()
-        running = self.job is not None and self.job.is_running()
+        running = self.is_running()
         self.use_button.setEnabled(bool(v and not v.active and not v.problem and not running))
         self.add_button.setEnabled(not running)
 
     def is_running(self) -> bool:
-        return self.job is not None and self.job.is_running()
+        """True until the running switch has reported its result, error or cancellation."""
+        return self.job is not None and not self.job.settled
 
     def activate_selected(self) -> None:
         """Switch to the selected bundle (embeddings first, then the pointer)."""
@@ -132,19 +164,19 @@ class ModelVersionsDialog(QDialog):
             return
         catalog, service, version = self.catalog, self.service, v.version
 
-        def work(sig, should_stop):
-            service.activate(catalog, version, progress=sig.progress, should_stop=should_stop)
+        def work(progress, should_stop):
+            service.activate(catalog, version, progress=progress, should_stop=should_stop)
             return version
 
-        self.job = ThreadJob(work, self)
-        self.job.signals.progress.connect(lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)))
-        self.job.signals.result.connect(self._on_activated)
-        self.job.signals.error.connect(self._on_error)
-        self.job.signals.finished.connect(lambda j=self.job: self._finished(j))
+        holder: list[Job] = []
+        self.job = self.jobs.submit(
+            f"Switching to {version}", work, on_result=self._on_activated, on_error=self._on_error,
+            on_progress=lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)),
+            on_finished=lambda: self._finished(holder[0]), report_errors=False)
+        holder.append(self.job)
         self.progress.setVisible(True)
         self.use_button.setEnabled(False)
         self.status_label.setText(f"Switching to {version}: computing embeddings (the current model serves meanwhile)…")
-        self.job.start()
 
     def _on_activated(self, version: str) -> None:
         self.refresh()
@@ -156,7 +188,7 @@ class ModelVersionsDialog(QDialog):
         if self.isVisible():
             QMessageBox.warning(self, "Could not switch models", str(exc))
 
-    def _finished(self, job: ThreadJob) -> None:
+    def _finished(self, job: Job) -> None:
         if job is not self.job:  # a newer switch already runs
             return
         self.progress.setVisible(False)
@@ -182,20 +214,20 @@ class ModelVersionsDialog(QDialog):
         catalog = self.catalog
         activate = catalog.active_model() is None
 
-        def work(sig, should_stop):
-            return models.add_bundle(catalog, folder, activate=activate, embed=True, progress=sig.progress,
+        def work(progress, should_stop):
+            return models.add_bundle(catalog, folder, activate=activate, embed=True, progress=progress,
                                      should_stop=should_stop)
 
-        self.job = ThreadJob(work, self)
-        self.job.signals.progress.connect(lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)))
-        self.job.signals.result.connect(self._on_added)
-        self.job.signals.error.connect(self._on_add_error)
-        self.job.signals.finished.connect(lambda j=self.job: self._finished(j))
+        holder: list[Job] = []
+        self.job = self.jobs.submit(
+            f"Adding the model in {folder}", work, on_result=self._on_added, on_error=self._on_add_error,
+            on_progress=lambda f, m: (self.progress.setValue(int(f * 1000)), self.status_label.setText(m)),
+            on_finished=lambda: self._finished(holder[0]), report_errors=False)
+        holder.append(self.job)
         self.progress.setVisible(True)
         self.use_button.setEnabled(False)
         self.add_button.setEnabled(False)
         self.status_label.setText(f"Adding the model in {folder}: checking it…")
-        self.job.start()
 
     def _on_added(self, result) -> None:
         self.refresh()
@@ -214,3 +246,11 @@ class ModelVersionsDialog(QDialog):
         self.status_label.setText(f"Could not add the model: {exc}")
         if self.isVisible():
             QMessageBox.warning(self, "Could not add the model", f"{exc}\n\nThe active model is unchanged.")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.jobs.shutdown()
+        super().closeEvent(event)
+
+    def done(self, result: int) -> None:  # every way a dialog ends
+        self.jobs.shutdown()
+        super().done(result)

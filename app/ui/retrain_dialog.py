@@ -1,20 +1,19 @@
 """Model > Retrain...: train on the catalog's confirmed photos, compare, activate or keep.
 
 Training runs in a separate process (see :mod:`app.services.retraining`); this dialog runs the
-Qt-free job on a plain worker thread and receives its events through queued signals, so the GUI
-thread only draws. It never imports torch: the device list comes from the training Python.
+Qt-free job through :class:`app.ui.workers.JobRunner` and receives its events through queued
+signals, so the GUI thread only draws. Closing the dialog stops and waits for its jobs, and no
+late signal of theirs reaches a closed catalog. It never imports torch: the device list comes
+from the training Python.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-import traceback
-from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -38,97 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.services import retraining
-from model.api import Interrupted
-
-# --- a worker thread around a Qt-free job --------------------------------------------------------
-
-
-class _Bridge(QObject):
-    """Lives in the GUI thread; the worker thread emits, Qt queues the calls to the GUI thread."""
-
-    event = Signal(object)
-    progress = Signal(float, str)
-    result = Signal(object)
-    error = Signal(object)
-    cancelled = Signal()
-    finished = Signal()
-
-
-class _Emitter:
-    """What the job function gets: ``event(ev)`` and ``progress(fraction, message)``.
-
-    Emitting after the dialog was deleted (the app closing) is ignored instead of raising in the
-    worker thread.
-    """
-
-    def __init__(self, bridge: _Bridge):
-        self._bridge = bridge
-
-    def _emit(self, signal_name: str, *args) -> None:
-        try:
-            getattr(self._bridge, signal_name).emit(*args)
-        except RuntimeError:  # the Qt object is gone
-            pass
-
-    def event(self, ev) -> None:
-        self._emit("event", ev)
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self._emit("progress", float(fraction), str(message))
-
-
-class ThreadJob(QObject):
-    """Run ``fn(emitter, should_stop)`` on a daemon thread; always ends with result, error or cancelled.
-
-    Signals are re-emitted from :attr:`signals` (queued into the GUI thread).
-    """
-
-    def __init__(self, fn: Callable[[_Bridge, Callable[[], bool]], Any], parent: QObject | None = None):
-        super().__init__(parent)
-        self.signals = _Bridge(self)
-        self._fn = fn
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="flukeid-retrain")
-        self._running = False
-
-    def start(self) -> None:
-        self._running = True
-        self.signals.finished.connect(self._on_finished)
-        self._thread.start()
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-    def is_running(self) -> bool:
-        return self._running
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _on_finished(self) -> None:
-        self._running = False
-
-    def _run(self) -> None:
-        # The job counts as ended before its last signals are queued, so a slot reacting to
-        # ``result`` (or the user's next click) may start the next job at once.
-        out = _Emitter(self.signals)
-        try:
-            value = self._fn(out, self._stop.is_set)
-        except Interrupted:
-            self._running = False
-            out._emit("cancelled")
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
-            exc.formatted_traceback = traceback.format_exc()  # type: ignore[attr-defined]
-            self._running = False
-            out._emit("error", exc)
-        else:
-            self._running = False
-            out._emit("result", value)
-        finally:
-            self._running = False
-            out._emit("finished")
-
+from app.ui.workers import Job, JobRunner
 
 # --- live plot ------------------------------------------------------------------------------------
 
@@ -262,7 +171,9 @@ class RetrainDialog(QDialog):
         self.setWindowTitle("Retrain model")
         self.catalog = catalog
         self.service = service
-        self.job: ThreadJob | None = None
+        # not lowered: the training process started from the job would inherit a lowered priority
+        self.jobs = JobRunner(self, max_threads=2, alive=lambda: not catalog.closed, low_priority=False)
+        self.job: Job | None = None
         self.result: Any = None
         self.last_error: str | None = None
         self._started_at = 0.0
@@ -368,7 +279,7 @@ class RetrainDialog(QDialog):
     # state
     def is_running(self) -> bool:
         """True while a training, export, evaluation or activation job is running."""
-        return self.job is not None and self.job.is_running()
+        return self.job is not None and not self.job.settled
 
     def _refresh_summary(self) -> None:
         try:
@@ -395,15 +306,11 @@ class RetrainDialog(QDialog):
         self.device_label.setText("checking the training Python…")
         self.check_button.setEnabled(False)
 
-        def probe(sig, should_stop):
-            return self.service.probe_training_python(python)
-
-        job = ThreadJob(probe, self)
-        job.signals.result.connect(self._on_probe)
-        job.signals.error.connect(lambda exc: self._on_probe_error(str(exc)))
-        job.signals.finished.connect(lambda: self.check_button.setEnabled(True))
-        self._probe_job = job
-        job.start()
+        service = self.service
+        self._probe_job = self.jobs.submit(
+            "Checking the training Python", lambda progress, should_stop: service.probe_training_python(python),
+            on_result=self._on_probe, on_error=lambda exc: self._on_probe_error(str(exc)),
+            on_finished=lambda: self.check_button.setEnabled(True), report_errors=False)
 
     def _on_probe(self, env) -> None:
         self._env = env
@@ -444,27 +351,26 @@ class RetrainDialog(QDialog):
         self._started_at = time.monotonic()
         catalog, service = self.catalog, self.service
 
-        def work(sig, should_stop):
-            return service.retrain(catalog, opts, on_event=sig.event, should_stop=should_stop)
+        def work(progress, should_stop):
+            return service.retrain(catalog, opts, on_event=progress.event, should_stop=should_stop)
 
-        self._run_job(work, self._on_trained)
+        self._run_job("Retraining", work, self._on_trained)
         self.cancel_button.setEnabled(True)
         self.start_button.setEnabled(False)
 
-    def _run_job(self, fn, on_result) -> None:
-        job = ThreadJob(fn, self)
-        job.signals.event.connect(self._on_event)
-        job.signals.progress.connect(self._on_progress)
-        job.signals.result.connect(on_result)
-        job.signals.error.connect(self._on_error)
-        job.signals.cancelled.connect(self._on_cancelled)
-        job.signals.finished.connect(lambda j=job: self._on_job_finished(j))
-        self.job = job
-        job.start()
+    def _run_job(self, name: str, fn, on_result) -> None:
+        # ``is_running()`` is False from the moment the result arrives, so a slot reacting to it
+        # (or the user's next click) may start the next job at once
+        holder: list[Job] = []
+        self.job = self.jobs.submit(
+            name, fn, on_result=on_result, on_error=self._on_error, on_event=self._on_event,
+            on_progress=self._on_progress, on_cancelled=self._on_cancelled,
+            on_finished=lambda: self._on_job_finished(holder[0]), report_errors=False)
+        holder.append(self.job)
 
     def cancel(self) -> None:
         """Stop training; the last checkpoint is kept and the next Retrain offers to resume it."""
-        if self.job is not None and self.job.is_running():
+        if self.is_running():
             self.status_label.setText("Stopping (the last checkpoint is kept)…")
             self.cancel_button.setEnabled(False)
             self.job.cancel()
@@ -544,7 +450,7 @@ class RetrainDialog(QDialog):
         self.status_label.setText("Cancelled. The current model is unchanged; the last checkpoint is kept "
                                   "and the next Retrain offers to resume it.")
 
-    def _on_job_finished(self, job: ThreadJob) -> None:
+    def _on_job_finished(self, job: Job) -> None:
         if job is not self.job:  # a newer job (activation) already runs
             return
         self.cancel_button.setEnabled(False)
@@ -563,11 +469,11 @@ class RetrainDialog(QDialog):
         self.status_label.setText(f"Computing embeddings with {version}; the current model serves until they are ready…")
         catalog, service = self.catalog, self.service
 
-        def work(sig, should_stop):
-            service.activate(catalog, version, progress=sig.progress, should_stop=should_stop)
+        def work(progress, should_stop):
+            service.activate(catalog, version, progress=progress, should_stop=should_stop)
             return version
 
-        self._run_job(work, self._on_activated)
+        self._run_job("Activating the new model", work, self._on_activated)
         self.cancel_button.setEnabled(True)
 
     def _on_activated(self, version: str) -> None:
@@ -604,15 +510,18 @@ class RetrainDialog(QDialog):
         if not self.confirm_stop():
             event.ignore()
             return
+        self.jobs.shutdown()
         super().closeEvent(event)
 
     def reject(self) -> None:  # Escape and the window's close button on some platforms
         if self.confirm_stop():
             super().reject()
 
+    def done(self, result: int) -> None:  # every way a dialog ends
+        self.jobs.shutdown()
+        super().done(result)
+
     def stop_and_wait(self, timeout: float = 30.0) -> bool:
-        """Cancel a running job and wait for it (used when the app closes); True when it ended."""
-        if self.job is None:
-            return True
-        self.job.cancel()
-        return self.job.wait(timeout)
+        """Cancel the running jobs and wait for them (the dialog closing); True when they ended."""
+        self.jobs.cancel_all()
+        return self.jobs.wait(int(timeout * 1000))

@@ -148,7 +148,14 @@ class Session:
                 individual_id=ind.id, label=individual_label(ind.code, ind.name), score=float(c.score),
                 photo_id=best.id, photo_path=str(self.catalog.resolve_path(best)),
                 photo_box=box.box if box else None, photo_count=count, last_seen=last))
-        return MatchTask(photo, cards, result.suggest_new, result.threshold, model_version=self.engine.version)
+        return MatchTask(photo, cards, result.suggest_new, result.threshold, model_version=self.engine.version,
+                         rejected=self.rejected_individuals(photo_id))
+
+    def rejected_individuals(self, photo_id: int) -> set[int]:
+        """Individuals rejected for this photo, as the catalog holds it now (undone rejections left out)."""
+        from app.services import decisions
+
+        return decisions.rejected_individuals(self.catalog, photo_id)
 
     # -- heatmaps and pair evidence ---------------------------------------------------------
     def _crop_maps(self, path: str, box):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.services.importing import box_needs_check
 from app.ui.viewdata import BOX_UNCHECKED, IDENTIFIED, JUNK, UNIDENTIFIED, IndividualRow, PhotoCard
 
 
@@ -19,9 +20,9 @@ class Snapshot:
 
     @property
     def box_queue(self) -> list[PhotoCard]:
-        """Photos whose box nobody has checked yet (identified photos last)."""
-        todo = [p for p in self.photos if p.status == BOX_UNCHECKED]
-        return todo
+        """Photos whose box a person should check (identified photos, with a doubtful box, last)."""
+        return [p for p in self.photos if p.status == BOX_UNCHECKED] + \
+               [p for p in self.photos if p.status != BOX_UNCHECKED and p.box_to_check]
 
     @property
     def unidentified_ids(self) -> list[int]:
@@ -29,6 +30,19 @@ class Snapshot:
 
     def photo(self, photo_id: int) -> PhotoCard | None:
         return next((p for p in self.photos if p.photo_id == photo_id), None)
+
+    def counts(self) -> dict[str, int]:
+        """What the status bar and the tab titles show, counted from the photos the views list.
+
+        ``to_identify`` is what the match review queues (boxes still to check included, photos with
+        no fluke left out); ``individuals`` those with at least one photo.
+        """
+        by: dict[str, int] = {}
+        for p in self.photos:
+            by[p.status] = by.get(p.status, 0) + 1
+        return {"photos": len(self.photos), "individuals": len(self.individuals),
+                "identified": by.get(IDENTIFIED, 0), "to_identify": by.get(UNIDENTIFIED, 0) + by.get(BOX_UNCHECKED, 0),
+                "boxes": len(self.box_queue), "junk": by.get(JUNK, 0)}
 
 
 def individual_label(code: str, name: str | None) -> str:
@@ -76,6 +90,8 @@ def read_snapshot(catalog, progress=None, should_stop=None, check_files: bool = 
             date=(ph.taken_at or "")[:10] or None,
             box=box.box if box is not None else None,
             box_confidence=box.confidence if box is not None else None,
+            box_source=box.source if box is not None else None,
+            box_to_check=status != JUNK and box_needs_check(box, iid is not None),
         )
         thumb = catalog.thumbnail_path(ph.sha256)
         if thumb.is_file():
@@ -99,5 +115,8 @@ def read_snapshot(catalog, progress=None, should_stop=None, check_files: bool = 
             r.first_seen = min(r.first_seen or p.date, p.date)
             r.last_seen = max(r.last_seen or p.date, p.date)
     stats = catalog.stats()
-    return Snapshot(photos=photos, individuals=sorted(rows.values(), key=lambda r: r.code), stats=stats,
+    # an individual with no photo left (its new-individual decision undone, its photos reassigned) is
+    # not shown: it is kept in the catalog only so that a redo can bring it back
+    shown = [r for r in rows.values() if r.photo_count > 0]
+    return Snapshot(photos=photos, individuals=sorted(shown, key=lambda r: r.code), stats=stats,
                     missing=missing)

@@ -40,6 +40,8 @@ class PhotoCard:
     date: str | None = None  # ISO date of the sighting
     box: Box | None = None  # photo pixels
     box_confidence: float | None = None
+    box_source: str | None = None  # auto, classical, whole, imported, manual, ...
+    box_to_check: bool = False  # in the box review (see app.services.importing.box_needs_check)
     missing: bool = False
     thumb: str | None = None  # the catalog's small copy, when it has one
 
@@ -72,6 +74,7 @@ class MatchTask:
     threshold: float | None = None
     remaining: int = 0
     model_version: str | None = None
+    rejected: set[int] = field(default_factory=set)  # individuals the catalog has rejected for this photo
 
 
 @dataclass

@@ -1,10 +1,16 @@
 """Run Qt-free job functions off the GUI thread.
 
 A job is a plain function ``fn(progress, should_stop) -> result`` (the shape every long job of
-the services has). :class:`JobRunner` runs it on a :class:`QThreadPool` and always ends with
+the services has; ``progress.event(obj)`` also passes any object to the GUI thread, e.g. the
+training events). :class:`JobRunner` runs it on a :class:`QThreadPool` and always ends with
 exactly one of ``result`` or ``error`` (an :class:`model.api.Interrupted` counts as
 ``cancelled``), then ``finished``. Progress is throttled so a chatty job cannot flood the
 event loop.
+
+A job never outlives its owner: the owner calls :meth:`JobRunner.shutdown` before its catalog
+closes (cancel, wait, and from then on drop every late signal), and a runner given
+``alive=lambda: not catalog.closed`` drops the signals of a job that ends after its catalog was
+closed by someone else. A dropped signal never reaches the caller's slots.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class JobSignals(QObject):
     """Signals of one job; they live in the GUI thread and are emitted from the worker."""
 
     progress = Signal(float, str)
+    event = Signal(object)
     result = Signal(object)
     error = Signal(object)  # the exception; its ``formatted_traceback`` attribute has details
     cancelled = Signal()
@@ -44,7 +51,8 @@ class Job:
     name: str
     signals: JobSignals
     stop_event: threading.Event = field(default_factory=threading.Event)
-    done: bool = False
+    settled: bool = False  # its result, error or cancellation has reached the GUI thread
+    done: bool = False  # its ``finished`` has too (or its runner shut down)
 
     def cancel(self) -> None:
         """Ask the job to stop (it raises Interrupted at its next ``should_stop`` check)."""
@@ -68,24 +76,38 @@ def lower_thread_priority() -> None:
         QThread.currentThread().setPriority(QThread.Priority.LowPriority)
 
 
+class _Progress:
+    """What a job gets as ``progress``: ``progress(fraction, message)`` and ``progress.event(obj)``."""
+
+    def __init__(self, signals: JobSignals, min_interval: float):
+        self._signals = signals
+        self._min_interval = min_interval
+        self._last = 0.0
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if fraction >= 1.0 or now - self._last >= self._min_interval:
+            self._last = now
+            self._signals.progress.emit(float(fraction), str(message))
+
+    def event(self, obj: Any) -> None:
+        """Pass ``obj`` to the GUI thread (never throttled)."""
+        self._signals.event.emit(obj)
+
+
 class _Runnable(QRunnable):
-    def __init__(self, fn: JobFn, job: Job, min_interval: float):
+    def __init__(self, fn: JobFn, job: Job, min_interval: float, low_priority: bool):
         super().__init__()
         self.setAutoDelete(True)
         self._fn = fn
         self._job = job
-        self._min_interval = min_interval
-        self._last = 0.0
-
-    def _progress(self, fraction: float, message: str = "") -> None:
-        now = time.monotonic()
-        if fraction >= 1.0 or now - self._last >= self._min_interval:
-            self._last = now
-            self._job.signals.progress.emit(float(fraction), str(message))
+        self._progress = _Progress(job.signals, min_interval)
+        self._low_priority = low_priority
 
     def run(self) -> None:  # noqa: D401 - Qt override
         sig = self._job.signals
-        lower_thread_priority()
+        if self._low_priority:
+            lower_thread_priority()
         try:
             value = self._fn(self._progress, self._job.stop_event.is_set)
         except Interrupted:
@@ -107,17 +129,36 @@ class JobRunner(QObject):
 
     Args:
         max_threads: worker threads for this runner (thumbnails use their own pool).
+        alive: while it returns False (e.g. ``lambda: not catalog.closed``), signals of jobs are
+            dropped instead of reaching their slots.
+        low_priority: run the jobs at a lower priority than the GUI thread (False for a job that
+            starts a process which should not inherit it, e.g. training).
     """
 
     job_started = Signal(object)  # Job
     job_finished = Signal(object)  # Job
     job_failed = Signal(str, object)  # job name, exception
 
-    def __init__(self, parent: QObject | None = None, max_threads: int = 2):
+    def __init__(self, parent: QObject | None = None, max_threads: int = 2,
+                 alive: Callable[[], bool] | None = None, low_priority: bool = True):
         super().__init__(parent)
+        self._low_priority = low_priority
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
         self._jobs: set[Job] = set()
+        self._alive = alive
+        self._closed = False
+        self.dropped = 0  # signals dropped because the owner or its catalog had gone (for tests)
+        self.destroyed.connect(self._on_destroyed)
+
+    def _on_destroyed(self) -> None:
+        self._closed = True  # deleted with its owner: a job still queued must not call back
+
+    # -- the guard every slot goes through --------------------------------------------------
+    def accepting(self, alive: Callable[[], bool] | None = None) -> bool:
+        """True while job signals may reach their slots (not shut down, the owner's catalog open)."""
+        alive = alive or self._alive
+        return not self._closed and (alive is None or bool(alive()))
 
     def submit(
         self,
@@ -127,53 +168,93 @@ class JobRunner(QObject):
         on_result: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         on_progress: Callable[[float, str], None] | None = None,
+        on_event: Callable[[Any], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
         on_finished: Callable[[], None] | None = None,
         report_errors: bool = True,
         progress_interval: float = 0.05,
+        alive: Callable[[], bool] | None = None,
     ) -> Job:
         """Run ``fn(progress, should_stop)`` in the pool.
 
         Args:
             name: shown to the user in progress and error messages.
             fn: the Qt-free job.
-            on_result / on_error / on_progress / on_cancelled / on_finished: GUI-thread slots.
+            on_result / on_error / on_progress / on_event / on_cancelled / on_finished: GUI-thread
+                slots; none runs after :meth:`shutdown` or while ``alive()`` is False.
             report_errors: also emit ``job_failed`` (the window shows it) on error.
             progress_interval: minimum seconds between progress signals.
+            alive: this job's own guard, instead of the runner's (e.g. a job that opens a catalog
+                does not depend on the one open now).
 
         Returns:
             The job handle (``cancel()`` asks it to stop).
+
+        After :meth:`shutdown` nothing runs: the handle returned is already done.
         """
+        if self._closed:
+            job = Job(name, JobSignals())
+            job.stop_event.set()
+            job.settled = job.done = True
+            return job
         job = Job(name, JobSignals())
         sig = job.signals
+
+        def guard(slot: Callable[..., None]) -> Callable[..., None]:
+            def call(*args) -> None:
+                if self.accepting(alive):
+                    slot(*args)
+                else:
+                    self.dropped += 1
+
+            return call
+
+        def settle(slot: Callable[..., None] | None) -> Callable[..., None]:
+            # the job counts as settled even when its slot is dropped
+            guarded = guard(slot) if slot is not None else None
+
+            def call(*args) -> None:
+                job.settled = True
+                if guarded is not None:
+                    guarded(*args)
+
+            return call
+
         if on_progress:
-            sig.progress.connect(on_progress)
-        if on_result:
-            sig.result.connect(on_result)
-        if on_cancelled:
-            sig.cancelled.connect(on_cancelled)
-        if on_error:
-            sig.error.connect(on_error)
+            sig.progress.connect(guard(on_progress))
+        if on_event:
+            sig.event.connect(guard(on_event))
+        sig.result.connect(settle(on_result))
+        sig.cancelled.connect(settle(on_cancelled))
+        sig.error.connect(settle(on_error))
         if report_errors:
-            sig.error.connect(lambda exc, n=name: self.job_failed.emit(n, exc))
+            sig.error.connect(guard(lambda exc, n=name: self.job_failed.emit(n, exc)))
 
-        def _done(j: Job = job) -> None:
-            j.done = True
+        def finished(j: Job = job) -> None:
+            j.settled = j.done = True
             self._jobs.discard(j)
-            if on_finished:
-                on_finished()
-            self.job_finished.emit(j)
+            if self.accepting(alive):
+                if on_finished:
+                    on_finished()
+                self.job_finished.emit(j)
+            else:
+                self.dropped += 1
 
-        sig.finished.connect(_done)
+        sig.finished.connect(finished)
         self._jobs.add(job)
         self.job_started.emit(job)
-        self.pool.start(_Runnable(fn, job, progress_interval))
+        self.pool.start(_Runnable(fn, job, progress_interval, self._low_priority))
         return job
 
     @property
     def running(self) -> list[Job]:
         """Jobs submitted and not yet finished."""
         return [j for j in self._jobs if not j.done]
+
+    @property
+    def unsettled(self) -> list[Job]:
+        """Jobs whose result, error or cancellation has not reached the GUI thread yet."""
+        return [j for j in self._jobs if not j.settled]
 
     def cancel_all(self) -> None:
         """Ask every running job to stop."""
@@ -183,3 +264,19 @@ class JobRunner(QObject):
     def wait(self, msecs: int = 30000) -> bool:
         """Block until the pool is idle (for shutdown and tests)."""
         return self.pool.waitForDone(msecs)
+
+    def shutdown(self, msecs: int = 30000, *, cancel: bool = True) -> bool:
+        """Before the owner's catalog closes: stop taking jobs, cancel (unless ``cancel=False``:
+        a write in progress is let finish), wait for the pool, then drop every late signal.
+
+        Returns:
+            True when every job ended within ``msecs``.
+        """
+        self._closed = True
+        if cancel:
+            self.cancel_all()
+        ended = self.pool.waitForDone(msecs)
+        for j in self._jobs:
+            j.settled = j.done = True
+        self._jobs.clear()
+        return ended

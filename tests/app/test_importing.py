@@ -115,7 +115,8 @@ def test_labels_csv_and_kaggle_csv(catalog, tmp_path):
     for i in range(4):
         write_photo(imgs / f"p{i}.jpg", 10 + i)
     (tmp_path / "data" / "labels.csv").write_text(
-        "image,individual_id,x0,y0,x1,y1\np0.jpg,W1,1,2,50,40\np1.jpg,W1,,,,\np2.jpg,W2,,,,\np3.jpg,new_whale,,,,\n")
+        # p0's box agrees with the detector's (a disagreement would leave it for the box review)
+        "image,individual_id,x0,y0,x1,y1\np0.jpg,W1,23,15,73,49\np1.jpg,W1,,,,\np2.jpg,W2,,,,\np3.jpg,new_whale,,,,\n")
     rep = import_labelled(catalog, tmp_path / "data" / "labels.csv", detector=FakeDetector())
     assert len(rep.imported) == 4 and rep.identified == 3
     w1 = catalog.individual_by_code("W1")

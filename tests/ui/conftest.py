@@ -106,3 +106,54 @@ def open_and_wait(qtbot, window, folder) -> None:
     window.open_catalog(str(folder))
     qtbot.waitUntil(lambda: window.session is not None and window.snapshot is not None, timeout=60000)
     wait_idle(qtbot, window)
+
+
+class GuiProbe:
+    """Measures how long the GUI thread goes without serving a 10 ms timer.
+
+    Records, for each gap between ticks, the wall-clock time and the GUI thread's own CPU time.
+    The CPU time says whether our code worked in the GUI thread (a fixed bound holds on any
+    machine); the wall gap also counts waiting for the GIL and for a CPU, so its bound is relaxed
+    on a machine loaded by other processes (load average above twice the cores), where waiting
+    for a CPU is not ours to fix.
+    """
+
+    def __init__(self):
+        from PySide6.QtCore import QTimer
+
+        self.gaps: list[float] = []
+        self.cpu: list[float] = []
+        self._timer = QTimer()
+        self._timer.setInterval(10)
+        self._timer.timeout.connect(self._tick)
+        self._last = (0.0, 0.0)
+
+    def _tick(self) -> None:
+        import time
+
+        now, now_cpu = time.perf_counter(), time.thread_time()
+        self.gaps.append(now - self._last[0])
+        self.cpu.append(now_cpu - self._last[1])
+        self._last = (now, now_cpu)
+
+    def start(self) -> None:
+        import time
+
+        self._last = (time.perf_counter(), time.thread_time())
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def assert_responsive(self, limit: float = 0.100, loaded_limit: float = 0.5) -> None:
+        import os
+
+        assert self.gaps, "the probe never ticked"
+        worst, worst_cpu = max(self.gaps), max(self.cpu)
+        load = os.getloadavg()[0]
+        overloaded = load > 2 * (os.cpu_count() or 1)
+        print(f"worst gap {worst * 1000:.1f} ms, worst GUI CPU per gap {worst_cpu * 1000:.1f} ms, "
+              f"{len(self.gaps)} ticks, load average {load:.1f}")
+        assert worst_cpu < limit, f"GUI thread busy for {worst_cpu * 1000:.0f} ms"
+        bound = loaded_limit if overloaded else limit
+        assert worst < bound, f"GUI thread blocked for {worst * 1000:.0f} ms (load average {load:.1f})"

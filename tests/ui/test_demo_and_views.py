@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QPixmap
@@ -11,7 +9,7 @@ from PySide6.QtGui import QPixmap
 pytestmark = pytest.mark.gui
 
 
-def test_demo_catalog_is_built_once_and_screenshots_render(qtbot, tmp_path, tiny_bundle):
+def test_demo_catalog_is_built_once_and_screenshots_render(qtbot, tmp_path, tiny_bundle, monkeypatch):
     from app.catalog import Catalog
     from app.services.demo import create_demo_catalog, is_demo_ready
     from app.ui.app import take_screenshots
@@ -25,9 +23,17 @@ def test_demo_catalog_is_built_once_and_screenshots_render(qtbot, tmp_path, tiny
         assert st["active_model"] == "tiny-v1"
         dated = [p.taken_at for p in cat.photos() if p.taken_at]
         assert len(dated) == st["photos"]
-    t0 = time.perf_counter()
-    create_demo_catalog(folder, bundle_dir=tiny_bundle, individuals=5)  # already there: no rebuild
-    assert time.perf_counter() - t0 < 2.0
+    # already there: no rebuild (nothing generated, the database file untouched)
+    before = (folder / "catalog.sqlite").stat()
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the demo catalog was built again")
+
+    monkeypatch.setattr("model.api.generate_dataset", no_rebuild)
+    assert create_demo_catalog(folder, bundle_dir=tiny_bundle, individuals=5) == folder
+    after = (folder / "catalog.sqlite").stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    monkeypatch.undo()
 
     shots = take_screenshots(str(folder), tmp_path / "shots", size=(1100, 700))
     assert [p.name for p in shots] == ["photos.png", "box_review.png", "match_review.png", "individuals.png"]

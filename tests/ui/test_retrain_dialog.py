@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytest.importorskip("pytestqt")
-
-from PySide6.QtCore import QTimer  # noqa: E402
 
 from app.services import retraining  # noqa: E402
 from app.ui.model_versions import ModelVersionsDialog  # noqa: E402
@@ -17,6 +13,7 @@ from tests.app.retrain_fakes import (
     catalog_fixture,  # noqa: E402, F401  (the `catalog` fixture)
     fake_training_env,  # noqa: E402
 )
+from tests.ui.conftest import GuiProbe  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -63,23 +60,16 @@ def test_dialog_trains_shows_comparison_and_activates(qtbot, catalog, fake_pytho
     assert "PyTorch" in dlg.device_label.text()  # the probe ran in the training Python, not here
     dlg.epochs_spin.setValue(4)
     dlg.resume_check.setChecked(False)
-    # max gap between timer ticks while training runs: the GUI thread stays free
-    gaps, last = [], [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(10)
+    # the GUI thread stays free while training runs (its own CPU time per timer gap; the wall-clock
+    # gap only where the machine is not loaded by others)
+    probe = GuiProbe()
+    probe.start()
     events = []
     dlg.event_received.connect(events.append)
     with qtbot.waitSignal(dlg.training_finished, timeout=60000) as blocker:
         dlg.start()
         assert dlg.is_running()
-    timer.stop()
+    probe.stop()
     result = blocker.args[0]
     assert [e.data["epoch"] for e in events if e.kind == "epoch"] == [1, 2, 3, 4]
     assert dlg.plot.epochs == [1, 2, 3, 4] and dlg.plot.loss[0] == 1.0 and dlg.plot.top5[1] == pytest.approx(0.4)
@@ -87,7 +77,7 @@ def test_dialog_trains_shows_comparison_and_activates(qtbot, catalog, fake_pytho
     assert dlg.compare_box.isVisibleTo(dlg) and dlg.compare_table.rowCount() == 5
     assert dlg.compare_table.item(0, 1).text() == "m-initial" and dlg.compare_table.item(0, 2).text() == result.version
     assert dlg.activate_button.isVisibleTo(dlg) and dlg.keep_button.isVisibleTo(dlg)
-    assert max(gaps) < 0.1, f"GUI blocked for {max(gaps) * 1000:.0f} ms"
+    probe.assert_responsive()
     assert catalog.active_model().version == "m-initial"
     # the user clicks at once: the training job has handed over its result, activation may start
     assert not dlg.is_running()
@@ -134,7 +124,7 @@ def test_closing_during_training_stops_it(qtbot, catalog, fake_python, monkeypat
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Yes)
     assert dlg.close()
-    assert asked and not dlg.job._thread.is_alive()  # stopped and waited for
+    assert asked and not dlg.is_running() and dlg.jobs.pool.activeThreadCount() == 0  # stopped, waited for
     assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
 
 
@@ -148,7 +138,7 @@ def test_dialog_crash_shows_error_and_changes_nothing(qtbot, catalog, fake_pytho
     assert "exited with code 1" in failed.args[0] and "CUDA out of memory" in failed.args[0]
     assert "Failed" in dlg.status_label.text() and not dlg.compare_box.isVisibleTo(dlg)
     assert catalog.active_model().version == "m-initial" and len(catalog.models()) == 1
-    qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=60000)
 
 
 def test_dialog_without_training_python_says_so(qtbot, catalog, tmp_path, monkeypatch):
@@ -173,13 +163,13 @@ def test_model_versions_lists_and_switches(qtbot, catalog, fake_python, embed_st
     with qtbot.waitSignal(dlg.model_activated, timeout=30000):
         dlg.activate_selected()
     assert catalog.active_model().version == result.version
-    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=5000)
+    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=60000)
     # switch back to the old one
     dlg.select_version("m-initial")
     with qtbot.waitSignal(dlg.model_activated, timeout=30000):
         dlg.activate_selected()
     assert catalog.active_model().version == "m-initial"
-    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=5000)
+    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=60000)
 
 
 def test_plot_and_durations(qtbot):

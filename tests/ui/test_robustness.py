@@ -34,13 +34,13 @@ def test_job_runner_emits_result_error_or_cancelled_and_always_finished(qtbot):
             pass
         raise Interrupted("stopped")
 
-    with qtbot.waitSignal(runner.job_finished, timeout=5000):
+    with qtbot.waitSignal(runner.job_finished, timeout=30000):
         runner.submit("ok", ok, on_result=lambda v: seen.append(("result", v)),
                       on_progress=lambda f, m: seen.append(("progress", f, m)))
-    with qtbot.waitSignals([runner.job_failed, runner.job_finished], timeout=5000):
+    with qtbot.waitSignals([runner.job_failed, runner.job_finished], timeout=30000):
         runner.submit("bad", bad, on_error=lambda e: seen.append(("error", str(e))))
     job = runner.submit("stop", stopping, on_cancelled=lambda: seen.append(("cancelled",)))
-    with qtbot.waitSignal(runner.job_finished, timeout=5000):
+    with qtbot.waitSignal(runner.job_finished, timeout=30000):
         job.cancel()
     assert ("result", 42) in seen
     assert ("progress", 0.5, "half") in seen
@@ -54,13 +54,13 @@ def test_failing_job_shows_a_visible_message(qtbot, window):
         raise DataError("/data/labels.csv: column individual_id is missing")
 
     window.run_job("Importing a labelled catalog", boom)
-    qtbot.waitUntil(lambda: window.notification.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: window.notification.isVisible(), timeout=30000)
     text = window.notification.label.text()
     assert "Importing a labelled catalog failed" in text
     assert "column individual_id is missing" in text
     assert window.notification.property("kind") == "error"
     # the error and the job's end are two queued signals: the progress bar goes with the second
-    qtbot.waitUntil(lambda: not window.job_progress.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: not window.job_progress.isVisible(), timeout=30000)
 
 
 def test_catalog_from_newer_version_gets_clear_message(qtbot, window, tmp_path):
@@ -74,13 +74,28 @@ def test_catalog_from_newer_version_gets_clear_message(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: window.notification.isVisible(), timeout=10000)
     text = window.notification.label.text()
     assert "newer" in text and "future" in text
+    assert text.startswith("<b>Catalog from a newer flukeid.</b>")  # told apart by its error class
     assert window.notification.action_btn.text() == "Open another…"
     assert window.session is None
 
 
+def test_a_catalog_another_flukeid_writes_to_is_named_in_use(qtbot, window, tmp_path, monkeypatch):
+    from app.catalog import CatalogLockedError
+    from app.catalog.lock import LockHolder
+    from app.ui import session as sessions
+
+    def locked(cls, folder, create=False):
+        raise CatalogLockedError(tmp_path / "busy", LockHolder(4242, "boat-laptop", "ana", None))
+
+    monkeypatch.setattr(sessions.Session, "open", classmethod(locked))
+    window.open_catalog(str(tmp_path / "busy"))
+    qtbot.waitUntil(lambda: window.notification.isVisible(), timeout=10000)
+    text = window.notification.label.text()
+    assert text.startswith("<b>Catalog in use.</b>") and "ana on boat-laptop (process 4242)" in text
+
+
 def test_moved_photos_offer_relink_and_relink_finds_them(qtbot, window, ui_catalog, tmp_path, synthetic_set):
     folder, new_photos = ui_catalog
-    window.import_photos  # noqa: B018 - the window is only used after opening
     from app.catalog import Catalog
     from app.services import importing
 

@@ -25,7 +25,14 @@ active-model pointer. Adding a bundle from elsewhere, listing and switching vers
 
 from __future__ import annotations
 
-from app.services.models import ModelVersion, activate, list_model_versions
+from app.services.models import (
+    METRIC_NAMES,
+    ModelVersion,
+    Verification,
+    activate,
+    list_model_versions,
+    verification_of,
+)
 from app.services.retraining.dataset import (
     TrainingData,
     TrainingSetSummary,
@@ -35,7 +42,6 @@ from app.services.retraining.dataset import (
     training_set_summary,
 )
 from app.services.retraining.pipeline import (
-    METRIC_NAMES,
     RUN_META_KEY,
     RetrainOptions,
     RetrainResult,
@@ -71,6 +77,7 @@ __all__ = [
     "METRIC_NAMES", "RUN_META_KEY", "STOP_GRACE_S", "TRAINING_PYTHON_ENV",
     "EventFn", "ModelVersion", "RetrainOptions", "RetrainResult", "StopFn", "TrainingData",
     "TrainingEnvironment", "TrainingEvent", "TrainingFailed", "TrainingPythonError", "TrainingSetSummary",
+    "Verification", "verification_of",
     "activate", "check_training_python", "confirmed_photos", "default_training_python", "describe_epoch",
     "evaluate_on_heldout", "find_resumable_run", "list_model_versions", "load_training_python",
     "parse_event_line", "prepare_training_data", "probe_training_python", "resolve_training_python",

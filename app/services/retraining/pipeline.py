@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.services.models import METRIC_NAMES
 from app.services.retraining.dataset import (
     TrainingData,
     _load_data,
@@ -68,9 +69,6 @@ class RetrainOptions:
     seed: int = 0
     extra_args: list[str] = field(default_factory=list)
     time_budget_s: float | None = None
-
-
-METRIC_NAMES = (("top1", "top-1"), ("top5", "top-5"), ("map5", "MAP@5"))
 
 
 @dataclass
