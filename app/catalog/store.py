@@ -795,6 +795,10 @@ class Catalog:
                                "ORDER BY photo_id", chunk)
             yield from (_local_features(r) for r in rows)
 
+    def local_feature_stamps(self) -> dict[int, int]:
+        """{photo id: row id} of the stored local features (a new row id each time a photo's change)."""
+        return {r[0]: r[1] for r in self._query("SELECT photo_id, id FROM local_features")}
+
     def photos_missing_local_features(self, feature_version: int) -> list[int]:
         """Usable photos whose local features must be (re)computed.
 

@@ -65,9 +65,11 @@ def test_put_replaces_and_marker_changes(catalog):
     catalog.put_local_features(a, feature_version=1, n=2, data=b"one", box=None)
     m1 = catalog.change_marker()
     assert m1 != m0
+    stamp = catalog.local_feature_stamps()
     catalog.put_local_features(a, feature_version=1, n=5, data=b"two", box=(1, 1, 4, 4))
     m2 = catalog.change_marker()
     assert m2 != m1  # a recomputation (same count of rows) still tells caches
+    assert catalog.local_feature_stamps()[a] > stamp[a]
     rec = catalog.local_features(a)
     assert (rec.n, rec.data, rec.box, rec.feature_version) == (5, b"two", (1.0, 1.0, 4.0, 4.0), 1)
     assert [r.photo_id for r in catalog.iter_local_features()] == [a]
