@@ -1,0 +1,247 @@
+"""Matching with local features and no model: a new catalog of synthetic flukes identifies its whales.
+
+The photos are synthetic flukes (model.api.generate_dataset), two per individual in the gallery
+with their labelled boxes and one held out as the query. Nothing here trains or loads a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.services import decisions as D
+from app.services import importing, matching
+from app.services import local_features as lf
+from model.api import FEATURE_VERSION, Interrupted, LocalFeatures, generate_dataset
+from tests.app.conftest import FakeEngine
+
+INDIVIDUALS = 5
+
+
+@pytest.fixture(scope="module")
+def flukes(tmp_path_factory):
+    """(images folder, gallery.csv, queries.csv, {query file: true code}) of 5 synthetic whales."""
+    out = tmp_path_factory.mktemp("flukes")
+    labels = generate_dataset(out, INDIVIDUALS, seed=3, photos=3, size=(512, 340))
+    with open(labels, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_ind: dict[str, list[dict]] = {}
+    for r in rows:
+        by_ind.setdefault(r["individual_id"], []).append(r)
+    gallery, queries = out / "gallery.csv", out / "queries.csv"
+    truth = {}
+    with open(gallery, "w", newline="") as g, open(queries, "w", newline="") as q:
+        gw, qw = csv.writer(g), csv.writer(q)
+        for w in (gw, qw):
+            w.writerow(["image", "individual_id", "x0", "y0", "x1", "y1"])
+        for n, group in enumerate(by_ind.values()):
+            code = f"HW-{n + 1:04d}"
+            for r in group[:2]:
+                gw.writerow([r["image"], code, r["x0"], r["y0"], r["x1"], r["y1"]])
+            r = group[2]
+            qw.writerow([r["image"], "", r["x0"], r["y0"], r["x1"], r["y1"]])  # unidentified, boxed
+            truth[r["image"]] = code
+    return out / "images", gallery, queries, truth
+
+
+def _fill(catalog, flukes) -> dict[int, str]:
+    """Import the gallery (identified) and the queries (unidentified); {query photo id: true code}."""
+    images, gallery, queries, truth = flukes
+    importing.import_labelled(catalog, gallery, images)
+    rep = importing.import_labelled(catalog, queries, images)
+    return {pid: truth[catalog.photo(pid).path.rsplit("/", 1)[-1]] for pid in rep.imported}
+
+
+def _top_code(catalog, result) -> str:
+    return catalog.individual(result.candidates[0].individual).code
+
+
+def test_import_stores_local_features_in_photo_pixels(catalog, flukes):
+    queries = _fill(catalog, flukes)
+    assert catalog.photos_missing_local_features(FEATURE_VERSION) == []
+    for ph in catalog.photos():
+        rec = catalog.local_features(ph.id)
+        box = catalog.current_box(ph.id).box
+        assert rec.feature_version == FEATURE_VERSION and rec.box == box and rec.n > 20
+        feats = LocalFeatures.from_bytes(rec.data)
+        assert len(feats) == rec.n
+        x0, y0, x1, y1 = box  # keypoints lie in the box, in the photo's own pixels
+        assert (feats.xy[:, 0] >= x0 - 2).all() and (feats.xy[:, 0] <= x1 + 2).all()
+        assert (feats.xy[:, 1] >= y0 - 2).all() and (feats.xy[:, 1] <= y1 + 2).all()
+    assert len(queries) == INDIVIDUALS
+
+
+def test_no_model_matches_the_right_individual_first(catalog, flukes):
+    queries = _fill(catalog, flukes)
+    assert catalog.active_model() is None
+    for qid, code in queries.items():
+        res = matching.match_photo(catalog, qid, None)
+        assert res.method == "local" and not res.calibrated
+        assert _top_code(catalog, res) == code
+        top = res.candidates[0]
+        assert top.inliers >= 6 and top.pairs.shape == (top.inliers, 4)
+        assert top.probability is None and "%" not in matching.score_text(top, res)
+        assert [c.rank for c in res.candidates] == list(range(1, len(res.candidates) + 1))
+        # the evidence: the pairs' query ends are on the query's fluke, the gallery ends on the best photo's
+        qx0, qy0, qx1, qy1 = catalog.current_box(qid).box
+        assert (top.pairs[:, 0] >= qx0 - 2).all() and (top.pairs[:, 0] <= qx1 + 2).all()
+        gx0, gy0, gx1, gy1 = catalog.current_box(top.best_photo_id).box
+        assert (top.pairs[:, 2] >= gx0 - 2).all() and (top.pairs[:, 2] <= gx1 + 2).all()
+        assert matching.verdict(res) == "ranking"
+
+
+def test_cli_new_import_match_without_model(tmp_path, flukes, capsys):
+    images, gallery, queries, truth = flukes
+    cat = tmp_path / "cat"
+    assert main(["new", str(cat)]) == 0
+    assert main(["import", str(cat), "--labels", str(gallery), "--images", str(images), "--no-detect"]) == 0
+    out = capsys.readouterr()
+    assert "10 photos imported" in out.out
+    assert "needs a model" not in out.err + out.out and "without embeddings" not in out.err
+    # a query photo that is not in the catalog: matched from its file (the detector draws its box)
+    name, code = next(iter(truth.items()))
+    assert main(["match", str(cat), str(images / name)]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith("1.")]
+    assert lines and code in lines[0] and "inliers" in lines[0]
+    assert "%" not in out  # no calibration: a rank and a plain score, never a percentage
+    assert "uncalibrated" in out
+
+
+def test_cli_match_computes_missing_features_first(tmp_path, flukes, capsys):
+    images, gallery, queries, truth = flukes
+    cat_dir = tmp_path / "cat"
+    assert main(["new", str(cat_dir)]) == 0
+    assert main(["import", str(cat_dir), "--labels", str(gallery), "--images", str(images), "--no-detect"]) == 0
+    assert main(["import", str(cat_dir), "--labels", str(queries), "--images", str(images), "--no-detect"]) == 0
+    from app.catalog import Catalog
+
+    with Catalog.open(cat_dir) as cat:  # a catalog imported before local features existed
+        with cat.transaction():
+            cat._conn.execute("DELETE FROM local_features")
+        qid = cat.unidentified_photo_ids()[0]
+        code = truth[cat.photo(qid).path.rsplit("/", 1)[-1]]
+    capsys.readouterr()
+    assert main(["match", str(cat_dir), str(qid)]) == 0
+    out = capsys.readouterr()
+    assert "100%" in out.err  # the progress line of the features computed before matching
+    first = [ln for ln in out.out.splitlines() if ln.strip().startswith("1.")][0]
+    assert code in first
+    with Catalog.open(cat_dir) as cat:
+        assert cat.photos_missing_local_features(FEATURE_VERSION) == []
+
+
+def test_relabel_and_unusable_photos_update_the_index(catalog, flukes):
+    queries = _fill(catalog, flukes)
+    qid, code = next(iter(queries.items()))
+    res = matching.match_photo(catalog, qid, None)
+    assert _top_code(catalog, res) == code
+    index, missing = matching.local_index(catalog)
+    assert missing == 0 and len(index) == 2 * INDIVIDUALS
+    # the true whale's photos are relabelled as a new individual: the answer follows
+    true_id = catalog.individual_by_code(code).id
+    mine = catalog.photos_of(true_id)
+    new_id = D.new_individual(catalog, mine[0], code="HW-0100").individual_id
+    D.identify(catalog, mine[1], new_id)
+    res = matching.match_photo(catalog, qid, None)
+    assert _top_code(catalog, res) == "HW-0100"
+    assert matching.local_index(catalog)[0] is index  # updated in place, not rebuilt
+    # both photos marked unusable: the whale drops out of the candidates
+    for pid in mine:
+        D.mark_junk(catalog, pid)
+    res = matching.match_photo(catalog, qid, None)
+    assert new_id not in {c.individual for c in res.candidates}
+    assert len(matching.local_index(catalog)[0]) == 2 * INDIVIDUALS - 2
+    # and a photo set back to unidentified leaves the gallery too
+    other = next(p for p in index.photo_ids())
+    D.identify(catalog, other, None)
+    assert other not in matching.local_index(catalog)[0]
+
+
+def test_corrupt_stored_features_are_rebuilt_with_a_message(catalog, flukes):
+    queries = _fill(catalog, flukes)
+    qid, code = next(iter(queries.items()))
+    victim = catalog.photos_of(catalog.individual_by_code(code).id)[0]
+    data = bytearray(catalog.local_features(victim).data)
+    data[40:60] = bytes(20)  # damaged bytes in the descriptors
+    with catalog.transaction():
+        catalog._conn.execute("UPDATE local_features SET data = ? WHERE photo_id = ?",
+                              [sqlite3.Binary(bytes(data)), victim])
+    matching.forget_local_index()
+    res = matching.match_photo(catalog, qid, None)
+    assert any("damaged" in n and "recomputed" in n and str(victim) in n for n in res.notes)
+    assert _top_code(catalog, res) == code
+    LocalFeatures.from_bytes(catalog.local_features(victim).data)  # stored again, sound
+
+
+def test_compute_missing_local_features_is_resumable(catalog, flukes):
+    _fill(catalog, flukes)
+    ids = [p.id for p in catalog.photos()]
+    with catalog.transaction():
+        catalog._conn.execute("DELETE FROM local_features WHERE photo_id IN (?, ?, ?)", ids[:3])
+    box = catalog.current_box(ids[5]).box
+    D.set_box(catalog, ids[5], (box[0] + 5, box[1], box[2], box[3]))  # a redrawn box: stale features
+    assert catalog.photos_missing_local_features(FEATURE_VERSION) == ids[:3] + [ids[5]]
+    calls = []
+    with pytest.raises(Interrupted):
+        lf.compute_missing_local_features(catalog, progress=lambda f, m: calls.append(f),
+                                          should_stop=lambda: len(calls) >= 2)
+    assert len(catalog.photos_missing_local_features(FEATURE_VERSION)) == 2  # two done before the stop
+    rep = lf.compute_missing_local_features(catalog, progress=lambda f, m: calls.append(f))
+    assert len(rep.computed) == 2 and rep.errors == [] and calls[-1] == 1.0
+    assert catalog.photos_missing_local_features(FEATURE_VERSION) == []
+    assert catalog.local_features(ids[5]).box == catalog.current_box(ids[5]).box
+
+
+def test_missing_photo_file_is_reported_not_raised(catalog, flukes, tmp_path):
+    _fill(catalog, flukes)
+    pid = catalog.photos()[0].id
+    catalog.set_photo_path(pid, str(tmp_path / "gone.jpg"))
+    catalog.delete_local_features(pid)
+    rep = lf.compute_missing_local_features(catalog)
+    assert rep.computed == [] and len(rep.errors) == 1 and "gone.jpg" in rep.errors[0][0]
+
+
+def test_model_and_local_features_are_fused(catalog, flukes):
+    images, gallery, queries, truth = flukes
+    eng = FakeEngine()
+    importing.import_labelled(catalog, gallery, images, engine=eng)
+    rep = importing.import_labelled(catalog, queries, images, engine=eng)
+    qid = rep.imported[0]
+    code = truth[catalog.photo(qid).path.rsplit("/", 1)[-1]]
+    res = matching.match_photo(catalog, qid, eng)
+    assert res.method == "fused" and not res.calibrated
+    assert all(c.embedding_score is not None and c.inliers is not None for c in res.candidates)
+    assert _top_code(catalog, res) == code
+    assert matching.score_text(res.candidates[0], res).startswith("fused")
+
+
+def test_import_reports_a_feature_failure_and_goes_on(catalog, flukes, monkeypatch):
+    images, gallery, queries, truth = flukes
+    real = lf.extract_on_decoded
+    calls = []
+
+    def flaky(image, box, scale):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("boom")
+        return real(image, box, scale)
+
+    monkeypatch.setattr(lf, "extract_on_decoded", flaky)
+    rep = importing.import_labelled(catalog, gallery, images)
+    assert len(rep.imported) == 2 * INDIVIDUALS and len(rep.feature_errors) == 1
+    assert "boom" in rep.feature_errors[0][1] and "1 without local features" in rep.summary()
+    assert len(catalog.photos_missing_local_features(FEATURE_VERSION)) == 1
+
+
+def test_match_file_without_box_uses_the_whole_photo(catalog, flukes):
+    images, gallery, queries, truth = flukes
+    _fill(catalog, flukes)
+    name, code = next(iter(truth.items()))
+    res = matching.match_file(catalog, images / name, None)
+    assert res.candidates and res.method == "local"
+    assert np.isfinite([c.score for c in res.candidates]).all()
