@@ -181,7 +181,9 @@ def _match(args: argparse.Namespace) -> int:
             print("  no identified photos to compare with yet")
         for c in result.candidates:
             inl = f"{c.inliers} inliers" if c.inliers is not None else ""
-            print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} {matching.score_text(c, result):>12}  "
+            score = matching.score_text(c, result) if result.method != "local" or result.calibrated \
+                else f"votes {c.votes:.1f}"
+            print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} {score:>12}  "
                   f"{inl:<11} (best photo {c.best_photo_id})")
         print(_verdict_line(result, codes))
     return 0

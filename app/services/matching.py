@@ -362,13 +362,15 @@ def _embedding_score(gal, engine, q: np.ndarray, individual: int, exclude: set[i
 def score_text(c, result) -> str:
     """A candidate's score as the user should read it: a percentage only when calibrated.
 
-    "87%" (calibrated probability), "votes 12.3" (local features, uncalibrated), "fused 1.24"
-    (local and embedding, uncalibrated: a sum of z-scores) or "score 0.734" (the embedding alone).
+    "87%" (calibrated probability); local features uncalibrated: "14 marks" (verified
+    correspondences; verified candidates rank first) or "votes 12.3" (unverified: descriptor votes
+    only); "fused +1.24" (local and embedding uncalibrated: a sum of z-scores) or "score 0.734"
+    (the embedding alone).
     """
     if result.calibrated and c.probability is not None:
         return f"{c.probability:.0%}"
     if result.method == "local":
-        return f"votes {c.votes:.1f}"
+        return f"{c.inliers} marks" if c.inliers else f"votes {c.votes:.1f}"
     if result.method == "fused":
         return f"fused {c.score:+.2f}"
     return f"score {c.score:.3f}"

@@ -423,6 +423,7 @@ class MainWindow(QMainWindow):
             self.catalog_opened.emit(path)
             self.refresh()
             self._load_engine()
+            self.compute_local_features()
 
         def failed(exc) -> None:
             self._show_open_error(path, exc)
@@ -453,17 +454,30 @@ class MainWindow(QMainWindow):
 
         def loaded(engine) -> None:
             self._update_status()
-            if engine is None:
-                self.notify("This catalog has no active model yet: photos can be imported and boxed, "
-                            "matching starts once a model is added (Model ▸ Model versions).", "warning")
-                self.match_review.set_empty_message(
-                    "No model yet: matching needs a model.\nTrain one with Model ▸ Retrain…, or add one "
-                    "in Model ▸ Model versions.")
-            else:
-                self.match_review.set_empty_message(None)
+            # matching needs no model: local features (verified marks) rank the candidates; a model
+            # adds its opinion (fused) and the heatmap
+            self.match_review.set_empty_message(None)
             self._refill_match_queue()
 
         self.jobs.submit("Loading the model", lambda p, s: session.load_engine(), on_result=loaded)
+
+    def compute_local_features(self) -> None:
+        """Describe the photos that have no (or stale) local features, in the background with progress."""
+        session = self.session
+        if session is None or session.catalog.readonly:
+            return
+
+        def done(report) -> None:
+            if session is not self.session:
+                return
+            if report.errors:
+                self.notify(f"Local features: {len(report.errors)} photo{'s' if len(report.errors) != 1 else ''} "
+                            f"could not be read (e.g. {_plain(report.errors[0][0])}).", "warning")
+            if report.computed:
+                self._prefetched = None  # the gallery grew: candidates may change
+                self.refresh()
+
+        self.run_job("Describing photos (local features)", session.compute_local_features, done)
 
     def refresh(self) -> None:
         """Re-read the catalog in the background and update every view."""
@@ -708,7 +722,7 @@ class MainWindow(QMainWindow):
 
     def _show_match(self, photo_id: int) -> None:
         session = self.session
-        if session is None or session.engine is None:
+        if session is None:  # local features match with no model
             return
         remaining = len(self._match_queue)
 
@@ -736,7 +750,7 @@ class MainWindow(QMainWindow):
 
     def _prefetch(self) -> None:
         session = self.session
-        if session is None or session.engine is None:
+        if session is None:
             return
         current = self.match_review.task
         pid = self._next_id(current.photo.photo_id if current else None)
@@ -822,6 +836,9 @@ class MainWindow(QMainWindow):
     def _on_evidence_requested(self, query_id: int, cand: CandidateCard) -> None:
         session = self.session
         task = self.match_review.task
+        if cand.evidence is not None:  # verified correspondences came with the match
+            self.match_review.set_evidence(query_id, cand.photo_id, cand.evidence)
+            return
         if session is None or session.engine is None or task is None:
             return
         q = task.photo

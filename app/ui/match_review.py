@@ -93,10 +93,19 @@ class CandidateCardWidget(QFrame):
             return
         self.name.setText(c.label)
         last = f"<br>last seen {c.last_seen}" if c.last_seen else ""
-        self.details.setText(f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{last}")
-        colour = score_colour(c.score, threshold)
-        self.score.setText(f"<span style='color:{colour}'>{c.score:.0%}</span>")
-        self.bar.setValue(int(round(c.score * 1000)))
+        marks = "" if c.inliers is None else (" · verified" if c.inliers else " · unverified")
+        self.details.setText(f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{marks}{last}")
+        plain = bool(c.score_text) and c.probability is None  # uncalibrated: a rank and a plain score
+        value = c.probability if c.probability is not None else c.score
+        colour = "#8a939c" if plain else score_colour(value, threshold)
+        text = c.score_text or f"{c.score:.0%}"
+        self.score.setText(f"<span style='color:{colour}'>{text}</span>")
+        self.score.setToolTip("A plain score that ranks the candidates, not a probability (no calibration "
+                              "yet: flukeid calibrate). Marks: verified correspondences (candidates with "
+                              "them rank first); votes: descriptor votes only" if plain else
+                              "Calibrated probability that this is the same individual")
+        self.bar.setVisible(not plain)
+        self.bar.setValue(int(round(max(0.0, min(1.0, value)) * 1000)))
         self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; border-radius: 3px; }}")
         self.thumb.setPixmap(QPixmap())
         self.thumb.setText("…")
@@ -168,7 +177,10 @@ class MatchReviewView(QWidget):
         self.lines_box = QCheckBox("Evidence lines (E)")
         self.lines_box.setChecked(True)
         self.lines_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.lines_box.setToolTip("Lines join the marks that raised the match score most")
+        self.lines_box.setToolTip("Lines join verified correspondences: marks found at the same place on both "
+                                  "flukes under one pose, strongest first")
+        self.evidence_status = QLabel()
+        self.evidence_status.setObjectName("hint")
         self.heat_status = QLabel()
         self.heat_status.setObjectName("hint")
         self.legend = QLabel("<span style='color:#4cd964'>■</span> strong, varied features &nbsp; "
@@ -208,6 +220,7 @@ class MatchReviewView(QWidget):
         tools.addWidget(self.opacity)
         tools.addSpacing(16)
         tools.addWidget(self.lines_box)
+        tools.addWidget(self.evidence_status)
         tools.addSpacing(16)
         tools.addWidget(self.legend)
         tools.addSpacing(16)
@@ -269,6 +282,8 @@ class MatchReviewView(QWidget):
 
     # -- content --------------------------------------------------------------------------
     EMPTY = "Every photo is identified.\nImport new photos from the File menu."
+    HEATMAP_TIP = ("What the network looked at: green = strong, varied features; magenta = where feature "
+                   "maxima fall; white = both")
 
     def set_empty_message(self, text: str | None) -> None:
         """What the view says when there is no photo to show (None: the default)."""
@@ -298,6 +313,12 @@ class MatchReviewView(QWidget):
                     card.set_thumb(pm)
         self.no_candidates.setVisible(not task.candidates)
         self._update_banner()
+        has_model = task.model_version is not None or not task.verdict
+        self.heatmap_box.setEnabled(has_model)
+        self.opacity.setEnabled(has_model)
+        if not has_model:
+            self.heatmap_box.setChecked(False)
+        self.heatmap_box.setToolTip(self.HEATMAP_TIP if has_model else "The heatmap needs a model (none is active)")
         self.compare.left_caption.setText(f"This photo — {p.file_name}")
         self.compare.left.set_pixmap(self._crop(p.path, p.box))
         self.heat_status.setText("")
@@ -311,12 +332,33 @@ class MatchReviewView(QWidget):
             return placeholder_pixmap(360, f"photo not found:\n{path}")
         return self._cache.get(key, lambda: read_crop(path, box))
 
+    def _honest_banner(self, t: MatchTask) -> tuple[str, str]:
+        """Banner text and kind from the verdict: a claim only where calibration supports it."""
+        c = t.candidates
+        if t.verdict == "best_match":
+            return (f"<b>Best match: {c[0].label}</b> at {c[0].score_text} (calibrated; 'best match' from "
+                    f"{t.best_match_threshold:.0%}). Check the marks side by side, then press <b>1</b> to confirm.",
+                    "match")
+        if t.verdict == "new":
+            return (f"<b>Probably a new individual:</b> the best candidate, {c[0].label}, is at {c[0].score_text} "
+                    f"(under {t.threshold:.0%}). Compare, then press <b>N</b> if none matches.", "new")
+        if t.verdict == "unsure":
+            return (f"<b>No confident match.</b> {c[0].label} ranks first at {c[0].score_text}, below the "
+                    f"{t.best_match_threshold:.0%} needed to call it a match. Compare the candidates.", "close")
+        if t.verdict == "unverified":
+            return ("<b>No candidate shares verified marks with this photo.</b> The ranking rests on scattered "
+                    "descriptor votes only: compare, and press <b>N</b> if none matches.", "new")
+        return ("<b>Ranked candidates</b> (no calibration yet: the scores rank, they are not probabilities). "
+                "Compare the verified marks side by side before confirming with <b>1</b>–<b>5</b>.", "close")
+
     def _update_banner(self) -> None:
         t = self.task
         if t is None:
             return
-        primary_new = t.suggest_new or not t.candidates
-        if not t.candidates:
+        primary_new = t.suggest_new or not t.candidates or t.verdict in ("new", "unverified")
+        if t.verdict and t.candidates:
+            text, kind = self._honest_banner(t)
+        elif not t.candidates:
             text = "No individuals to compare with yet. Press <b>N</b> to start a new individual."
             kind = "new"
         elif t.suggest_new:
@@ -366,11 +408,14 @@ class MatchReviewView(QWidget):
             self.compare.refit()
             return
         c = t.candidates[rank]
-        self.compare.right_caption.setText(f"{c.label} — {c.score:.0%}")
+        self.compare.right_caption.setText(f"{c.label} — {c.score_text or format(c.score, '.0%')}")
         self.compare.right.set_pixmap(self._crop(c.photo_path, c.photo_box))
         self.compare.refit()
         self._apply_heatmaps()
+        if c.evidence is not None and rank not in self._evidence:
+            self._evidence[rank] = list(c.evidence)  # verified correspondences came with the match
         self.compare.set_lines(self._evidence.get(rank) or [])
+        self._show_evidence_status(rank)
         if rank not in self._evidence:
             self._evidence[rank] = None  # pending
             self.evidence_requested.emit(t.photo.photo_id, c)
@@ -456,6 +501,12 @@ class MatchReviewView(QWidget):
                 self._evidence[rank] = list(lines)
                 if rank == self.selected:
                     self.compare.set_lines(lines)
+                    self._show_evidence_status(rank)
+
+    def _show_evidence_status(self, rank: int) -> None:
+        """Say so when the pair has no verified correspondence, instead of drawing nothing silently."""
+        lines = self._evidence.get(rank)
+        self.evidence_status.setText("no verified correspondence" if lines is not None and not lines else "")
 
     def evidence_ready(self, rank: int) -> bool:
         """True once the evidence lines for candidate ``rank`` have arrived."""
