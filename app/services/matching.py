@@ -136,10 +136,12 @@ class _LocalCache:
     index: object = None
     held: dict = dataclasses.field(default_factory=dict)
     missing: int = 0
-    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
 
 
 _LOCAL_CACHE: dict = {}  # (id(catalog), root) -> _LocalCache (one catalog at a time)
+# One lock for the cached index: updating it, building its faiss structure and searching it are not
+# safe from two threads at once (the window matches in one thread while another job warms it).
+_INDEX_LOCK = threading.RLock()
 
 
 def _loader(catalog: Catalog):
@@ -167,12 +169,12 @@ def local_index(catalog: Catalog, notes: list[str] | None = None):
     """
     from model.api import FEATURE_VERSION, LocalIndex
 
-    key = (id(catalog), str(catalog.root))
-    cache = _LOCAL_CACHE.get(key)
-    if cache is None:
-        _LOCAL_CACHE.clear()
-        cache = _LOCAL_CACHE[key] = _LocalCache(key)
-    with cache.lock:
+    with _INDEX_LOCK:
+        key = (id(catalog), str(catalog.root))
+        cache = _LOCAL_CACHE.get(key)
+        if cache is None:
+            _LOCAL_CACHE.clear()
+            cache = _LOCAL_CACHE[key] = _LocalCache(key)
         marker = catalog.change_marker()
         if cache.index is not None and cache.marker == marker:
             return cache.index, cache.missing
@@ -200,15 +202,28 @@ def local_index(catalog: Catalog, notes: list[str] | None = None):
                 continue
             adds.append((rec.photo_id, want[rec.photo_id][0], feats))
             cache.held[rec.photo_id] = want[rec.photo_id]
-        index.add_many(adds)
+        if len(adds) <= 64 and len(index) > len(adds):
+            for pid, ind, feats in adds:  # a few photos join the built index (no rebuild, no retraining)
+                index.add(pid, ind, feats)
+        else:
+            index.add_many(adds)  # many: one (re)build on the next search
         cache.missing = len(current) - len(cache.held)
         cache.marker = marker
         return index, cache.missing
 
 
+def warm_local_index(catalog: Catalog) -> None:
+    """Bring the index in step with the catalog and build its search structure now (the first
+    search would otherwise do it: tens of seconds past ~100k descriptors, for the inverted file's training)."""
+    with _INDEX_LOCK:
+        index, _ = local_index(catalog)
+        _ = index.kind  # builds the faiss index (LocalIndex has no public build method)
+
+
 def forget_local_index() -> None:
     """Drop the cached index (the next match rebuilds it from the catalog)."""
-    _LOCAL_CACHE.clear()
+    with _INDEX_LOCK:
+        _LOCAL_CACHE.clear()
 
 
 def calibration_kind(engine=None) -> str:
@@ -275,6 +290,12 @@ def _zscore(values: np.ndarray) -> np.ndarray:
 
 def _match(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
            exclude: set[int], notes: list[str]):
+    with _INDEX_LOCK:
+        return _match_locked(catalog, query_feats, engine, query_emb, k=k, exclude=exclude, notes=notes)
+
+
+def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
+                  exclude: set[int], notes: list[str]):
     from model.api import Candidate, MatchResult, verify_pair
 
     index, missing = local_index(catalog, notes)

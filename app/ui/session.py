@@ -164,10 +164,16 @@ class Session:
         return crop_rect(box, w, h)
 
     def compute_local_features(self, progress, should_stop):
-        """Describe every photo that has no (or stale) local features (a resumable background job)."""
+        """Describe every photo that has no (or stale) local features (a resumable background job),
+        then build the gallery's search index so the first match does not wait for it."""
+        from app.services import matching
         from app.services.local_features import compute_missing_local_features
 
-        return compute_missing_local_features(self.catalog, progress=progress, should_stop=should_stop)
+        report = compute_missing_local_features(self.catalog, progress=progress, should_stop=should_stop)
+        if not should_stop():
+            progress(1.0, "building the search index")
+            matching.warm_local_index(self.catalog)
+        return report
 
     # -- heatmaps and pair evidence ---------------------------------------------------------
     def _crop_maps(self, path: str, box):

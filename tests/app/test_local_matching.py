@@ -160,6 +160,10 @@ def test_relabel_and_unusable_photos_update_the_index(catalog, flukes):
     other = next(p for p in index.photo_ids())
     D.identify(catalog, other, None)
     assert other not in matching.local_index(catalog)[0]
+    # a confirmed match joins it (the next query can be matched to it)
+    D.confirm(catalog, qid, new_id)
+    assert qid in matching.local_index(catalog)[0]
+    assert matching.local_index(catalog)[0].individual_of(qid) == new_id
 
 
 def test_corrupt_stored_features_are_rebuilt_with_a_message(catalog, flukes):
