@@ -140,8 +140,6 @@ def calibrate(catalog: Catalog, engine=None, *, max_queries: int | None = None,
             says how many there are and what would add more).
         Interrupted: stopped by ``should_stop`` (nothing is stored).
     """
-    from model.api import Calibrator
-
     t0 = time.perf_counter()
     feats, y, n_queries, skipped = collect_pairs(catalog, engine, max_queries=max_queries, progress=progress,
                                                  should_stop=should_stop)
@@ -153,6 +151,8 @@ def calibrate(catalog: Catalog, engine=None, *, max_queries: int | None = None,
             "(a stable fit, and a 'best match' threshold whose 95% precision can be measured). "
             "Identify more photos (individuals with two or more photos give same-individual pairs), "
             "or import a labelled catalog")
+    from model.api import Calibrator
+
     names = feature_names(engine)
     x = np.array([[f[n] for n in names] for f in feats], np.float64)
     cal = Calibrator()

@@ -249,3 +249,20 @@ def test_match_file_without_box_uses_the_whole_photo(catalog, flukes):
     res = matching.match_file(catalog, images / name, None)
     assert res.candidates and res.method == "local"
     assert np.isfinite([c.score for c in res.candidates]).all()
+
+
+def test_calibrate_refuses_too_few_pairs_and_says_why(catalog, flukes, capsys):
+    from app.services import calibration
+
+    queries = _fill(catalog, flukes)
+    D.reject(catalog, next(iter(queries)), catalog.individuals()[0].id)
+    with pytest.raises(calibration.NotEnoughPairs) as err:
+        calibration.calibrate(catalog)
+    text = str(err.value)
+    assert "same-individual" in text and f"at least {calibration.MIN_SAME}" in text
+    feats, y, n, skipped = calibration.collect_pairs(catalog)
+    # every identified photo was matched, plus the photo with a rejection
+    assert n == 2 * INDIVIDUALS + 1 and skipped == []
+    assert int(y.sum()) == 2 * INDIVIDUALS  # each photo's own whale (its other photo) is a candidate
+    assert len(y) > y.sum() and all({"log_votes", "log_inliers"} <= set(f) for f in feats)
+    assert catalog.calibration("local") is None  # nothing stored
