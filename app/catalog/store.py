@@ -851,6 +851,7 @@ class Catalog:
             "models": q("SELECT count(*) FROM models"),
             "active_model": active.version if active else None,
             "embeddings": q("SELECT count(*) FROM embeddings"),
+            "photos_with_local_features": q("SELECT count(*) FROM local_features"),
             "schema_version": self.schema_version,
         }
 
