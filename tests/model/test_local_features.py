@@ -139,6 +139,7 @@ def test_different_patterns_do_not_match(base):
 
 
 def test_local_modules_do_not_import_torch():
-    code = ("import sys, model.local, model.local.features, model.local.verify, model.local.index; "
+    code = ("import sys, model.local, model.local.features, model.local.verify, model.local.index, "
+            "model.local.calibration; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
