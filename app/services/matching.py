@@ -220,6 +220,11 @@ def warm_local_index(catalog: Catalog) -> None:
         _ = index.kind  # builds the faiss index (LocalIndex has no public build method)
 
 
+def index_lock() -> threading.RLock:
+    """The lock to hold around :func:`shortlist` and other direct uses of the cached index."""
+    return _INDEX_LOCK
+
+
 def forget_local_index() -> None:
     """Drop the cached index (the next match rebuilds it from the catalog)."""
     with _INDEX_LOCK:
@@ -251,22 +256,11 @@ def _shipped_local_calibrator():
     """The local-only calibration shipped with the program, when there is one."""
     import model.api as api
 
-    get = getattr(api, "default_local_calibrator", None)
+    get = getattr(api, "default_local_calibrator", None)  # not (yet) offered by the model side
     try:
         return get() if callable(get) else None
     except Exception:  # noqa: BLE001 - a damaged resource: match without calibration
         return None
-
-
-def candidate_features(c) -> dict[str, float]:
-    """Named inputs of a candidate for the calibrator (it takes the ones it was fitted on)."""
-    votes = float(c.votes)
-    inliers = float(c.inliers)
-    out = {"votes": votes, "inliers": inliers, "log_votes": float(np.log1p(max(votes, 0.0))),
-           "log_inliers": float(np.log1p(inliers)), "local_score": float(c.local_score)}
-    if c.embedding_score is not None:
-        out["embedding_score"] = float(c.embedding_score)
-    return out
 
 
 @dataclasses.dataclass
@@ -281,6 +275,7 @@ class _Row:
     local_score: float = 0.0
     embedding_score: float | None = None
     embedding_photo: int | None = None
+    fused: float = 0.0
 
 
 def _zscore(values: np.ndarray) -> np.ndarray:
@@ -294,9 +289,30 @@ def _match(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.nda
         return _match_locked(catalog, query_feats, engine, query_emb, k=k, exclude=exclude, notes=notes)
 
 
-def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
-                  exclude: set[int], notes: list[str]):
-    from model.api import Candidate, MatchResult, verify_pair
+@dataclasses.dataclass
+class Shortlist:
+    """The individuals both signals propose for one query, in the uncalibrated order, with what the
+    calibrator reads: ``as_local_result()`` and ``extra()`` (see :func:`model.api.candidate_features`)."""
+
+    rows: list[_Row]
+    method: str  # "local" or "fused"
+    n_gallery: int
+
+    def as_local_result(self):
+        from model.api import LocalCandidate, LocalResult
+
+        return LocalResult([LocalCandidate(r.individual, r.best_photo_id, r.votes, r.inliers,
+                                           r.pairs if r.pairs is not None else np.zeros((0, 4), np.float32),
+                                           r.local_score, True) for r in self.rows], 0)
+
+    def extra(self) -> dict | None:
+        return {"embedding": [r.embedding_score for r in self.rows]} if self.method == "fused" else None
+
+
+def shortlist(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *,
+              k: int = SHORTLIST, exclude: set[int], notes: list[str]) -> Shortlist:
+    """The candidate individuals of a query before calibration (call with the index lock held)."""
+    from model.api import verify_pair
 
     index, missing = local_index(catalog, notes)
     if missing:
@@ -304,71 +320,80 @@ def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[],
                      "(they are left out until computed)")
     if not len(query_feats):
         notes.append("no keypoints were found in this photo's box: local features cannot match it")
-    shortlist = max(k, SHORTLIST)
-    local = index.search(query_feats, k=shortlist, exclude=exclude) if len(index) else None
+    k = max(k, SHORTLIST)
+    local = index.search(query_feats, k=k, exclude=exclude) if len(index) else None
     rows: dict[int, _Row] = {}
     for c in (local.candidates if local is not None else []):
         rows[int(c.individual_id)] = _Row(int(c.individual_id), int(c.best_photo_id), float(c.votes),
                                           int(c.inliers), c.pairs, float(c.score))
-    method = "local"
-    if engine is not None and query_emb is not None:
-        method = "fused"
-        q = query_emb()
-        gal = gallery(catalog, engine.version, len(q))
-        emb = match_embedding(catalog, q, engine, k=shortlist, exclude=exclude)
-        for c in emb.candidates:
-            row = rows.get(int(c.individual))
-            if row is None:
-                row = rows[int(c.individual)] = _Row(int(c.individual), int(c.best_photo_id))
-                _local_evidence(index, local, row, query_feats, verify_pair)
-            row.embedding_score, row.embedding_photo = float(c.score), int(c.best_photo_id)
-        for row in rows.values():
-            if row.embedding_score is None:
-                row.embedding_score = _embedding_score(gal, engine, q, row.individual, exclude)
-    calibrator = load_calibrator(catalog, engine if method == "fused" else None)
-    cands = [Candidate(individual=r.individual, score=r.local_score, best_photo_id=r.best_photo_id, rank=0,
-                       local_score=r.local_score, votes=r.votes, embedding_score=r.embedding_score,
-                       inliers=r.inliers,
-                       pairs=r.pairs if r.pairs is not None else np.zeros((0, 4), np.float32),
-                       probability=None) for r in rows.values()]
-    calibrated = False
-    if cands and calibrator is not None:
+    if engine is None or query_emb is None:
+        return Shortlist(list(rows.values()), "local", len(index))
+    q = query_emb()
+    gal = gallery(catalog, engine.version, len(q))
+    emb = match_embedding(catalog, q, engine, k=k, exclude=exclude)
+    for c in emb.candidates:
+        row = rows.get(int(c.individual))
+        if row is None:
+            row = rows[int(c.individual)] = _Row(int(c.individual), int(c.best_photo_id))
+            _local_evidence(index, local, row, query_feats, verify_pair)
+        row.embedding_score, row.embedding_photo = float(c.score), int(c.best_photo_id)
+    for row in rows.values():
+        if row.embedding_score is None:
+            row.embedding_score = _embedding_score(gal, engine, q, row.individual, exclude)
+    out = list(rows.values())
+    if out:  # uncalibrated order: a plain sum of z-scores of the local evidence and the embedding score
+        fused = _zscore(np.array([r.votes + r.inliers for r in out])) + \
+            _zscore(np.array([r.embedding_score for r in out]))
+        for r, f in zip(out, fused):
+            r.fused = float(f)
+        out.sort(key=lambda r: -r.fused)
+    return Shortlist(out, "fused", len(index))
+
+
+def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
+                  exclude: set[int], notes: list[str]):
+    from model.api import Candidate, MatchResult
+
+    sl = shortlist(catalog, query_feats, engine, query_emb, k=k, exclude=exclude, notes=notes)
+    calibrator = load_calibrator(catalog, engine if sl.method == "fused" else None)
+    probs = None
+    if sl.rows and calibrator is not None:
         try:
-            names = list(calibrator.feature_names)
-            x = np.array([[candidate_features(c)[n] for n in names] for c in cands], np.float64)
-            probs = np.asarray(calibrator.predict_proba(x), np.float64).reshape(-1)
-            cands = [dataclasses.replace(c, probability=float(p), score=float(p)) for c, p in zip(cands, probs)]
-            calibrated = True
+            probs = np.asarray(calibrator.probabilities(sl.as_local_result(), sl.extra()), np.float64)
         except (KeyError, ValueError) as exc:
             notes.append(f"the stored calibration does not fit these scores ({exc}): shown uncalibrated")
-    if not calibrated and method == "fused" and cands:
-        evidence = np.array([c.votes + c.inliers for c in cands])  # the local evidence, without rank tiers
-        fused = _zscore(evidence) + _zscore(np.array([c.embedding_score for c in cands]))
-        cands = [dataclasses.replace(c, score=float(f)) for c, f in zip(cands, fused)]
-    cands.sort(key=lambda c: (-(c.probability if c.probability is not None else -1.0), -c.score))
-    cands = [dataclasses.replace(c, rank=r) for r, c in enumerate(cands[:k], start=1)]
+    cands = []
+    for i, r in enumerate(sl.rows):
+        p = None if probs is None else float(probs[i])
+        plain = r.fused if sl.method == "fused" else r.local_score
+        cands.append(Candidate(individual=r.individual, score=p if p is not None else plain,
+                               best_photo_id=r.best_photo_id, rank=0, probability=p, local_score=r.local_score,
+                               votes=r.votes, embedding_score=r.embedding_score, inliers=r.inliers,
+                               pairs=r.pairs if r.pairs is not None else np.zeros((0, 4), np.float32)))
+    calibrated = probs is not None
     if calibrated:
-        threshold = float(calibrator.new_individual_threshold)
-        best_thr = float(calibrator.best_match_threshold)
-    else:
-        threshold, best_thr = 0.0, None
+        cands.sort(key=lambda c: -c.probability)  # stable: ties keep the uncalibrated order
+    cands = [dataclasses.replace(c, rank=r) for r, c in enumerate(cands[:k], start=1)]
+    threshold, best_thr = 0.0, None
+    if calibrated:
+        threshold = float(calibrator.new_individual_threshold or 0.0)  # None: never suggests new
+        best_thr = calibrator.best_match_threshold  # None: never says "Best match"
     best = cands[0].score if cands else 0.0
     suggest_new = not cands or (calibrated and cands[0].probability < threshold)
-    return MatchResult(cands, bool(suggest_new), float(best), threshold, len(index), method, calibrated=calibrated,
-                       best_match_threshold=best_thr, notes=tuple(notes))
+    return MatchResult(cands, bool(suggest_new), float(best), threshold, sl.n_gallery, sl.method,
+                       calibrated=calibrated, best_match_threshold=best_thr, notes=tuple(notes))
 
 
 def _local_evidence(index, local, row: _Row, query_feats, verify_pair) -> None:
-    """Votes and verified correspondences for an individual the local search did not shortlist."""
-    from model.api import local_rank_score
-
+    """Votes and verified correspondences for an individual the local search did not shortlist
+    (its local score is then votes + inliers, without the verified tier of the index's ranking)."""
     votes = local.photo_votes if local is not None else {}
     mine = [p for p in index.photo_ids() if index.individual_of(p) == row.individual] if len(index) else []
     row.votes = max((votes.get(p, 0.0) for p in mine), default=0.0)
     if row.best_photo_id in index and len(query_feats):
         v = verify_pair(query_feats, index.features(row.best_photo_id))
         row.inliers, row.pairs = int(v.inliers), v.pairs
-    row.local_score = float(local_rank_score(row.votes, row.inliers))
+    row.local_score = row.votes + row.inliers
 
 
 def _embedding_score(gal, engine, q: np.ndarray, individual: int, exclude: set[int]) -> float:

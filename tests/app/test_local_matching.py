@@ -22,11 +22,9 @@ from tests.app.conftest import FakeEngine
 INDIVIDUALS = 5
 
 
-@pytest.fixture(scope="module")
-def flukes(tmp_path_factory):
-    """(images folder, gallery.csv, queries.csv, {query file: true code}) of 5 synthetic whales."""
-    out = tmp_path_factory.mktemp("flukes")
-    labels = generate_dataset(out, INDIVIDUALS, seed=3, photos=3, size=(512, 340))
+def _split(out, labels, n_gallery: int):
+    """gallery.csv (the first ``n_gallery`` photos of each whale, labelled) and queries.csv (the next
+    one, unidentified) next to ``labels``; returns (images, gallery, queries, {query file: code})."""
     with open(labels, newline="") as fh:
         rows = list(csv.DictReader(fh))
     by_ind: dict[str, list[dict]] = {}
@@ -40,12 +38,26 @@ def flukes(tmp_path_factory):
             w.writerow(["image", "individual_id", "x0", "y0", "x1", "y1"])
         for n, group in enumerate(by_ind.values()):
             code = f"HW-{n + 1:04d}"
-            for r in group[:2]:
+            for r in group[:n_gallery]:
                 gw.writerow([r["image"], code, r["x0"], r["y0"], r["x1"], r["y1"]])
-            r = group[2]
+            r = group[n_gallery]
             qw.writerow([r["image"], "", r["x0"], r["y0"], r["x1"], r["y1"]])  # unidentified, boxed
             truth[r["image"]] = code
     return out / "images", gallery, queries, truth
+
+
+@pytest.fixture(scope="module")
+def flukes(tmp_path_factory):
+    """(images folder, gallery.csv, queries.csv, {query file: true code}) of 5 synthetic whales."""
+    out = tmp_path_factory.mktemp("flukes")
+    return _split(out, generate_dataset(out, INDIVIDUALS, seed=3, photos=3, size=(512, 340)), 2)
+
+
+@pytest.fixture(scope="module")
+def flukes8(tmp_path_factory):
+    """The same for 8 whales with 4 gallery photos each: enough pairs to calibrate."""
+    out = tmp_path_factory.mktemp("flukes8")
+    return _split(out, generate_dataset(out, 8, seed=4, photos=5, size=(512, 340)), 4)
 
 
 def _fill(catalog, flukes) -> dict[int, str]:
@@ -254,15 +266,59 @@ def test_match_file_without_box_uses_the_whole_photo(catalog, flukes):
 def test_calibrate_refuses_too_few_pairs_and_says_why(catalog, flukes, capsys):
     from app.services import calibration
 
-    queries = _fill(catalog, flukes)
-    D.reject(catalog, next(iter(queries)), catalog.individuals()[0].id)
+    _fill(catalog, flukes)
     with pytest.raises(calibration.NotEnoughPairs) as err:
         calibration.calibrate(catalog)
     text = str(err.value)
     assert "same-individual" in text and f"at least {calibration.MIN_SAME}" in text
-    feats, y, n, skipped = calibration.collect_pairs(catalog)
-    # every identified photo was matched, plus the photo with a rejection
-    assert n == 2 * INDIVIDUALS + 1 and skipped == []
-    assert int(y.sum()) == 2 * INDIVIDUALS  # each photo's own whale (its other photo) is a candidate
-    assert len(y) > y.sum() and all({"log_votes", "log_inliers"} <= set(f) for f in feats)
+    pairs, n, skipped = calibration.collect_pairs(catalog)
+    assert n == 2 * INDIVIDUALS and skipped == []  # every identified photo was matched
+    assert int(pairs.y.sum()) == 2 * INDIVIDUALS  # each photo's own whale (its other photo) is a candidate
+    assert pairs.matchable.all() and pairs.top.sum() == n
     assert catalog.calibration("local") is None  # nothing stored
+
+
+def test_calibrated_matching_shows_probabilities(tmp_path, flukes8, capsys):
+    from app.catalog import Catalog
+    from app.services import calibration
+    from model.api import Calibrator
+
+    images, gallery, queries, truth = flukes8
+    cat_dir = tmp_path / "cat"
+    assert main(["new", str(cat_dir)]) == 0
+    for csv_path in (gallery, queries):
+        assert main(["import", str(cat_dir), "--labels", str(csv_path), "--images", str(images), "--no-detect"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(cat_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "fitted on" in out and "32 photos" in out
+    with Catalog.open(cat_dir) as cat:
+        rec = cat.calibration("local")
+        assert rec.n_same >= calibration.MIN_SAME and rec.n_pairs == rec.n_same + rec.n_different
+        cal = Calibrator.from_dict(rec.data)
+        assert cal.n_pairs == rec.n_pairs
+        qid = cat.unidentified_photo_ids()[0]
+        code = truth[cat.photo(qid).path.rsplit("/", 1)[-1]]
+        res = matching.match_photo(cat, qid, None)
+        assert res.calibrated and _top_code(cat, res) == code
+        probs = [c.probability for c in res.candidates]
+        assert all(0.0 <= p <= 1.0 for p in probs) and probs == sorted(probs, reverse=True)
+        assert matching.score_text(res.candidates[0], res).endswith("%")
+        v = matching.verdict(res)
+        top = probs[0]
+        if cal.best_match_threshold is not None and top >= cal.best_match_threshold:
+            assert v == "best_match"
+        elif top < res.threshold:
+            assert v == "new"
+        else:
+            assert v == "unsure"
+    assert main(["match", str(cat_dir), str(qid)]) == 0
+    out = capsys.readouterr().out
+    assert ", calibrated" in out and "%" in out and code in out.splitlines()[1]
+
+
+def test_a_damaged_calibration_is_ignored(catalog, flukes):
+    queries = _fill(catalog, flukes)
+    catalog.add_calibration("local", {"kind": "logistic", "version": 999}, n_pairs=1, n_same=1, n_different=0)
+    res = matching.match_photo(catalog, next(iter(queries)), None)
+    assert not res.calibrated and res.candidates  # matched as if there were none
