@@ -107,3 +107,33 @@ def test_window_matches_a_catalog_without_model(qtbot, window, local_catalog):
     assert "matching needs a model" not in window.notification.label.text()
     qtbot.waitUntil(lambda: review.evidence_ready(0), timeout=10000)
     assert review.compare.lines == review._evidence[0]
+
+
+def _card(i: int, p: float | None, text: str, inliers: int):
+    from app.ui.viewdata import CandidateCard
+
+    return CandidateCard(individual_id=i, label=f"HW-{i:04d}", score=p if p is not None else 12.0 - i, photo_id=i,
+                         photo_path="/nowhere.jpg", photo_box=None, photo_count=2, probability=p, score_text=text,
+                         inliers=inliers, evidence=[])
+
+
+@pytest.mark.parametrize("verdict, top_p, expect, refuse", [
+    ("best_match", 0.97, "Best match: HW-0001", "new individual"),
+    ("unsure", 0.60, "No confident match", "Best match"),
+    ("new", 0.05, "Probably a new individual", "Best match"),
+])
+def test_calibrated_banner_claims_only_what_the_thresholds_allow(qtbot, verdict, top_p, expect, refuse):
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+    from app.ui.viewdata import MatchTask, PhotoCard
+
+    cards = [_card(1, top_p, f"{top_p:.0%}", 20), _card(2, 0.02, "2%", 0)]
+    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, verdict == "new", 0.10,
+                     calibrated=True, best_match_threshold=0.90, verdict=verdict)
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.set_task(task)
+    assert expect in view.banner.text() and refuse not in view.banner.text()
+    assert view.cards[0].score.text().endswith(f"{top_p:.0%}</span>") and view.cards[0].bar.isVisibleTo(view)
+    primary_new = view.new_btn.objectName() == "primary"
+    assert primary_new == (verdict == "new")
