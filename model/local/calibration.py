@@ -392,7 +392,8 @@ def reliability_bins(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[tuple
 def write_reliability_diagram(path, p: np.ndarray, y: np.ndarray, *, bins: int = 10, title: str = "",
                               size: int = 520) -> None:
     """A PNG reliability diagram: observed frequency against predicted probability per bin (dots sized by
-    count, bars to the diagonal show the gap), the diagonal, a histogram of probabilities, and the ECE."""
+    count and labelled with it, bars to the diagonal show the gap), the diagonal, a histogram of
+    probabilities, and the ECE."""
     margin, top = 60, 40
     plot = size - margin - 20
     img = np.full((size + 90, size, 3), 255, np.uint8)
@@ -412,6 +413,9 @@ def write_reliability_diagram(path, p: np.ndarray, y: np.ndarray, *, bins: int =
     for mp, fy, c in data:
         cv2.line(img, xy(mp, mp), xy(mp, fy), (60, 60, 220), 2, cv2.LINE_AA)
         cv2.circle(img, xy(mp, fy), int(3 + 9 * math.sqrt(c / n_max)), (180, 90, 30), -1, cv2.LINE_AA)
+        px, py = xy(mp, fy)
+        cv2.putText(img, str(c), (px + 8, py + (14 if fy > 0.9 else -8)), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
+                    (90, 90, 90), 1, cv2.LINE_AA)
     # histogram of probabilities under the plot
     hist, _ = np.histogram(np.asarray(p, float), bins=bins, range=(0, 1))
     base = top + plot + 75

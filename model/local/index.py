@@ -341,7 +341,11 @@ class LocalIndex:
         return ({int(p): float(v) for p, v in zip(uniq, photo_votes)},
                 {i: float(ind_votes[c]) for i, c in key_of.items()})
 
-    def _all_votes(self, queries: list[LocalFeatures], excludes: list[list[int]]) -> list[tuple[dict, dict]]:
+    def votes_many(self, queries: list[LocalFeatures], excludes: list[Iterable[int]] | None = None) -> list[tuple[dict, dict]]:
+        """:meth:`votes` for many queries with one index search."""
+        excludes = [self._present(e) for e in (excludes or [()] * len(queries))]
+        if len(excludes) != len(queries):
+            raise ValueError("excludes needs one entry per query")
         rows = [len(q) for q in queries]
         if not self._n_desc or not sum(rows):
             return [({}, {}) for _ in queries]
@@ -355,13 +359,16 @@ class LocalIndex:
 
     def votes(self, query: LocalFeatures, exclude: Iterable[int] = ()) -> tuple[dict[int, float], dict]:
         """LNBNN votes of a query: (per gallery photo, per individual); photos without votes are absent."""
-        return self._all_votes([query], [self._present(exclude)])[0]
+        return self.votes_many([query], [exclude])[0]
 
     def _present(self, exclude: Iterable[int]) -> list[int]:
         return [p for p in (int(x) for x in exclude) if p in self._photos and self._photos[p].n]
 
-    def _rank(self, query: LocalFeatures, votes: tuple[dict, dict], mirrored: LocalFeatures | None,
-              m_votes: tuple[dict, dict] | None, k: int, verify_top: int, verify_photos: int) -> LocalResult:
+    def rank(self, query: LocalFeatures, votes: tuple[dict, dict], *, k: int = 5,
+             verify_top: int = DEFAULT_VERIFY_TOP, verify_photos: int = DEFAULT_VERIFY_PHOTOS,
+             mirrored: LocalFeatures | None = None, m_votes: tuple[dict, dict] | None = None) -> LocalResult:
+        """Rank individuals from a query's :meth:`votes` and verify the best (see :meth:`search`);
+        ``m_votes`` are the votes of the ``mirrored`` query features."""
         per_photo, per_ind = dict(votes[0]), dict(votes[1])
         orient = dict.fromkeys(per_ind, query)
         if m_votes is not None:
@@ -421,10 +428,10 @@ class LocalIndex:
         """:meth:`search` for many queries with one index search (faster for a batch)."""
         if any(q.mirrored for q in queries):
             raise ValueError("mirrored features go in `mirrored`, the query itself must be unmirrored")
-        excl = [self._present(e) for e in (excludes or [()] * len(queries))]
-        if len(excl) != len(queries) or (mirrored is not None and len(mirrored) != len(queries)):
-            raise ValueError("excludes and mirrored need one entry per query")
-        votes = self._all_votes(queries, excl)
-        m_votes = self._all_votes(mirrored, excl) if mirrored is not None else [None] * len(queries)
-        return [self._rank(q, v, None if mirrored is None else mirrored[i], m_votes[i], k, verify_top, verify_photos)
+        if mirrored is not None and len(mirrored) != len(queries):
+            raise ValueError("mirrored needs one entry per query")
+        votes = self.votes_many(queries, excludes)
+        m_votes = self.votes_many(mirrored, excludes) if mirrored is not None else [None] * len(queries)
+        return [self.rank(q, v, k=k, verify_top=verify_top, verify_photos=verify_photos,
+                          mirrored=None if mirrored is None else mirrored[i], m_votes=m_votes[i])
                 for i, (q, v) in enumerate(zip(queries, votes))]
