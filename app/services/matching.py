@@ -405,21 +405,23 @@ def _embedding_score(gal, engine, q: np.ndarray, individual: int, exclude: set[i
     return float(np.max(np.asarray(engine.score(q, gal.embeddings[rows].astype(np.float32)))))
 
 
-def score_text(c, result) -> str:
+def score_text(c, result, *, short: bool = False) -> str:
     """A candidate's score as the user should read it: a percentage only when calibrated.
 
     "87%" (calibrated probability); local features uncalibrated: "14 marks" (verified
     correspondences; verified candidates rank first) or "votes 12.3" (unverified: descriptor votes
     only); "fused +1.24" (local and embedding uncalibrated: a sum of z-scores) or "score 0.734"
-    (the embedding alone).
+    (the embedding alone). ``short``: the number alone for a card ("14 ✓", "12.3", "+1.2").
     """
     if result.calibrated and c.probability is not None:
         return f"{c.probability:.0%}"
     if result.method == "local":
+        if short:
+            return f"{c.inliers} ✓" if c.inliers else f"{c.votes:.1f}"
         return f"{c.inliers} marks" if c.inliers else f"votes {c.votes:.1f}"
     if result.method == "fused":
-        return f"fused {c.score:+.2f}"
-    return f"score {c.score:.3f}"
+        return f"{c.score:+.1f}" if short else f"fused {c.score:+.2f}"
+    return f"{c.score:.2f}" if short else f"score {c.score:.3f}"
 
 
 def verdict(result) -> str:

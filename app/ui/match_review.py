@@ -98,11 +98,12 @@ class CandidateCardWidget(QFrame):
         plain = bool(c.score_text) and c.probability is None  # uncalibrated: a rank and a plain score
         value = c.probability if c.probability is not None else c.score
         colour = "#8a939c" if plain else score_colour(value, threshold)
-        text = c.score_text or f"{c.score:.0%}"
+        text = c.score_short or c.score_text or f"{c.score:.0%}"
         self.score.setText(f"<span style='color:{colour}'>{text}</span>")
-        self.score.setToolTip("A plain score that ranks the candidates, not a probability (no calibration "
-                              "yet: flukeid calibrate). Marks: verified correspondences (candidates with "
-                              "them rank first); votes: descriptor votes only" if plain else
+        self.score.setToolTip(f"{c.score_text}: a plain score that ranks the candidates, not a probability "
+                              "(no calibration yet: flukeid calibrate). ✓ verified marks (candidates with "
+                              "them rank first); a bare number: descriptor votes, or the fused score when a "
+                              "model takes part" if plain else
                               "Calibrated probability that this is the same individual")
         self.bar.setVisible(not plain)
         self.bar.setValue(int(round(max(0.0, min(1.0, value)) * 1000)))

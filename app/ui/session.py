@@ -145,7 +145,8 @@ class Session:
                 individual_id=ind.id, label=individual_label(ind.code, ind.name), score=float(c.score),
                 photo_id=best.id, photo_path=str(self.catalog.resolve_path(best)),
                 photo_box=g_box, photo_count=count, last_seen=last, probability=c.probability,
-                score_text=matching.score_text(c, result), inliers=c.inliers, evidence=evidence))
+                score_text=matching.score_text(c, result), score_short=matching.score_text(c, result, short=True),
+                inliers=c.inliers, evidence=evidence))
         return MatchTask(photo, cards, result.suggest_new, result.threshold,
                          model_version=self.engine.version if self.engine is not None else None,
                          calibrated=result.calibrated, best_match_threshold=result.best_match_threshold,

@@ -62,6 +62,7 @@ class CandidateCard:
     last_seen: str | None = None
     probability: float | None = None  # calibrated P(same individual); None: ``score`` is a plain score
     score_text: str = ""  # the score as shown: "87%" only when calibrated, else a plain score
+    score_short: str = ""  # the same for a card: the number alone
     inliers: int | None = None  # verified correspondences with ``photo_id`` (None: not checked)
     evidence: list[EvidenceLine] | None = None  # those correspondences as lines (None: ask the model)
 

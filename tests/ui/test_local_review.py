@@ -74,7 +74,7 @@ def test_review_without_calibration_shows_no_percentage_and_draws_inliers(qtbot,
         if card.candidate is not None:
             assert "%" not in card.score.text()
             assert not card.bar.isVisible()
-    assert "verified" in view.cards[0].details.text() and view.cards[0].score.text().endswith("marks</span>")
+    assert "verified" in view.cards[0].details.text() and view.cards[0].score.text().endswith("✓</span>")
     # the top candidate's verified correspondences are the lines, as fractions of each crop
     top = task.candidates[0]
     assert top.inliers >= 6 and len(view.compare.lines) == min(30, top.inliers)
