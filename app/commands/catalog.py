@@ -156,6 +156,7 @@ def _match(args: argparse.Namespace) -> int:
     with Catalog.open(args.catalog, mode="auto") as cat:
         engine = _engine_for(cat, args)
         _features_before_matching(cat)
+        matching.local_index(cat, exact=True)  # one query: an exact search beats training an inverted file
         path = Path(args.photo)
         if path.is_file():
             existing = cat.photo_by_sha(importing.sha256_of(path))

@@ -156,13 +156,20 @@ def _loader(catalog: Catalog):
     return load
 
 
-def local_index(catalog: Catalog, notes: list[str] | None = None):
+EXACT_ALWAYS = 1 << 62
+
+
+def local_index(catalog: Catalog, notes: list[str] | None = None, *, exact: bool | None = None):
     """The :class:`model.api.LocalIndex` of identified, usable photos with fresh local features.
 
     Kept between calls and brought in step with the catalog when it changed: photos whose
     individual changed are relabelled, photos no longer in the gallery (set back to unidentified,
     marked unusable, re-boxed) removed, new or recomputed ones added. Damaged stored features
     are recomputed (and said in ``notes``).
+
+    ``exact=True`` makes it search exactly whatever its size: for one query (the command line),
+    where training the inverted file of a large gallery (tens of seconds) costs far more than one
+    exact search (about a second at 264k descriptors); ``False`` goes back to the index's default.
 
     Returns:
         (index, how many gallery photos have no fresh local features yet).
@@ -175,6 +182,13 @@ def local_index(catalog: Catalog, notes: list[str] | None = None):
         if cache is None:
             _LOCAL_CACHE.clear()
             cache = _LOCAL_CACHE[key] = _LocalCache(key)
+        if exact is not None:
+            if cache.index is None:
+                cache.index, cache.held = LocalIndex(loader=_loader(catalog)), {}
+            if exact:
+                cache.index.exact_below = EXACT_ALWAYS
+            elif cache.index.exact_below == EXACT_ALWAYS:
+                cache.index.exact_below = LocalIndex().exact_below
         marker = catalog.change_marker()
         if cache.index is not None and cache.marker == marker:
             return cache.index, cache.missing

@@ -322,3 +322,13 @@ def test_a_damaged_calibration_is_ignored(catalog, flukes):
     catalog.add_calibration("local", {"kind": "logistic", "version": 999}, n_pairs=1, n_same=1, n_different=0)
     res = matching.match_photo(catalog, next(iter(queries)), None)
     assert not res.calibrated and res.candidates  # matched as if there were none
+
+
+def test_one_off_queries_search_exactly(catalog, flukes):
+    queries = _fill(catalog, flukes)
+    index, _ = matching.local_index(catalog, exact=True)
+    assert index.kind == "exact" and index.exact_below == matching.EXACT_ALWAYS
+    res = matching.match_photo(catalog, next(iter(queries)), None)
+    assert res.candidates and matching.local_index(catalog)[0] is index
+    matching.local_index(catalog, exact=False)
+    assert index.exact_below < matching.EXACT_ALWAYS
