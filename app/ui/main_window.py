@@ -249,7 +249,10 @@ class MainWindow(QMainWindow):
         self.retrain_act = self._action("&Retrain…", self.open_retrain_dialog)
         self.versions_act = self._action("Model &versions…", self.open_model_versions)
         self.device_act = self._action("&Device…", self.show_device)
-        for a in (self.retrain_act, self.versions_act, self.device_act):
+        self.calibrate_act = self._action(
+            "&Calibrate match confidence", self.calibrate,
+            tip="Fit the match percentages on this catalog's identified photos (flukeid calibrate)")
+        for a in (self.retrain_act, self.versions_act, self.calibrate_act, self.device_act):
             m.addAction(a)
 
         m = mb.addMenu("&Help")
@@ -479,6 +482,25 @@ class MainWindow(QMainWindow):
 
         self.run_job("Describing photos (local features)", session.compute_local_features, done)
 
+    def calibrate(self) -> None:
+        """Fit the match confidence on the catalog's own identifications (a background job), then
+        show the current photo's candidates again with calibrated percentages."""
+        session = self.session
+        if session is None or session.catalog.readonly:
+            return
+
+        def done(result) -> None:
+            if session is not self.session:
+                return
+            text = _plain(result.summary())
+            self.notify(text[:1].upper() + text[1:] + ".", "info")
+            self._prefetched = None
+            task = self.match_review.task
+            if task is not None:
+                self._show_match(task.photo.photo_id)
+
+        self.run_job("Calibrating match confidence", session.calibrate, done)
+
     def refresh(self) -> None:
         """Re-read the catalog in the background and update every view."""
         session = self.session
@@ -557,6 +579,7 @@ class MainWindow(QMainWindow):
             a.setEnabled(writable)
         for a in (self.export_act, self.refresh_act, self.versions_act, *self.view_acts):
             a.setEnabled(has)
+        self.calibrate_act.setEnabled(writable)
         self.retrain_act.setEnabled(writable and _retrain_available())
         if not self.retrain_act.isEnabled():
             self.retrain_act.setToolTip("coming" if not _retrain_available() else "open a catalog first")

@@ -164,6 +164,12 @@ class Session:
                 w, h = h, w
         return crop_rect(box, w, h)
 
+    def calibrate(self, progress, should_stop):
+        """Fit and store the match calibration (local, or fused with the loaded model); see app.services.calibration."""
+        from app.services import calibration
+
+        return calibration.calibrate(self.catalog, self.engine, progress=progress, should_stop=should_stop)
+
     def compute_local_features(self, progress, should_stop):
         """Describe every photo that has no (or stale) local features (a resumable background job),
         then build the gallery's search index so the first match does not wait for it."""

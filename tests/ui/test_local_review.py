@@ -137,3 +137,13 @@ def test_calibrated_banner_claims_only_what_the_thresholds_allow(qtbot, verdict,
     assert view.cards[0].score.text().endswith(f"{top_p:.0%}</span>") and view.cards[0].bar.isVisibleTo(view)
     primary_new = view.new_btn.objectName() == "primary"
     assert primary_new == (verdict == "new")
+
+
+def test_calibrate_from_the_window_says_why_it_cannot(qtbot, window, local_catalog):
+    folder, _ = local_catalog
+    open_and_wait(qtbot, window, folder)
+    assert window.calibrate_act.isEnabled()
+    window.calibrate_act.trigger()
+    wait_idle(qtbot, window)
+    text = window.notification.label.text()
+    assert "not enough pairs" in text and "at least 20" in text  # 8 identified photos: 8 same-individual pairs
