@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -50,14 +51,15 @@ from model.local.calibration import (
     expected_calibration_error,
     write_reliability_diagram,
 )
+from model.local.features import LocalFeatures
 from model.local.index import KP_BITS, LocalIndex
 from model.local.verify import MIN_INLIERS
 
 RELIABILITY_PNG = ROOT / "docs" / "local_reliability.png"
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 # --- accuracy --------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ def _scores(idx: LocalIndex, votes, results, names_of) -> tuple[list[dict], list
     return vote_sc, final_sc
 
 
-def humpback(report: dict) -> None:
+def humpback(report: dict, with_fusion: bool = False) -> None:
     recs = humpback_records()
     t0 = time.perf_counter()
     feats, ms = features_for(recs, "humpback")
@@ -176,6 +178,11 @@ def humpback(report: dict) -> None:
                           "keypoints_median": float(np.median([len(f) for f in feats]))}
     print(json.dumps(proto, indent=1))
 
+    if with_fusion:
+        report["humpback"]["fusion_demo"] = fusion(recs, names, protocol_q,
+                                                   {q: votes[pos[q]][1] for q in protocol_q}, names_of)
+        print(json.dumps(report["humpback"]["fusion_demo"], indent=1))
+
     # calibration: two halves by individual
     truths = [names[q] if recs[q].id_known else None for q in all_q]
     inds = list(multi)
@@ -221,7 +228,131 @@ def humpback(report: dict) -> None:
     write_reliability_diagram(RELIABILITY_PNG, held_p, pairs.y,
                               title="humpback, local features, held-out halves")
     report["humpback"]["calibration"] = cal_report
+    # the synthetic-only calibration, measured on the real humpback pairs
+    syn, syn_info = synthetic_calibrator()
+    report["humpback"]["synthetic_calibration"] = {**syn_info, "on_humpback": _apply(syn, pairs)}
+    report["_synthetic_calibrator"] = syn.to_dict()
+    print(json.dumps(report["humpback"]["synthetic_calibration"], indent=1))
     print(json.dumps({k: v for k, v in cal_report.items() if k != "coef_half0"}, indent=1))
+
+
+SYNTH_MATCHABLE = 120
+SYNTH_NEW = 120
+
+
+def synthetic_calibrator() -> tuple[Calibrator, dict]:
+    """A Calibrator fitted on synthetic flukes only (model.data.synthetic; never the shared data).
+
+    Gallery: SYNTH_MATCHABLE individuals with 2 photos each; queries: a third photo of each (matchable)
+    and one photo of each of SYNTH_NEW individuals that are not in the gallery (new).
+    """
+    from model.data.synthetic import make_identity, render_fluke_photo
+    from model.local.features import extract
+
+    path = CACHE / "synthetic_calibration_feats.pkl"
+    if path.is_file():
+        import pickle
+
+        blobs = pickle.loads(path.read_bytes())
+        feats = {k: LocalFeatures.from_bytes(b) for k, b in blobs.items()}
+    else:
+        import pickle
+
+        feats = {}
+        for i in range(SYNTH_MATCHABLE + SYNTH_NEW):
+            ident = make_identity(10_000 + i)
+            for j in range(3 if i < SYNTH_MATCHABLE else 1):
+                img, box = render_fluke_photo(ident, np.random.default_rng((i, j)))
+                feats[(i, j)] = extract(img, box)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps({k: f.to_bytes() for k, f in feats.items()}))
+    idx = LocalIndex()
+    idx.add_many((i * 4 + j, i, feats[(i, j)]) for i in range(SYNTH_MATCHABLE) for j in range(2))
+    queries = [feats[(i, 2)] for i in range(SYNTH_MATCHABLE)] + \
+        [feats[(i, 0)] for i in range(SYNTH_MATCHABLE, SYNTH_MATCHABLE + SYNTH_NEW)]
+    truths = list(range(SYNTH_MATCHABLE)) + [None] * SYNTH_NEW
+    results = idx.search_many(queries)
+    pairs = calibration_pairs(results, truths, matchable=[t is not None for t in truths])
+    cal = Calibrator().fit(pairs.X, pairs.y, pairs.feature_names, groups=pairs.query, top=pairs.top,
+                           matchable=pairs.matchable,
+                           source=f"synthetic flukes only (model.data.synthetic identities 10000-{10_000 + SYNTH_MATCHABLE + SYNTH_NEW - 1}; "
+                                  f"{SYNTH_MATCHABLE} in the gallery with 2 photos, {SYNTH_NEW} new), bench/bench_local.py")
+    top = pairs.top
+    info = {"pairs": int(len(pairs.y)), "positives": int(pairs.y.sum()),
+            "top1_correct_matchable": float(pairs.y[top & pairs.matchable].mean()),
+            "ece_top1_cv": expected_calibration_error(cal.cv_proba[top], pairs.y[top]),
+            "best_match": cal.best_match_threshold, "new_individual": cal.new_individual_threshold}
+    return cal, info
+
+
+def _apply(cal: Calibrator, pairs, p: np.ndarray | None = None) -> dict:
+    """The banner and new-individual figures of a calibrator's thresholds on pairs."""
+    p = cal.predict_proba(pairs.X) if p is None else p
+    top = pairs.top
+    pt, yt, mt = p[top], pairs.y[top], pairs.matchable[top]
+    banner = pt >= cal.best_match_threshold if cal.best_match_threshold is not None else np.zeros(len(pt), bool)
+    new = pt < cal.new_individual_threshold if cal.new_individual_threshold is not None else np.zeros(len(pt), bool)
+    return {"ece_all_pairs": expected_calibration_error(p, pairs.y), "ece_top1": expected_calibration_error(pt, yt),
+            "banner_shown": int(banner.sum()),
+            "banner_precision": float(yt[banner].mean()) if banner.any() else None,
+            "banner_recall_matchable": float(np.sum(banner & (yt == 1)) / max(1, mt.sum())),
+            "new_rate_unmatched": float(new[~mt].mean()) if (~mt).any() else None,
+            "new_rate_matchable": float(new[mt].mean()) if mt.any() else None}
+
+
+def _rank_of(scores: dict, truth: str) -> float:
+    t = scores.get(truth)
+    if t is None or not np.isfinite(t):
+        return math.inf
+    return 1.0 + sum(1 for v in scores.values() if v >= t) - 1  # ties count against the truth
+
+
+def _z(scores: dict) -> dict:
+    v = np.array(list(scores.values()), float)
+    sd = v.std() or 1.0
+    return {k: (x - v.mean()) / sd for k, x in scores.items()}
+
+
+def fusion(recs, names, protocol_q, votes_of: dict, names_of: dict) -> dict:
+    """Local votes fused with the shipped demo bundle's embedding (head scores, best photo per
+    individual), z-scored per query, on the protocol-"all" queries."""
+    from model.inference import Engine
+    from model.preprocess import load_image
+
+    bundle = ROOT / "resources" / "models" / "demo"
+    path = CACHE / "humpback_demo_embeddings.npy"
+    eng = Engine.load(bundle, device="cpu")
+    if path.is_file():
+        emb = np.load(path)
+    else:
+        t0 = time.perf_counter()
+        parts = []
+        for s in range(0, len(recs), 32):
+            chunk = recs[s:s + 32]
+            parts.append(eng.embed([load_image(r.path) for r in chunk], [r.box for r in chunk]))
+        emb = np.concatenate(parts)
+        print(f"demo embeddings of {len(recs)} photos in {time.perf_counter() - t0:.0f} s")
+        np.save(path, emb)
+    out = {"embedding": [], "local": []}
+    weights = (0.25, 0.5, 1.0)
+    for w in weights:
+        out[f"fused_w{w}"] = []
+    for q in protocol_q:
+        head = eng.score(emb[q], emb)
+        e_sc: dict = {}
+        for g, n in enumerate(names):
+            if g != q:
+                e_sc[n] = max(e_sc.get(n, -np.inf), float(head[g]))
+        l_sc = {n: 0.0 for n in e_sc}
+        for ind, v in votes_of[q].items():
+            l_sc[names_of[ind]] = float(np.log1p(v))
+        out["embedding"].append(_rank_of(e_sc, names[q]))
+        out["local"].append(_rank_of(l_sc, names[q]))
+        ze, zl = _z(e_sc), _z(l_sc)
+        for w in weights:
+            out[f"fused_w{w}"].append(_rank_of({n: zl[n] + w * ze[n] for n in e_sc}, names[q]))
+    return {k: {"top1": float(np.mean(np.array(r) <= 1)), "top5": float(np.mean(np.array(r) <= 5))}
+            for k, r in out.items()} | {"bundle": str(bundle.relative_to(ROOT))}
 
 
 def right_whales(report: dict) -> None:
@@ -262,6 +393,7 @@ def _cell_shares() -> np.ndarray:
     feats, _ = features_for(recs, "humpback")
     idx = LocalIndex(exact_below=1)
     idx.add_many((i, i, f) for i, f in enumerate(feats))
+    assert idx.kind == "ivf"  # builds the index
     ivf = idx._index
     sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], float)
     shares = np.sort(sizes / sizes.sum())
@@ -317,10 +449,10 @@ def speed_one(n_photos: int, n_queries: int = 8) -> dict:
         sizes = rng.permutation(np.maximum(1, np.round(sizes / sizes.sum() * n))).astype(np.int64)
         start = 0
         for c, s in enumerate(sizes):
-            gid = np.arange(start, start + s)
+            gid = np.arange(start, start + s, dtype=np.int64)
             ids = ((gid // kp) << KP_BITS) + gid % kp
-            index.invlists.add_entries(c, int(s), faiss.swig_ptr(ids.astype(np.int64)),
-                                       faiss.swig_ptr(rng.integers(0, 256, (s, code_size), dtype=np.uint8)))
+            codes = rng.integers(0, 256, (s, code_size), dtype=np.uint8)  # named: swig_ptr holds no reference
+            index.invlists.add_entries(c, int(s), faiss.swig_ptr(ids), faiss.swig_ptr(codes))
             start += s
         index.ntotal = int(start)
         kind = "ivfpq" if pq else "ivf"
@@ -341,7 +473,8 @@ def speed_one(n_photos: int, n_queries: int = 8) -> dict:
     return {"photos": n_photos, "descriptors": n, "kind": kind, "nlist": nlist, "nprobe": idx.nprobe,
             "votes_ms": 1e3 * float(np.median(t_search)), "query_ms": 1e3 * float(np.median(t_total)),
             "query_ms_max": 1e3 * float(np.max(t_total)), "fill_s": fill_s, "peak_rss_mb": rss,
-            "index_bytes_per_descriptor": (128 if kind != "ivfpq" else li.PQ_M) + 8, "queries": n_queries}
+            "index_bytes_per_descriptor": (128 if kind != "ivfpq" else li.PQ_M) + 8, "queries": n_queries,
+            "load_avg_1min": os.getloadavg()[0]}
 
 
 def speed(report: dict, sizes: list[int]) -> None:
@@ -384,6 +517,13 @@ def fragment(report: dict, command: str) -> str:
             lines.append(f"| {label} | {_pct(m['top1'])} | {_pct(m['top5'])} | " + " | ".join(cells) + " |")
         f = p["flip_aware"]
         lines.append(f"| flip-aware (mirrored query too) | {_pct(f['top1'])} | {_pct(f['top5'])} | | | |")
+        fu = hb.get("fusion_demo")
+        if fu:
+            lines.append(f"| the demo bundle's embedding alone (synthetic-trained; {fu['bundle']}) | "
+                         f"{_pct(fu['embedding']['top1'])} | {_pct(fu['embedding']['top5'])} | | | |")
+            for key in sorted(k for k in fu if k.startswith("fused_w")):
+                lines.append(f"| votes fused with it (z-scored per query, embedding weight {key[7:]}) | "
+                             f"{_pct(fu[key]['top1'])} | {_pct(fu[key]['top5'])} | | | |")
         vt = p["verified_top1"]
         lines += ["", f"Target (issue 16): top-1 >= 75%, top-5 >= 85%: **missed**. The top candidate was verified "
                   f"(>= {MIN_INLIERS} inliers) for {vt['n']} of {p['votes']['n']} queries, and right for "
@@ -409,7 +549,21 @@ def fragment(report: dict, command: str) -> str:
                       f"(top-1 right for {_pct(c['top1_correct_matchable'])}) |",
                       f"| \"probably new\" on unmatched photos (target >= 50%) | {_pct(c['new_rate_unmatched'])} |",
                       f"| \"probably new\" on matchable queries (target <= 5%) | {_pct(c['new_rate_matchable'])} |",
-                      "", "![reliability diagram](local_reliability.png)", "",
+                      "", "![reliability diagram](local_reliability.png)", ""]
+            sc = hb.get("synthetic_calibration")
+            if sc:
+                o = sc["on_humpback"]
+                lines += [f"A calibration fitted on synthetic flukes only ({sc['pairs']} pairs from "
+                          f"{SYNTH_MATCHABLE} gallery individuals and {SYNTH_NEW} new ones; top-1 right for "
+                          f"{_pct(sc['top1_correct_matchable'])} of its matchable queries; thresholds: best match >= "
+                          f"{'-' if sc['best_match'] is None else round(sc['best_match'], 3)}, new < "
+                          f"{'-' if sc['new_individual'] is None else round(sc['new_individual'], 3)}), "
+                          f"applied to every humpback query above: ECE {o['ece_all_pairs']:.3f} (all pairs), "
+                          f"{o['ece_top1']:.3f} (top candidates); banner shown {o['banner_shown']} times, precision "
+                          f"{_pct(o['banner_precision'])}, recall {_pct(o['banner_recall_matchable'])}; \"probably new\" "
+                          f"on {_pct(o['new_rate_unmatched'])} of unmatched and {_pct(o['new_rate_matchable'])} of "
+                          "matchable queries.", ""]
+            lines += [
                       "Unmatched photos (Kaggle's new_whale) may show a whale that another unmatched photo also "
                       "shows; they are counted as never matching.", ""]
     rw = report.get("right_whales_seed")
@@ -459,6 +613,7 @@ def main() -> None:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-humpback", action="store_true")
     ap.add_argument("--sizes", default="100,1000,10000,100000")
+    ap.add_argument("--fusion", action="store_true", help="also fuse with the demo bundle's embedding (humpback)")
     ap.add_argument("--speed-one", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.speed_one:
@@ -473,7 +628,7 @@ def main() -> None:
         print("../shared/data is absent: accuracy skipped")
     else:
         if not args.skip_humpback:
-            humpback(report)
+            humpback(report, args.fusion)
         if not args.skip_rw:
             right_whales(report)
     if not args.skip_speed:
