@@ -23,6 +23,7 @@ scale (float16) and the 128-byte descriptor: 138 bytes a keypoint, about 69 KB f
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 
@@ -176,15 +177,25 @@ def _clip_box(box, w: int, h: int) -> tuple[int, int, int, int]:
     return ix0, iy0, max(ix0, ix1), max(iy0, iy1)
 
 
-_SIFT_CACHE: dict[int, cv2.SIFT] = {}
-_CLAHE = None
+# OpenCV objects per thread (the app extracts in a worker thread; CLAHE keeps buffers between calls)
+_LOCAL = threading.local()
 
 
 def _sift(max_keypoints: int):
-    sift = _SIFT_CACHE.get(max_keypoints)
+    cache = getattr(_LOCAL, "sift", None)
+    if cache is None:
+        cache = _LOCAL.sift = {}
+    sift = cache.get(max_keypoints)
     if sift is None:
-        sift = _SIFT_CACHE[max_keypoints] = cv2.SIFT_create(nfeatures=max_keypoints)
+        sift = cache[max_keypoints] = cv2.SIFT_create(nfeatures=max_keypoints)
     return sift
+
+
+def _clahe():
+    clahe = getattr(_LOCAL, "clahe", None)
+    if clahe is None:
+        clahe = _LOCAL.clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=CLAHE_TILES)
+    return clahe
 
 
 def root_sift(desc: np.ndarray) -> np.ndarray:
@@ -210,7 +221,6 @@ def extract(image: np.ndarray, box=None, *, max_keypoints: int = DEFAULT_MAX_KEY
         The features, strongest first; empty (not an error) for a degenerate box or a crop too
         small or too flat to give keypoints.
     """
-    global _CLAHE
     gray = _gray(image)
     h, w = gray.shape
     x0, y0, x1, y1 = _clip_box(box, w, h)
@@ -222,9 +232,7 @@ def extract(image: np.ndarray, box=None, *, max_keypoints: int = DEFAULT_MAX_KEY
         crop = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     if mirror:
         crop = cv2.flip(crop, 1)
-    if _CLAHE is None:
-        _CLAHE = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=CLAHE_TILES)
-    crop = _CLAHE.apply(np.ascontiguousarray(crop))
+    crop = _clahe().apply(np.ascontiguousarray(crop))
     kps, desc = _sift(max_keypoints).detectAndCompute(crop, None)
     fbox = (float(x0), float(y0), float(x1), float(y1))
     if desc is None or not kps:

@@ -58,18 +58,12 @@ class Verification:
     model: np.ndarray | None = None
 
 
-_MATCHER = None
-
-
 def ratio_matches(q: LocalFeatures, g: LocalFeatures, ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ratio-test correspondences: (query indices, gallery indices, ratio), one per gallery keypoint."""
-    global _MATCHER
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if len(q) < 1 or len(g) < 2:
         return empty
-    if _MATCHER is None:
-        _MATCHER = cv2.BFMatcher(cv2.NORM_L2)
-    knn = _MATCHER.knnMatch(q.descriptors_f32(), g.descriptors_f32(), k=2)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(q.descriptors_f32(), g.descriptors_f32(), k=2)
     qi, gi, rr = [], [], []
     for m in knn:
         if len(m) < 2:

@@ -143,3 +143,15 @@ def test_local_modules_do_not_import_torch():
             "model.local.calibration; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threads_extract_the_same_features(base):
+    """Extraction in worker threads (as the app's import job does) gives what it gives serially."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [pattern(s) for s in range(20, 26)]
+    serial = [extract(im, None, max_keypoints=200) for im in images]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(lambda im: extract(im, None, max_keypoints=200), images * 2))
+    for a, b in zip(serial * 2, threaded):
+        assert np.array_equal(a.desc, b.desc) and np.array_equal(a.xy, b.xy)
