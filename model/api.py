@@ -140,7 +140,10 @@ from model.local.calibration import (  # noqa: E402, F401
     Calibrator,
     calibration_pairs,
     candidate_features,
+    default_calibrator,
     expected_calibration_error,
+    load_calibrator,
+    save_calibrator,
     write_reliability_diagram,
 )
 from model.local.features import FEATURE_VERSION, LocalFeatures  # noqa: E402, F401

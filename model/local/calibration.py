@@ -30,9 +30,11 @@ diagram drawn with OpenCV (:func:`write_reliability_diagram`; matplotlib is not 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -49,6 +51,9 @@ DEFAULT_NEW_RATE = 0.05
 # averaged, over pairs: it matters only when pairs are few or the classes perfectly separated).
 DEFAULT_L2 = 1.0
 DEFAULT_FOLDS = 5
+# The default shipped with the app: fitted on synthetic flukes only (bench/bench_local.py
+# --write-default-calibration), never on ../shared/data; the catalog's own calibration replaces it.
+DEFAULT_CALIBRATION_FILE = Path(__file__).resolve().parents[2] / "resources" / "models" / "local" / "calibration.json"
 
 
 def candidate_features(result: LocalResult, extra: dict[str, Sequence[float]] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -378,6 +383,41 @@ class Calibrator:
         c.l2 = float(d.get("l2", DEFAULT_L2))
         c.source, c.created = str(d.get("source", "")), str(d.get("created", ""))
         return c
+
+
+def load_calibrator(path: str | Path) -> Calibrator:
+    """A calibration saved as JSON (:meth:`Calibrator.to_dict`).
+
+    Raises:
+        DataError: naming the file: missing, not JSON, or not a valid calibration.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: calibration file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the calibration ({exc})") from None
+    try:
+        return Calibrator.from_dict(data)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def save_calibrator(cal: Calibrator, path: str | Path) -> None:
+    """Write :meth:`Calibrator.to_dict` as JSON (via a temporary file, so a crash leaves the old one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(cal.to_dict(), indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def default_calibrator() -> Calibrator | None:
+    """The synthetic-only default calibration shipped in resources/, or None when there is none."""
+    if not DEFAULT_CALIBRATION_FILE.is_file():
+        return None
+    return load_calibrator(DEFAULT_CALIBRATION_FILE)
 
 
 # --- reliability diagram ---------------------------------------------------------------------

@@ -15,7 +15,10 @@ from model.local.calibration import (
     best_match_threshold,
     calibration_pairs,
     candidate_features,
+    default_calibrator,
     expected_calibration_error,
+    load_calibrator,
+    save_calibrator,
     write_reliability_diagram,
 )
 from model.local.index import LocalCandidate, LocalResult
@@ -152,3 +155,31 @@ def test_reliability_diagram_png(tmp_path):
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 400 and img.shape[1] > 400
     assert (img < 128).any() and (img == 255).mean() > 0.5  # something drawn on a white page
+
+
+def test_save_load_and_bad_files(tmp_path):
+    x, y, _ = synthetic_pairs(300, seed=5)
+    cal = Calibrator().fit(x, y, ["a", "b", "c"])
+    path = tmp_path / "cal" / "calibration.json"
+    save_calibrator(cal, path)
+    assert np.allclose(load_calibrator(path).predict_proba(x), cal.predict_proba(x))
+    with pytest.raises(DataError, match="not found"):
+        load_calibrator(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="bad.json: cannot read"):
+        load_calibrator(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"kind": "logistic", "version": 7}')
+    with pytest.raises(DataError, match="other.json: calibration version 7"):
+        load_calibrator(tmp_path / "other.json")
+
+
+def test_default_calibration_if_shipped_is_synthetic_and_valid():
+    cal = default_calibrator()
+    if cal is None:
+        pytest.skip("no default calibration shipped")
+    assert "synthetic" in cal.source and cal.feature_names == list(LOCAL_FEATURES)
+    assert cal.best_match_threshold is not None and cal.new_individual_threshold is not None
+    # a clearly verified top candidate is a best match; an unverified, barely-voted one is not
+    strong = cal.probabilities(_result([(1, 60.0, 80), (2, 8.0, 0)]))[0]
+    weak = cal.probabilities(_result([(1, 3.0, 0), (2, 2.9, 0)]))[0]
+    assert cal.verdict(strong) == "best_match" and cal.verdict(weak) != "best_match"
