@@ -67,20 +67,21 @@ RETRAIN_GROWTH = 4.0
 # k-means training points per IVF cell (faiss's default 256 makes retraining take minutes at 1M).
 TRAIN_POINTS_PER_CELL = 64
 DEFAULT_VERIFY_TOP = 10
+DEFAULT_VERIFY_PHOTOS = 2
+VERIFIED_OFFSET = 1e6
 # Extra neighbours fetched per excluded photo (at most EXCLUDE_EXTRA_MAX), to filter it out.
 EXCLUDE_EXTRA = 2
 EXCLUDE_EXTRA_MAX = 8
-DEFAULT_VERIFY_PHOTOS = 2
 
 
 def rank_score(votes: float, inliers: int) -> float:
     """The plain ranking score: verified individuals (inliers >= MIN_INLIERS) above the others.
 
-    Verified: ``1000 + inliers + votes``; unverified: ``votes`` (LNBNN votes stay well below 1000:
-    a few hundred query descriptors voting at most ~1.4 each).
+    Verified: ``VERIFIED_OFFSET + inliers + votes``; unverified: ``votes`` (LNBNN votes stay far below
+    the offset: at most 4,096 query descriptors voting at most sqrt(2) each).
     """
     if inliers >= MIN_INLIERS:
-        return 1000.0 + float(inliers) + float(votes)
+        return VERIFIED_OFFSET + float(inliers) + float(votes)
     return float(votes)
 
 
