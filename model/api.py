@@ -160,3 +160,21 @@ from model.detection import (  # noqa: E402, F401
 from model.training.detector import DetectorTrainConfig, build_detector  # noqa: E402, F401  (torch imported lazily)
 
 load_detector = Detector.load
+
+# --- section: local features -----------------------------------------------------------------
+# isort: split
+from model.local.calibration import (  # noqa: E402, F401
+    CalibrationPairs,
+    Calibrator,
+    calibration_pairs,
+    candidate_features,
+    default_calibrator,
+    expected_calibration_error,
+    load_calibrator,
+    save_calibrator,
+    write_reliability_diagram,
+)
+from model.local.features import FEATURE_VERSION, LocalFeatures  # noqa: E402, F401
+from model.local.features import extract as extract_local_features  # noqa: E402, F401
+from model.local.index import LocalCandidate, LocalIndex, LocalResult, Verification  # noqa: E402, F401
+from model.local.verify import verify as verify_pair  # noqa: E402, F401

@@ -57,12 +57,26 @@ class Candidate:
         score: the head's same-whale probability for the individual's best photo.
         best_photo_id: the gallery photo that scored best.
         rank: 1 for the most likely individual.
+        probability: the calibrated probability that the query shows this individual (None when
+            no calibration applies: then ``score`` is a plain score, not a probability).
+        local_score: the local-feature ranking score, when local features took part.
+        votes: the individual's LNBNN votes (local features), when they took part.
+        embedding_score: the embedding head's score of the best photo, when a model took part.
+        inliers: verified correspondences with ``best_photo_id`` (0: none verified; None: not checked).
+        pairs: float32 [n, 4] (qx, qy, gx, gy) of those correspondences in each photo's own pixels,
+            strongest first (None: not checked).
     """
 
     individual: object
     score: float
     best_photo_id: object
     rank: int
+    probability: float | None = None
+    local_score: float | None = None
+    votes: float | None = None
+    embedding_score: float | None = None
+    inliers: int | None = None
+    pairs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,12 @@ class MatchResult:
         threshold: the new-individual threshold used.
         n_scored: how many gallery photos were scored (by the head, or by table lookup).
         method: "head" (the head over every photo), "table" (table lookup over every photo, the
-            head over the best) or "prefilter" (approximate nearest neighbours, the head over those).
+            head over the best) or "prefilter" (approximate nearest neighbours, the head over those);
+            "local" (local features alone) or "fused" (local features and the embedding).
+        calibrated: True when the candidates' ``probability`` values are calibrated.
+        best_match_threshold: with calibration, the probability from which the top candidate may be
+            called the best match (its measured precision is high enough).
+        notes: things the user should know (features repaired, photos not yet described).
     """
 
     candidates: list[Candidate]
@@ -85,6 +104,9 @@ class MatchResult:
     threshold: float
     n_scored: int
     method: str = "head"
+    calibrated: bool = False
+    best_match_threshold: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def prefiltered(self) -> bool:

@@ -3,8 +3,10 @@
 from app.catalog.records import (  # noqa: F401
     Action,
     BoxRecord,
+    CalibrationRecord,
     Identification,
     Individual,
+    LocalFeatureRecord,
     MatchDecision,
     ModelRecord,
     Photo,

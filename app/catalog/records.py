@@ -109,3 +109,41 @@ class ModelRecord:
     metrics: dict
     created_at: str
     active: bool = False
+
+
+@dataclass(frozen=True)
+class LocalFeatureRecord:
+    """A photo's stored local features (the bytes :meth:`model.api.LocalFeatures.to_bytes` wrote).
+
+    ``box`` is the box they were computed on (None: the whole photo); when the photo's current
+    box differs, or ``feature_version`` is not the program's, they are stale and recomputed.
+    """
+
+    photo_id: int
+    feature_version: int
+    n: int
+    data: bytes
+    box: Box | None
+    computed_at: str
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """A fitted calibrator stored in the catalog (the latest row of a ``kind`` is the current one).
+
+    Attributes:
+        kind: what it calibrates: ``"local"`` (local features alone) or ``"fused:<model version>"``.
+        data: the calibrator's ``to_dict()``.
+        source: where it came from: ``"catalog"`` (refitted from this catalog's decisions) or a
+            file name (a shipped default).
+    """
+
+    id: int
+    kind: str
+    created_at: str
+    format_version: int | None
+    n_pairs: int
+    n_same: int
+    n_different: int
+    data: dict
+    source: str | None

@@ -11,6 +11,9 @@ History:
        embeddings.dtype (float16 vectors), an index for "current box / identification".
     3. indexes for undo/redo look-ups (actions.reverses/redoes, match_decisions.reverses) and
        for loading one model version's embeddings, so large catalogs stay fast.
+    4. local_features (each photo's keypoints and descriptors, with the feature version and the
+       box they were computed on; deleted with their photo) and calibrations (fitted calibrators,
+       append-only: the latest row of a kind is the current one).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
@@ -105,11 +108,32 @@ def _migrate_2_to_3(db: sqlite_utils.Database) -> None:
     db["embeddings"].create_index(["model_version", "photo_id"], if_not_exists=True)
 
 
+def _migrate_3_to_4(db: sqlite_utils.Database) -> None:
+    # Plain DDL: sqlite-utils cannot declare ON DELETE CASCADE. The AUTOINCREMENT id grows with
+    # every write (a recomputed photo gets a new id), so max(id) tells caches that features changed.
+    db.execute(
+        "CREATE TABLE local_features ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " photo_id INTEGER NOT NULL UNIQUE REFERENCES photos(id) ON DELETE CASCADE,"
+        " feature_version INTEGER NOT NULL,"
+        " n INTEGER NOT NULL,"
+        " data BLOB NOT NULL,"
+        " x0 FLOAT, y0 FLOAT, x1 FLOAT, y1 FLOAT,"  # the box they were computed on (NULL: whole photo)
+        " computed_at TEXT NOT NULL)")
+    db["calibrations"].create(
+        {"id": int, "kind": str, "created_at": str, "format_version": int, "n_pairs": int, "n_same": int,
+         "n_different": int, "data": str, "source": str},
+        pk="id", not_null={"kind", "created_at", "data"},
+    )
+    db["calibrations"].create_index(["kind", "id"], if_not_exists=True)
+
+
 # MIGRATIONS[n] takes a catalog at schema n-1 to schema n (0 = empty database).
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _create_v1,
     2: _migrate_1_to_2,
     3: _migrate_2_to_3,
+    4: _migrate_3_to_4,
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 

@@ -45,8 +45,10 @@ from app.catalog.lock import LockHolder, WriteLock, current_user
 from app.catalog.records import (
     Action,
     BoxRecord,
+    CalibrationRecord,
     Identification,
     Individual,
+    LocalFeatureRecord,
     MatchDecision,
     ModelRecord,
     Photo,
@@ -165,6 +167,19 @@ def _unwritable(folder: Path, db_path: Path) -> str | None:
     if db_path.exists() and not os.access(db_path, os.W_OK):
         return f"{DB_NAME} is read-only (file permissions)"
     return None
+def _local_features(row: sqlite3.Row) -> LocalFeatureRecord:
+    coords = (row["x0"], row["y0"], row["x1"], row["y1"])
+    return LocalFeatureRecord(
+        photo_id=row["photo_id"], feature_version=row["feature_version"], n=row["n"], data=bytes(row["data"]),
+        box=None if any(v is None for v in coords) else tuple(float(v) for v in coords),
+        computed_at=row["computed_at"])
+
+
+def _calibration(row: sqlite3.Row) -> CalibrationRecord:
+    return CalibrationRecord(
+        id=row["id"], kind=row["kind"], created_at=row["created_at"], format_version=row["format_version"],
+        n_pairs=row["n_pairs"] or 0, n_same=row["n_same"] or 0, n_different=row["n_different"] or 0,
+        data=json.loads(row["data"]), source=row["source"])
 
 
 def _is_empty_database(path: Path) -> bool:
@@ -605,9 +620,11 @@ class Catalog:
         return {r[0] for r in rows}
 
     def change_marker(self) -> tuple:
-        """A cheap value that changes whenever identifications, boxes or embeddings change (for caches)."""
+        """A cheap value that changes whenever identifications, boxes, embeddings or local features change
+        (for caches)."""
         row = self._one("SELECT (SELECT max(id) FROM identifications), (SELECT max(id) FROM boxes), "
-                        "(SELECT count(*) FROM embeddings), (SELECT max(id) FROM actions)")
+                        "(SELECT count(*) FROM embeddings), (SELECT max(id) FROM actions), "
+                        "(SELECT max(id) FROM local_features), (SELECT count(*) FROM local_features)")
         return tuple(row) if row else ()
 
     def box_history(self, photo_id: int) -> list[BoxRecord]:
@@ -878,6 +895,87 @@ class Catalog:
                            "WHERE e.photo_id = p.id AND e.model_version = ?) ORDER BY id", [model_version])
         return [r[0] for r in rows]
 
+    # ---------------------------------------------------------------- local features, calibrations
+    _CURRENT_BOXES = (
+        "SELECT b.* FROM boxes b JOIN (SELECT photo_id, max(id) AS id FROM boxes GROUP BY photo_id) last "
+        "ON b.id = last.id"
+    )
+
+    def put_local_features(self, photo_id: int, *, feature_version: int, n: int, data: bytes,
+                           box: Sequence[float] | None) -> None:
+        """Store (or replace) a photo's local features and the box they were computed on."""
+        x0 = y0 = x1 = y1 = None
+        if box is not None:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        with self.transaction(durable=False):
+            self._conn.execute(
+                "INSERT OR REPLACE INTO local_features (photo_id, feature_version, n, data, x0, y0, x1, y1, "
+                "computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [photo_id, int(feature_version), int(n), sqlite3.Binary(data), x0, y0, x1, y1, now()])
+
+    def local_features(self, photo_id: int) -> LocalFeatureRecord | None:
+        """A photo's stored local features (None: never computed)."""
+        row = self._one("SELECT * FROM local_features WHERE photo_id = ?", [photo_id])
+        return _local_features(row) if row else None
+
+    def iter_local_features(self, photo_ids: Sequence[int] | None = None, *, batch: int = 256
+                            ) -> Iterator[LocalFeatureRecord]:
+        """Stored local features (of ``photo_ids``, or all), by photo id, ``batch`` rows at a time."""
+        if photo_ids is None:
+            last = 0
+            while True:
+                rows = self._query("SELECT * FROM local_features WHERE photo_id > ? ORDER BY photo_id LIMIT ?",
+                                   [last, batch])
+                if not rows:
+                    return
+                yield from (_local_features(r) for r in rows)
+                last = rows[-1]["photo_id"]
+        ids = sorted(set(int(p) for p in photo_ids))
+        for i in range(0, len(ids), batch):
+            chunk = ids[i:i + batch]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._query(f"SELECT * FROM local_features WHERE photo_id IN ({marks}) "  # noqa: S608
+                               "ORDER BY photo_id", chunk)
+            yield from (_local_features(r) for r in rows)
+
+    def local_feature_stamps(self) -> dict[int, int]:
+        """{photo id: row id} of the stored local features (a new row id each time a photo's change)."""
+        return {r[0]: r[1] for r in self._query("SELECT photo_id, id FROM local_features")}
+
+    def photos_missing_local_features(self, feature_version: int) -> list[int]:
+        """Usable photos whose local features must be (re)computed.
+
+        Missing: no stored features, features of another ``feature_version``, or features computed
+        on a box that is no longer the photo's current box. Photos marked unusable are left out.
+        """
+        rows = self._query(
+            f"SELECT p.id FROM photos p LEFT JOIN ({self._CURRENT_BOXES}) cb ON cb.photo_id = p.id "  # noqa: S608
+            "LEFT JOIN local_features f ON f.photo_id = p.id WHERE coalesce(cb.junk, 0) = 0 AND "
+            "(f.photo_id IS NULL OR f.feature_version != ? OR NOT (f.x0 IS cb.x0 AND f.y0 IS cb.y0 "
+            "AND f.x1 IS cb.x1 AND f.y1 IS cb.y1)) ORDER BY p.id", [int(feature_version)])
+        return [r[0] for r in rows]
+
+    def delete_local_features(self, photo_id: int) -> None:
+        """Forget a photo's local features (damaged ones, before they are recomputed)."""
+        with self.transaction(durable=False):
+            self._conn.execute("DELETE FROM local_features WHERE photo_id = ?", [photo_id])
+
+    def add_calibration(self, kind: str, data: dict, *, n_pairs: int, n_same: int, n_different: int,
+                        format_version: int | None = None, source: str = "catalog") -> int:
+        """Append a fitted calibrator of ``kind`` (it becomes the current one); returns its id."""
+        return self._insert("calibrations", dict(
+            kind=kind, created_at=now(), format_version=format_version, n_pairs=int(n_pairs),
+            n_same=int(n_same), n_different=int(n_different), data=json.dumps(data), source=source))
+
+    def calibration(self, kind: str) -> CalibrationRecord | None:
+        """The current (latest) calibration of ``kind``, or None."""
+        row = self._one("SELECT * FROM calibrations WHERE kind = ? ORDER BY id DESC LIMIT 1", [kind])
+        return _calibration(row) if row else None
+
+    def calibrations(self) -> list[CalibrationRecord]:
+        """Every stored calibration, oldest first."""
+        return [_calibration(r) for r in self._query("SELECT * FROM calibrations ORDER BY id")]
+
     # ---------------------------------------------------------------- summary
     def stats(self) -> dict:
         """Counts: photos, individuals, identified photos, unidentified photos, decisions, boxes, models."""
@@ -896,6 +994,7 @@ class Catalog:
             "models": q("SELECT count(*) FROM models"),
             "active_model": active.version if active else None,
             "embeddings": q("SELECT count(*) FROM embeddings"),
+            "photos_with_local_features": q("SELECT count(*) FROM local_features"),
             "schema_version": self.schema_version,
         }
 

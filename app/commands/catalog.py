@@ -1,4 +1,4 @@
-"""``flukeid new|import|match|export|stats``: the catalog from the command line."""
+"""``flukeid new|import|match|calibrate|export|stats``: the catalog from the command line."""
 
 from __future__ import annotations
 
@@ -31,8 +31,20 @@ def register(subparsers) -> None:
     p.add_argument("catalog", help="catalog folder")
     p.add_argument("photo", help="a photo file (in the catalog or not) or a catalog photo id")
     p.add_argument("--model", metavar="BUNDLE", help="model bundle folder (default: the catalog's active model)")
+    p.add_argument("--local-only", action="store_true",
+                   help="match with local features alone, even when the catalog has an active model")
     p.add_argument("-k", type=int, default=5, help="how many individuals (default 5)")
     p.set_defaults(func=_match)
+
+    p = subparsers.add_parser(
+        "calibrate", help="fit the match confidence on this catalog's own identified photos and decisions")
+    p.add_argument("catalog", help="catalog folder")
+    p.add_argument("--model", metavar="BUNDLE",
+                   help="calibrate the fusion with this model bundle (default: the catalog's active model)")
+    p.add_argument("--local-only", action="store_true", help="calibrate local-feature matching alone")
+    p.add_argument("--max-queries", type=int, default=None, metavar="N",
+                   help="match at most N identified photos (default: all, up to 2,000)")
+    p.set_defaults(func=_calibrate)
 
     p = subparsers.add_parser("export", help="export identifications, Kaggle Image,Id or sightings as CSV")
     p.add_argument("catalog", help="catalog folder")
@@ -123,7 +135,8 @@ def _import_into(cat, args: argparse.Namespace, labels) -> int:
     if not args.no_embed:
         engine = matching.load_engine(cat)
         if engine is None:
-            print("no active model: photos are imported without embeddings", file=sys.stderr)
+            print("no active model: photos get local features only, which is all matching needs",
+                  file=sys.stderr)
     reports = []
     bar = _Bar()
     if args.labels:
@@ -141,6 +154,8 @@ def _import_into(cat, args: argparse.Namespace, labels) -> int:
             print(f"error: ... and {rep.errors_not_listed} more", file=sys.stderr)
         for path, existing in rep.duplicates:
             print(f"duplicate: {path} (same as photo {existing})", file=sys.stderr)
+        for path, problem in getattr(rep, "feature_errors", []):
+            print(f"warning: {path}: {problem} (computed again by flukeid match)", file=sys.stderr)
         print(rep.summary() + f" in {rep.seconds:.1f} s")
     failed = sum(r.error_count for r in reports)
     if failed:
@@ -153,24 +168,54 @@ def _import_into(cat, args: argparse.Namespace, labels) -> int:
     return 1 if failed else 0
 
 
+def _engine_for(cat, args):
+    """The engine to fuse with: --model, else the active model; None with --local-only or no model."""
+    from app.services import matching
+
+    if args.local_only:
+        return None
+    return matching.load_engine(cat, bundle=args.model)
+
+
+def _features_before_matching(cat) -> None:
+    """Compute the local features the catalog lacks (photos imported before, boxes redrawn)."""
+    from app.services import local_features
+    from model.api import FEATURE_VERSION
+
+    todo = cat.photos_missing_local_features(FEATURE_VERSION)
+    if not todo:
+        return
+    if cat.readonly:
+        print(f"note: {len(todo)} photos have no local features and the catalog is read-only "
+              f"({cat.readonly_reason}): they are left out", file=sys.stderr)
+        return
+    report = local_features.compute_missing_local_features(cat, progress=_Bar())
+    for path, problem in report.errors:
+        print(f"warning: {path}: {problem}", file=sys.stderr)
+
+
 def _match(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from app.services import importing, matching
 
     with _open_for_reading(args.catalog) as cat:
-        engine = matching.require_engine(cat, bundle=args.model)
-        # a model the gallery was never embedded with would find nothing: embed it first (stored, once)
-        missing, _ = matching.gallery_missing(cat, engine.version)
-        if missing and not cat.readonly:
-            print(f"embedding {len(missing)} gallery photos with model {engine.version} (once: they are "
-                  "stored in the catalog)", file=sys.stderr)
-        prepared = matching.embed_gallery(cat, engine, progress=_Bar())
-        for file, problem in prepared["errors"]:
-            print(f"error: {file}: {problem} (left out of the gallery)", file=sys.stderr)
-        if prepared["left_out"] and cat.readonly:
-            print(f"warning: {prepared['left_out']} of {prepared['gallery']} gallery photos have no embedding "
-                  f"with model {engine.version} and the catalog is read-only: they are left out", file=sys.stderr)
+        engine = _engine_for(cat, args)
+        if engine is not None:
+            # a model the gallery was never embedded with would find nothing: embed it first (stored, once)
+            missing, _ = matching.gallery_missing(cat, engine.version)
+            if missing and not cat.readonly:
+                print(f"embedding {len(missing)} gallery photos with model {engine.version} (once: they are "
+                      "stored in the catalog)", file=sys.stderr)
+            prepared = matching.embed_gallery(cat, engine, progress=_Bar())
+            for file, problem in prepared["errors"]:
+                print(f"error: {file}: {problem} (left out of the gallery)", file=sys.stderr)
+            if prepared["left_out"] and cat.readonly:
+                print(f"warning: {prepared['left_out']} of {prepared['gallery']} gallery photos have no embedding "
+                      f"with model {engine.version} and the catalog is read-only: they are left out",
+                      file=sys.stderr)
+        _features_before_matching(cat)
+        matching.local_index(cat, exact=True)  # one query: an exact search beats training an inverted file
         path = Path(args.photo)
         if path.is_file():
             existing = cat.photo_by_sha(importing.sha256_of(path))
@@ -187,15 +232,56 @@ def _match(args: argparse.Namespace) -> int:
             print(f"flukeid match: {args.photo}: no such file or catalog photo id", file=sys.stderr)
             return 2
         codes = {i.id: i.code for i in cat.individuals(include_merged=True)}
-        print(f"{label}: model {engine.version} ({engine.provider})")
+        how = "local features" + (f" + model {engine.version} ({engine.provider})" if engine is not None else "")
+        how += ", calibrated" if result.calibrated else ", uncalibrated: scores rank, they are not probabilities"
+        print(f"{label}: {how}")
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
         if not result.candidates:
-            print("  no identified photos with embeddings in the catalog yet")
+            print("  no identified photos to compare with yet")
         for c in result.candidates:
-            print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} score {c.score:.3f}  "
-                  f"(best photo {c.best_photo_id})")
-        if result.suggest_new and result.candidates:
-            print(f"  -> probably a new individual (best score {result.best_score:.3f} < "
-                  f"threshold {result.threshold:.3f})")
+            inl = f"{c.inliers} inliers" if c.inliers is not None else ""
+            score = matching.score_text(c, result) if result.method != "local" or result.calibrated \
+                else f"votes {c.votes:.1f}"
+            print(f"  {c.rank}. {codes.get(c.individual, c.individual):<16} {score:>12}  "
+                  f"{inl:<11} (best photo {c.best_photo_id})")
+        print(_verdict_line(result, codes))
+    return 0
+
+
+def _verdict_line(result, codes: dict) -> str:
+    from app.services import matching
+
+    v = matching.verdict(result)
+    top = result.candidates[0] if result.candidates else None
+    name = codes.get(top.individual, top.individual) if top is not None else ""
+    if v == "empty":
+        return "  -> no candidates: this photo starts a new individual"
+    if v == "best_match":
+        return (f"  -> best match: {name} ({top.probability:.0%}; called a match from "
+                f"{result.best_match_threshold:.0%})")
+    if v == "new":
+        return f"  -> probably a new individual (best {top.probability:.0%} < {result.threshold:.0%})"
+    if v == "unsure":
+        return "  -> no confident match: compare the candidates before deciding"
+    if v == "unverified":
+        return "  -> no candidate shares verified correspondences with this photo: compare, it may be new"
+    return "  -> a ranking, not a verdict: no calibration yet (flukeid calibrate)"
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from app.catalog import Catalog
+    from app.services import calibration
+
+    with Catalog.open(args.catalog) as cat:
+        engine = _engine_for(cat, args)
+        _features_before_matching(cat)
+        try:
+            res = calibration.calibrate(cat, engine, max_queries=args.max_queries, progress=_Bar())
+        except calibration.NotEnoughPairs as exc:
+            print(f"flukeid calibrate: {exc}", file=sys.stderr)
+            return 1
+        print(res.summary())
     return 0
 
 

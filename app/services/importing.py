@@ -90,6 +90,7 @@ class ImportReport:
     errors_not_listed: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+    feature_errors: list[tuple[str, str]] = field(default_factory=list)  # imported, but no local features
 
     def add_error(self, path: str, problem: str) -> None:
         """Record a file that could not be imported (the first MAX_LISTED_ERRORS are kept by name)."""
@@ -111,6 +112,8 @@ class ImportReport:
             parts.append(f"{len(self.duplicates)} duplicate{'s' if len(self.duplicates) != 1 else ''} skipped")
         if self.error_count:
             parts.append(f"{self.error_count} error{'s' if self.error_count != 1 else ''}")
+        if self.feature_errors:
+            parts.append(f"{len(self.feature_errors)} without local features")
         if self.skipped:
             parts.append(f"{self.skipped} non-photo file{'s' if self.skipped != 1 else ''} ignored")
         if self.cancelled:
@@ -398,6 +401,18 @@ class _Prepared:
     source: str | None = None
     embedding: np.ndarray | None = None
     label_agrees: bool = True  # the detector's box matches the labelled one (or was not asked)
+    local: object = None  # model.api.LocalFeatures, positions in photo pixels
+    local_error: str | None = None
+
+
+def _extract_local(prep: _Prepared, image: np.ndarray, scale: tuple[float, float]) -> None:
+    """Local features from the decoded image and the box just decided; a failure is kept, not raised."""
+    from app.services.local_features import extract_on_decoded
+
+    try:
+        prep.local = extract_on_decoded(image, prep.box, scale)
+    except Exception as exc:  # noqa: BLE001 - the photo is still imported; features are computed later
+        prep.local_error = f"local features not computed ({type(exc).__name__}: {exc})"
 
 
 def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: bool,
@@ -430,6 +445,7 @@ def _prepare(catalog: Catalog, path: Path, sha: str, *, detector, engine, copy: 
         prep.box = _scale_box(det.box, scale) if det is not None else None
         prep.confidence = float(det.confidence) if det is not None else 0.0
         prep.source = box_source(det) if det is not None else "none"
+    _extract_local(prep, image, scale)
     if engine is not None:
         small_box = _scale_box(prep.box, (1.0 / scale[0], 1.0 / scale[1])) if prep.box is not None else None
         prep.embedding = np.asarray(engine.embed([image], [small_box]))[0]
@@ -448,6 +464,11 @@ def _commit(catalog: Catalog, prep: _Prepared, *, engine, detector_used: bool, l
                             confirmed=prep.source == "imported" and prep.label_agrees, who=who)
         if prep.embedding is not None:
             catalog.put_embedding(pid, engine.version, prep.embedding)
+        if prep.local is not None:
+            from model.api import FEATURE_VERSION
+
+            catalog.put_local_features(pid, feature_version=FEATURE_VERSION, n=len(prep.local),
+                                       data=prep.local.to_bytes(), box=prep.box)
         if label is not None and label.individual is not None:
             _identify_imported(catalog, pid, label.individual, who)
             report.identified += 1
@@ -522,6 +543,8 @@ def _run(catalog: Catalog, items: Iterator[tuple[Path, LabelledPhoto | None]], t
                               who=who, report=report)
                 seen[sha] = pid
                 report.imported.append(pid)
+                if prep.local_error:
+                    report.feature_errors.append((str(path), prep.local_error))
             except (ImageError, InputError) as exc:
                 report.add_error(where, exc.problem)
             except PermissionError:

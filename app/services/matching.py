@@ -1,11 +1,20 @@
-"""Matching a photo against the catalog (catalog side): engine loading, gallery, top-k, embeddings.
+"""Matching a photo against the catalog (catalog side): local features, embeddings, fusion, calibration.
 
-The gallery is every identified, usable photo with an embedding under the engine's version;
-the model side (:func:`model.api.match`) ranks individuals by their best photo.
+Local features are the core and need no model: the gallery is every identified, usable photo
+with fresh local features, held in a :class:`model.api.LocalIndex` (LNBNN votes, then spatial
+verification of the best individuals). The index is a cache of the catalog, kept in step with it
+(photos added, relabelled, re-boxed, removed) by comparing against :meth:`Catalog.change_marker`.
+
+When a model is active, each candidate individual also gets its embedding score (the head's
+score of its best photo, :func:`model.api.match`), and the two are fused: by the catalog's
+calibration into one probability when there is one, else by a plain z-scored sum (a rank and
+a plain score, never a percentage).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.catalog import Catalog, CatalogError
+from app.services import local_features as lf
 from model.api import ImageError, Interrupted, load_image
 
 ProgressFn = Callable[[float, str], None]
@@ -114,29 +124,374 @@ def gallery(catalog: Catalog, model_version: str, dim: int):
     return full
 
 
-def match_photo(catalog: Catalog, photo_id: int, engine, *, k: int = 5):
+SHORTLIST = 10  # individuals each signal proposes before fusion (the union is scored by both)
+
+
+@dataclasses.dataclass
+class _LocalCache:
+    """The gallery's LocalIndex for one catalog and what it holds: {photo id: (individual, feature row id)}."""
+
+    key: tuple
+    marker: tuple | None = None
+    index: object = None
+    held: dict = dataclasses.field(default_factory=dict)
+    missing: int = 0
+
+
+_LOCAL_CACHE: dict = {}  # (id(catalog), root) -> _LocalCache (one catalog at a time)
+# One lock for the cached index: updating it, building its faiss structure and searching it are not
+# safe from two threads at once (the window matches in one thread while another job warms it).
+_INDEX_LOCK = threading.RLock()
+
+
+def _loader(catalog: Catalog):
+    """``photo_id -> LocalFeatures`` for the index (read from the catalog when verification needs them)."""
+    from model.api import LocalFeatures
+
+    def load(photo_id: int):
+        rec = catalog.local_features(photo_id)
+        feats = lf.decode_record(catalog, rec, repair=not catalog.readonly) if rec is not None else None
+        return feats if feats is not None else LocalFeatures()
+
+    return load
+
+
+EXACT_ALWAYS = 1 << 62
+
+
+def local_index(catalog: Catalog, notes: list[str] | None = None, *, exact: bool | None = None):
+    """The :class:`model.api.LocalIndex` of identified, usable photos with fresh local features.
+
+    Kept between calls and brought in step with the catalog when it changed: photos whose
+    individual changed are relabelled, photos no longer in the gallery (set back to unidentified,
+    marked unusable, re-boxed) removed, new or recomputed ones added. Damaged stored features
+    are recomputed (and said in ``notes``).
+
+    ``exact=True`` makes it search exactly whatever its size: for one query (the command line),
+    where training the inverted file of a large gallery (tens of seconds) costs far more than one
+    exact search (about a second at 264k descriptors); ``False`` goes back to the index's default.
+
+    Returns:
+        (index, how many gallery photos have no fresh local features yet).
+    """
+    from model.api import FEATURE_VERSION, LocalIndex
+
+    with _INDEX_LOCK:
+        key = (id(catalog), str(catalog.root))
+        cache = _LOCAL_CACHE.get(key)
+        if cache is None:
+            _LOCAL_CACHE.clear()
+            cache = _LOCAL_CACHE[key] = _LocalCache(key)
+        if exact is not None:
+            if cache.index is None:
+                cache.index, cache.held = LocalIndex(loader=_loader(catalog)), {}
+            if exact:
+                cache.index.exact_below = EXACT_ALWAYS
+            elif cache.index.exact_below == EXACT_ALWAYS:
+                cache.index.exact_below = LocalIndex().exact_below
+        marker = catalog.change_marker()
+        if cache.index is not None and cache.marker == marker:
+            return cache.index, cache.missing
+        if cache.index is None:
+            cache.index, cache.held = LocalIndex(loader=_loader(catalog)), {}
+        index = cache.index
+        junk = catalog.junk_photo_ids()
+        current = {i.photo_id: i.individual_id for i in catalog.current_identifications()
+                   if i.individual_id is not None and i.photo_id not in junk}
+        stale = set(catalog.photos_missing_local_features(FEATURE_VERSION))
+        stamps = catalog.local_feature_stamps()
+        want = {pid: (ind, stamps[pid]) for pid, ind in current.items() if pid in stamps and pid not in stale}
+        for pid, (ind, stamp) in list(cache.held.items()):
+            if pid not in want or want[pid][1] != stamp:
+                index.remove(pid)
+                del cache.held[pid]
+            elif want[pid][0] != ind:
+                index.relabel(pid, want[pid][0])
+                cache.held[pid] = want[pid]
+        new = [pid for pid in want if pid not in cache.held]
+        adds = []
+        for rec in catalog.iter_local_features(new):
+            feats = lf.decode_record(catalog, rec, notes, repair=not catalog.readonly)
+            if feats is None:
+                continue
+            adds.append((rec.photo_id, want[rec.photo_id][0], feats))
+            cache.held[rec.photo_id] = want[rec.photo_id]
+        if len(adds) <= 64 and len(index) > len(adds):
+            for pid, ind, feats in adds:  # a few photos join the built index (no rebuild, no retraining)
+                index.add(pid, ind, feats)
+        else:
+            index.add_many(adds)  # many: one (re)build on the next search
+        cache.missing = len(current) - len(cache.held)
+        cache.marker = marker
+        return index, cache.missing
+
+
+def warm_local_index(catalog: Catalog) -> None:
+    """Bring the index in step with the catalog and build its search structure now (the first
+    search would otherwise do it: tens of seconds past ~100k descriptors, for the inverted file's training)."""
+    with _INDEX_LOCK:
+        index, _ = local_index(catalog)
+        _ = index.kind  # builds the faiss index (LocalIndex has no public build method)
+
+
+def index_lock() -> threading.RLock:
+    """The lock to hold around :func:`shortlist` and other direct uses of the cached index."""
+    return _INDEX_LOCK
+
+
+def forget_local_index() -> None:
+    """Drop the cached index (the next match rebuilds it from the catalog)."""
+    with _INDEX_LOCK:
+        _LOCAL_CACHE.clear()
+
+
+def calibration_kind(engine=None) -> str:
+    """The catalog's calibration for this combination of signals: "local" or "fused:<model version>"."""
+    return "local" if engine is None else f"fused:{engine.version}"
+
+
+def load_calibrator(catalog: Catalog, engine=None):
+    """The calibrator for local-only or fused matching (the catalog's, else a shipped default), or None."""
+    kind = calibration_kind(engine)
+    rec = catalog.calibration(kind)
+    if rec is not None:
+        from model.api import Calibrator
+
+        try:
+            return Calibrator.from_dict(rec.data)
+        except Exception:  # noqa: BLE001 - a damaged or outdated calibration: match without one
+            return None
+    if engine is None:
+        return _shipped_local_calibrator()
+    return None
+
+
+def _shipped_local_calibrator():
+    """The local-only calibration shipped with the program, when there is one."""
+    import model.api as api
+
+    get = getattr(api, "default_local_calibrator", None)  # not (yet) offered by the model side
+    try:
+        return get() if callable(get) else None
+    except Exception:  # noqa: BLE001 - a damaged resource: match without calibration
+        return None
+
+
+@dataclasses.dataclass
+class _Row:
+    """One candidate individual while fusing."""
+
+    individual: int
+    best_photo_id: int
+    votes: float = 0.0
+    inliers: int = 0
+    pairs: np.ndarray | None = None
+    local_score: float = 0.0
+    embedding_score: float | None = None
+    embedding_photo: int | None = None
+    fused: float = 0.0
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    sd = float(values.std())
+    return (values - values.mean()) / sd if sd > 1e-12 else np.zeros_like(values)
+
+
+def _match(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
+           exclude: set[int], notes: list[str]):
+    with _INDEX_LOCK:
+        return _match_locked(catalog, query_feats, engine, query_emb, k=k, exclude=exclude, notes=notes)
+
+
+@dataclasses.dataclass
+class Shortlist:
+    """The individuals both signals propose for one query, in the uncalibrated order, with what the
+    calibrator reads: ``as_local_result()`` and ``extra()`` (see :func:`model.api.candidate_features`)."""
+
+    rows: list[_Row]
+    method: str  # "local" or "fused"
+    n_gallery: int
+
+    def as_local_result(self):
+        from model.api import LocalCandidate, LocalResult
+
+        return LocalResult([LocalCandidate(r.individual, r.best_photo_id, r.votes, r.inliers,
+                                           r.pairs if r.pairs is not None else np.zeros((0, 4), np.float32),
+                                           r.local_score, True) for r in self.rows], 0)
+
+    def extra(self) -> dict | None:
+        return {"embedding": [r.embedding_score for r in self.rows]} if self.method == "fused" else None
+
+
+def shortlist(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *,
+              k: int = SHORTLIST, exclude: set[int], notes: list[str]) -> Shortlist:
+    """The candidate individuals of a query before calibration (call with the index lock held)."""
+    from model.api import verify_pair
+
+    index, missing = local_index(catalog, notes)
+    if missing:
+        notes.append(f"{missing} identified photo{'s have' if missing != 1 else ' has'} no local features yet "
+                     "(they are left out until computed)")
+    if not len(query_feats):
+        notes.append("no keypoints were found in this photo's box: local features cannot match it")
+    k = max(k, SHORTLIST)
+    local = index.search(query_feats, k=k, exclude=exclude) if len(index) else None
+    rows: dict[int, _Row] = {}
+    for c in (local.candidates if local is not None else []):
+        rows[int(c.individual_id)] = _Row(int(c.individual_id), int(c.best_photo_id), float(c.votes),
+                                          int(c.inliers), c.pairs, float(c.score))
+    if engine is None or query_emb is None:
+        return Shortlist(list(rows.values()), "local", len(index))
+    q = query_emb()
+    gal = gallery(catalog, engine.version, len(q))
+    emb = match_embedding(catalog, q, engine, k=k, exclude=exclude)
+    for c in emb.candidates:
+        row = rows.get(int(c.individual))
+        if row is None:
+            row = rows[int(c.individual)] = _Row(int(c.individual), int(c.best_photo_id))
+            _local_evidence(index, local, row, query_feats, verify_pair)
+        row.embedding_score, row.embedding_photo = float(c.score), int(c.best_photo_id)
+    for row in rows.values():
+        if row.embedding_score is None:
+            row.embedding_score = _embedding_score(gal, engine, q, row.individual, exclude)
+    out = list(rows.values())
+    if out:  # uncalibrated order: a plain sum of z-scores of the local evidence and the embedding score
+        fused = _zscore(np.array([r.votes + r.inliers for r in out])) + \
+            _zscore(np.array([r.embedding_score for r in out]))
+        for r, f in zip(out, fused):
+            r.fused = float(f)
+        out.sort(key=lambda r: -r.fused)
+    return Shortlist(out, "fused", len(index))
+
+
+def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
+                  exclude: set[int], notes: list[str]):
+    from model.api import Candidate, MatchResult
+
+    sl = shortlist(catalog, query_feats, engine, query_emb, k=k, exclude=exclude, notes=notes)
+    calibrator = load_calibrator(catalog, engine if sl.method == "fused" else None)
+    probs = None
+    if sl.rows and calibrator is not None:
+        try:
+            probs = np.asarray(calibrator.probabilities(sl.as_local_result(), sl.extra()), np.float64)
+        except (KeyError, ValueError) as exc:
+            notes.append(f"the stored calibration does not fit these scores ({exc}): shown uncalibrated")
+    cands = []
+    for i, r in enumerate(sl.rows):
+        p = None if probs is None else float(probs[i])
+        plain = r.fused if sl.method == "fused" else r.local_score
+        cands.append(Candidate(individual=r.individual, score=p if p is not None else plain,
+                               best_photo_id=r.best_photo_id, rank=0, probability=p, local_score=r.local_score,
+                               votes=r.votes, embedding_score=r.embedding_score, inliers=r.inliers,
+                               pairs=r.pairs if r.pairs is not None else np.zeros((0, 4), np.float32)))
+    calibrated = probs is not None
+    if calibrated:
+        cands.sort(key=lambda c: -c.probability)  # stable: ties keep the uncalibrated order
+    cands = [dataclasses.replace(c, rank=r) for r, c in enumerate(cands[:k], start=1)]
+    threshold, best_thr = 0.0, None
+    if calibrated:
+        threshold = float(calibrator.new_individual_threshold or 0.0)  # None: never suggests new
+        best_thr = calibrator.best_match_threshold  # None: never says "Best match"
+    best = cands[0].score if cands else 0.0
+    suggest_new = not cands or (calibrated and cands[0].probability < threshold)
+    return MatchResult(cands, bool(suggest_new), float(best), threshold, sl.n_gallery, sl.method,
+                       calibrated=calibrated, best_match_threshold=best_thr, notes=tuple(notes))
+
+
+def _local_evidence(index, local, row: _Row, query_feats, verify_pair) -> None:
+    """Votes and verified correspondences for an individual the local search did not shortlist
+    (its local score is then votes + inliers, without the verified tier of the index's ranking)."""
+    votes = local.photo_votes if local is not None else {}
+    mine = [p for p in index.photo_ids() if index.individual_of(p) == row.individual] if len(index) else []
+    row.votes = max((votes.get(p, 0.0) for p in mine), default=0.0)
+    if row.best_photo_id in index and len(query_feats):
+        v = verify_pair(query_feats, index.features(row.best_photo_id))
+        row.inliers, row.pairs = int(v.inliers), v.pairs
+    row.local_score = row.votes + row.inliers
+
+
+def _embedding_score(gal, engine, q: np.ndarray, individual: int, exclude: set[int]) -> float:
+    """The head's score of an individual's best photo (0.0 when it has no embedded photo)."""
+    rows = np.flatnonzero((np.asarray(gal.individual_ids) == individual)
+                          & ~np.isin(np.asarray(gal.photo_ids), list(exclude)))
+    if not len(rows):
+        return 0.0
+    return float(np.max(np.asarray(engine.score(q, gal.embeddings[rows].astype(np.float32)))))
+
+
+def score_text(c, result, *, short: bool = False) -> str:
+    """A candidate's score as the user should read it: a percentage only when calibrated.
+
+    "87%" (calibrated probability); local features uncalibrated: "14 marks" (verified
+    correspondences; verified candidates rank first) or "votes 12.3" (unverified: descriptor votes
+    only); "fused +1.24" (local and embedding uncalibrated: a sum of z-scores) or "score 0.734"
+    (the embedding alone). ``short``: the number alone for a card ("14 ✓", "12.3", "+1.2").
+    """
+    if result.calibrated and c.probability is not None:
+        return f"{c.probability:.0%}"
+    if result.method == "local":
+        if short:
+            return f"{c.inliers} ✓" if c.inliers else f"{c.votes:.1f}"
+        return f"{c.inliers} marks" if c.inliers else f"votes {c.votes:.1f}"
+    if result.method == "fused":
+        return f"{c.score:+.1f}" if short else f"fused {c.score:+.2f}"
+    return f"{c.score:.2f}" if short else f"score {c.score:.3f}"
+
+
+def verdict(result) -> str:
+    """What may honestly be said about a result's top candidate.
+
+    Returns:
+        "empty" (no candidates), "best_match" (calibrated probability at or above the best-match
+        threshold), "new" (calibrated probability under the new-individual threshold),
+        "unsure" (calibrated, in between), "unverified" (uncalibrated local matching, and the top
+        candidate shares no verified correspondence), or "ranking" (uncalibrated: a ranking, no claim).
+    """
+    if not result.candidates:
+        return "empty"
+    top = result.candidates[0]
+    if result.calibrated and top.probability is not None:
+        if result.best_match_threshold is not None and top.probability >= result.best_match_threshold:
+            return "best_match"
+        return "new" if result.threshold is not None and top.probability < result.threshold else "unsure"
+    if result.method not in ("local", "fused"):  # the embedding alone, with the bundle's threshold
+        return "new" if result.suggest_new else "ranking"
+    return "unverified" if not top.inliers else "ranking"
+
+
+def match_photo(catalog: Catalog, photo_id: int, engine=None, *, k: int = 5):
     """The top-k individuals for a catalog photo (the photo itself is left out of the gallery).
+
+    Works with no model (local features alone); with an engine, local and embedding scores are fused.
 
     Returns:
         :class:`model.api.MatchResult`: candidates (individual = catalog individual id,
-        best_photo_id = catalog photo id, score, rank) and ``suggest_new``.
+        best_photo_id = catalog photo id, score, rank, probability when calibrated, verified
+        inliers and their pairs in photo pixels) and ``suggest_new``.
 
     Raises:
-        ImageError: the photo's file cannot be read (when its embedding must be computed).
+        ImageError: the photo's file cannot be read (when its features or embedding must be computed).
     """
-    q = photo_embedding(catalog, photo_id, engine)
-    return match_embedding(catalog, q, engine, k=k, exclude={photo_id})
+    notes: list[str] = []
+    feats = lf.photo_features(catalog, photo_id, notes)
+    emb = (lambda: photo_embedding(catalog, photo_id, engine)) if engine is not None else None
+    return _match(catalog, feats, engine, emb, k=k, exclude={photo_id}, notes=notes)
 
 
-def match_file(catalog: Catalog, path: str | Path, engine, *, detector=None, k: int = 5):
+def match_file(catalog: Catalog, path: str | Path, engine=None, *, detector=None, k: int = 5):
     """The top-k individuals for a photo file that need not be in the catalog.
 
-    The box comes from ``detector`` when given, else the whole photo is used.
+    The box comes from ``detector`` when given, else the whole photo is used. The query's
+    correspondences are in the pixels of the photo as decoded (at most ``MODEL_SIDE``).
     """
+    from model.api import extract_local_features
+
     image = load_image(path, max_side=MODEL_SIDE)
-    box = detector.detect(image).box if detector is not None else None
-    q = np.asarray(engine.embed([image], [box]), dtype=np.float32)[0]
-    return match_embedding(catalog, q, engine, k=k)
+    det = detector.detect(image) if detector is not None else None
+    box = det.box if det is not None else None
+    feats = extract_local_features(image, box)
+    emb = (lambda: np.asarray(engine.embed([image], [box]), dtype=np.float32)[0]) if engine is not None else None
+    return _match(catalog, feats, engine, emb, k=k, exclude=set(), notes=[])
 
 
 def embed_missing(catalog: Catalog, engine, model_version: str | None = None, *,

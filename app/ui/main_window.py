@@ -257,7 +257,10 @@ class MainWindow(QMainWindow):
         self.retrain_act = self._action("&Retrain…", self.open_retrain_dialog)
         self.versions_act = self._action("Model &versions…", self.open_model_versions)
         self.device_act = self._action("&Device…", self.show_device)
-        for a in (self.retrain_act, self.versions_act, self.device_act):
+        self.calibrate_act = self._action(
+            "&Calibrate match confidence", self.calibrate,
+            tip="Fit the match percentages on this catalog's identified photos (flukeid calibrate)")
+        for a in (self.retrain_act, self.versions_act, self.calibrate_act, self.device_act):
             m.addAction(a)
 
         m = mb.addMenu("&Help")
@@ -436,6 +439,7 @@ class MainWindow(QMainWindow):
             self.catalog_opened.emit(path)
             self.refresh()
             self._load_engine()
+            self.compute_local_features()
 
         def failed(exc) -> None:
             self._show_open_error(path, exc)
@@ -471,18 +475,52 @@ class MainWindow(QMainWindow):
             self._update_status()
             if engine is None:
                 new = session.new_catalog  # a new catalog whose default model could not be installed says why
-                why = f"{html.escape(new.problem)}. " if new is not None and new.problem else ""
-                self.notify(why + "This catalog has no active model yet: photos can be imported and boxed, "
-                            "matching starts once a model is added (Model ▸ Model versions ▸ Add model…).",
-                            "warning")
-                self.match_review.set_empty_message(
-                    "No model yet: matching needs a model.\nTrain one with Model ▸ Retrain…, or add one "
-                    "in Model ▸ Model versions.")
-            else:
-                self.match_review.set_empty_message(None)
+                if new is not None and new.problem:
+                    self.notify(f"{html.escape(new.problem)}. Matching works without a model (local features); "
+                                "a model can be added in Model ▸ Model versions ▸ Add model…", "warning")
+            # matching needs no model: local features (verified marks) rank the candidates; a model
+            # adds its opinion (fused) and the heatmap
+            self.match_review.set_empty_message(None)
             self._refill_match_queue()
 
         self.jobs.submit("Loading the model", lambda p, s: session.load_engine(), on_result=loaded)
+
+    def compute_local_features(self) -> None:
+        """Describe the photos that have no (or stale) local features, in the background with progress."""
+        session = self.session
+        if session is None or session.catalog.readonly:
+            return
+
+        def done(report) -> None:
+            if session is not self.session:
+                return
+            if report.errors:
+                self.notify(f"Local features: {len(report.errors)} photo{'s' if len(report.errors) != 1 else ''} "
+                            f"could not be read (e.g. {_plain(report.errors[0][0])}).", "warning")
+            if report.computed:
+                self._prefetched = None  # the gallery grew: candidates may change
+                self.refresh()
+
+        self.run_job("Describing photos (local features)", session.compute_local_features, done)
+
+    def calibrate(self) -> None:
+        """Fit the match confidence on the catalog's own identifications (a background job), then
+        show the current photo's candidates again with calibrated percentages."""
+        session = self.session
+        if session is None or session.catalog.readonly:
+            return
+
+        def done(result) -> None:
+            if session is not self.session:
+                return
+            text = _plain(result.summary())
+            self.notify(text[:1].upper() + text[1:] + ".", "info")
+            self._prefetched = None
+            task = self.match_review.task
+            if task is not None:
+                self._show_match(task.photo.photo_id)
+
+        self.run_job("Calibrating match confidence", session.calibrate, done)
 
     def refresh(self) -> None:
         """Re-read the catalog in the background and update every view."""
@@ -573,6 +611,7 @@ class MainWindow(QMainWindow):
             a.setEnabled(writable)
         for a in (self.export_act, self.refresh_act, self.versions_act, *self.view_acts):
             a.setEnabled(has)
+        self.calibrate_act.setEnabled(writable)
         self.retrain_act.setEnabled(writable and _retrain_available())
         if not self.retrain_act.isEnabled():
             self.retrain_act.setToolTip("coming" if not _retrain_available() else "open a catalog first")
@@ -740,7 +779,7 @@ class MainWindow(QMainWindow):
 
     def _show_match(self, photo_id: int) -> None:
         session = self.session
-        if session is None or session.engine is None:
+        if session is None:  # local features match with no model
             return
         remaining = len(self._match_queue)
 
@@ -781,7 +820,7 @@ class MainWindow(QMainWindow):
 
     def _prefetch(self) -> None:
         session = self.session
-        if session is None or session.engine is None:
+        if session is None:
             return
         current = self.match_review.task
         pid = self._next_id(current.photo.photo_id if current else None)
@@ -867,6 +906,9 @@ class MainWindow(QMainWindow):
     def _on_evidence_requested(self, query_id: int, cand: CandidateCard) -> None:
         session = self.session
         task = self.match_review.task
+        if cand.evidence is not None:  # verified correspondences came with the match
+            self.match_review.set_evidence(query_id, cand.photo_id, cand.evidence)
+            return
         if session is None or session.engine is None or task is None:
             return
         q = task.photo

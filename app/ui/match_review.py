@@ -94,11 +94,21 @@ class CandidateCardWidget(QFrame):
             return
         self.name.setText(c.label)
         last = f"<br>last seen {c.last_seen}" if c.last_seen else ""
-        self._details = f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{last}"
+        marks = "" if c.inliers is None else (" · verified" if c.inliers else " · unverified")
+        self._details = f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{marks}{last}"
         self.details.setText(self._details)
-        colour = score_colour(c.score, threshold)
-        self.score.setText(f"<span style='color:{colour}'>{c.score:.0%}</span>")
-        self.bar.setValue(int(round(c.score * 1000)))
+        plain = bool(c.score_text) and c.probability is None  # uncalibrated: a rank and a plain score
+        value = c.probability if c.probability is not None else c.score
+        colour = "#8a939c" if plain else score_colour(value, threshold)
+        text = c.score_short or c.score_text or f"{c.score:.0%}"
+        self.score.setText(f"<span style='color:{colour}'>{text}</span>")
+        self.score.setToolTip(f"{c.score_text}: a plain score that ranks the candidates, not a probability "
+                              "(no calibration yet: flukeid calibrate). ✓ verified marks (candidates with "
+                              "them rank first); a bare number: descriptor votes, or the fused score when a "
+                              "model takes part" if plain else
+                              "Calibrated probability that this is the same individual")
+        self.bar.setVisible(not plain)
+        self.bar.setValue(int(round(max(0.0, min(1.0, value)) * 1000)))
         self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; border-radius: 3px; }}")
         self.thumb.setPixmap(QPixmap())
         self.thumb.setText("…")
@@ -170,7 +180,10 @@ class MatchReviewView(QWidget):
         self.lines_box = QCheckBox("Evidence lines (E)")
         self.lines_box.setChecked(True)
         self.lines_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.lines_box.setToolTip("Lines join the marks that raised the match score most")
+        self.lines_box.setToolTip("Lines join verified correspondences: marks found at the same place on both "
+                                  "flukes under one pose, strongest first")
+        self.evidence_status = QLabel()
+        self.evidence_status.setObjectName("hint")
         self.heat_status = QLabel()
         self.heat_status.setObjectName("hint")
         self.legend = QLabel("<span style='color:#4cd964'>■</span> strong, varied features &nbsp; "
@@ -210,6 +223,7 @@ class MatchReviewView(QWidget):
         tools.addWidget(self.opacity)
         tools.addSpacing(16)
         tools.addWidget(self.lines_box)
+        tools.addWidget(self.evidence_status)
         tools.addSpacing(16)
         tools.addWidget(self.legend)
         tools.addSpacing(16)
@@ -271,6 +285,8 @@ class MatchReviewView(QWidget):
 
     # -- content --------------------------------------------------------------------------
     EMPTY = "Every photo is identified.\nImport new photos from the File menu."
+    HEATMAP_TIP = ("What the network looked at: green = strong, varied features; magenta = where feature "
+                   "maxima fall; white = both")
 
     def set_empty_message(self, text: str | None) -> None:
         """What the view says when there is no photo to show (None: the default)."""
@@ -299,6 +315,12 @@ class MatchReviewView(QWidget):
                     card.set_thumb(pm)
         self.no_candidates.setVisible(not task.candidates)
         self._update_banner()
+        has_model = task.model_version is not None or not task.verdict
+        self.heatmap_box.setEnabled(has_model)
+        self.opacity.setEnabled(has_model)
+        if not has_model:
+            self.heatmap_box.setChecked(False)
+        self.heatmap_box.setToolTip(self.HEATMAP_TIP if has_model else "The heatmap needs a model (none is active)")
         self.compare.left_caption.setText(f"This photo — {p.file_name}")
         self.compare.left.set_pixmap(self._crop(p.path, p.box))
         self.heat_status.setText("")
@@ -335,21 +357,62 @@ class MatchReviewView(QWidget):
             return placeholder_pixmap(360, f"photo not found:\n{path}")
         return self._cache.get(key, lambda: read_crop(path, box))
 
+    @staticmethod
+    def _verdict_for(t: MatchTask, left: list) -> str:
+        """The verdict for the first candidate not rejected (the task's own when that is the top one).
+
+        Below the top, only what calibration or verification supports is claimed: a calibrated
+        probability against the thresholds, no verified marks, else a plain ranking.
+        """
+        if not left or not t.verdict:
+            return ""
+        c = left[0]
+        if c is t.candidates[0]:
+            return t.verdict
+        if t.calibrated and c.probability is not None:
+            if t.best_match_threshold is not None and c.probability >= t.best_match_threshold:
+                return "best_match"
+            return "new" if t.threshold is not None and c.probability < t.threshold else "unsure"
+        return "unverified" if c.inliers == 0 else "ranking"
+
+    def _honest_banner(self, t: MatchTask, c: list, verdict: str) -> tuple[str, str]:
+        """Banner text and kind from the verdict on ``c[0]``: a claim only where calibration supports it."""
+        key = t.candidates.index(c[0]) + 1
+        if verdict == "best_match":
+            return (f"<b>Best match: {c[0].label}</b> at {c[0].score_text} (calibrated; 'best match' from "
+                    f"{t.best_match_threshold:.0%}). Check the marks side by side, then press <b>{key}</b> to "
+                    "confirm.", "match")
+        if verdict == "new":
+            return (f"<b>Probably a new individual:</b> the best candidate, {c[0].label}, is at {c[0].score_text} "
+                    f"(under {t.threshold:.0%}). Compare, then press <b>N</b> if none matches.", "new")
+        if verdict == "unsure":
+            return (f"<b>No confident match.</b> {c[0].label} ranks first at {c[0].score_text}, below the "
+                    f"{t.best_match_threshold:.0%} needed to call it a match. Compare the candidates.", "close")
+        if verdict == "unverified":
+            return ("<b>No candidate shares verified marks with this photo.</b> The ranking rests on scattered "
+                    "descriptor votes only: compare, and press <b>N</b> if none matches.", "new")
+        return ("<b>Ranked candidates</b> (no calibration yet: the scores rank, they are not probabilities). "
+                "Compare the verified marks side by side before confirming with <b>1</b>–<b>5</b>.", "close")
+
     def _update_banner(self) -> None:
         t = self.task
         if t is None:
             return
         # rejected candidates are out of the running: the banner speaks of the others only
         left = [c for r, c in enumerate(t.candidates[:5]) if r not in self.rejected_ranks]
-        below = t.threshold is not None and bool(left) and left[0].score < t.threshold
+        verdict = self._verdict_for(t, left)
+        # without a verdict (an embedding-only task) the score is compared with the bundle's threshold
+        below = not verdict and t.threshold is not None and bool(left) and left[0].score < t.threshold
         suggest_new = t.suggest_new or below
-        primary_new = suggest_new or not left
+        primary_new = suggest_new or not left or verdict in ("new", "unverified")
         if not t.candidates:
             text = "No individuals to compare with yet. Press <b>N</b> to start a new individual."
             kind = "new"
         elif not left:
             text = "Every candidate rejected: press <b>N</b> for a new individual, or <b>S</b> to skip."
             kind = "new"
+        elif verdict:
+            text, kind = self._honest_banner(t, left, verdict)
         elif suggest_new:
             thr = f" (threshold {t.threshold:.0%})" if t.threshold is not None else ""
             text = (f"<b>Likely a new individual:</b> no candidate scores above the new-individual "
@@ -397,11 +460,14 @@ class MatchReviewView(QWidget):
             self.compare.refit()
             return
         c = t.candidates[rank]
-        self.compare.right_caption.setText(f"{c.label} — {c.score:.0%}")
+        self.compare.right_caption.setText(f"{c.label} — {c.score_text or format(c.score, '.0%')}")
         self.compare.right.set_pixmap(self._crop(c.photo_path, c.photo_box))
         self.compare.refit()
         self._apply_heatmaps()
+        if c.evidence is not None and rank not in self._evidence:
+            self._evidence[rank] = list(c.evidence)  # verified correspondences came with the match
         self.compare.set_lines(self._evidence.get(rank) or [])
+        self._show_evidence_status(rank)
         if rank not in self._evidence:
             self._evidence[rank] = None  # pending
             self.evidence_requested.emit(t.photo.photo_id, c)
@@ -487,6 +553,12 @@ class MatchReviewView(QWidget):
                 self._evidence[rank] = list(lines)
                 if rank == self.selected:
                     self.compare.set_lines(lines)
+                    self._show_evidence_status(rank)
+
+    def _show_evidence_status(self, rank: int) -> None:
+        """Say so when the pair has no verified correspondence, instead of drawing nothing silently."""
+        lines = self._evidence.get(rank)
+        self.evidence_status.setText("no verified correspondence" if lines is not None and not lines else "")
 
     def evidence_ready(self, rank: int) -> bool:
         """True once the evidence lines for candidate ``rank`` have arrived."""

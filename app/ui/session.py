@@ -131,24 +131,35 @@ class Session:
         return len(ids), max(dates) if dates else None
 
     def match(self, photo_id: int, k: int = 5) -> MatchTask:
-        """The query photo and its top-k individuals with their best photos."""
+        """The query photo and its top-k individuals with their best photos.
+
+        Local features need no model; with the active model loaded, its scores are fused in.
+        """
         from app.services import matching
 
-        if self.engine is None:
-            raise RuntimeError("no model is loaded")
         photo = self.photo_card(photo_id)
         result = matching.match_photo(self.catalog, photo_id, self.engine, k=k)
+        q_rect = self._crop_rect(self.catalog.photo(photo_id), photo.box)
         cards = []
         for c in result.candidates:
             ind = self.catalog.individual(int(c.individual))
             best = self.catalog.photo(int(c.best_photo_id))
             box = self.catalog.current_box(best.id)
             count, last = self._individual_summary(ind.id)
+            g_box = box.box if box else None
+            evidence = None
+            if c.pairs is not None:
+                evidence = pair_lines(c.pairs, q_rect, self._crop_rect(best, g_box))
             cards.append(CandidateCard(
                 individual_id=ind.id, label=individual_label(ind.code, ind.name), score=float(c.score),
                 photo_id=best.id, photo_path=str(self.catalog.resolve_path(best)),
-                photo_box=box.box if box else None, photo_count=count, last_seen=last))
-        return MatchTask(photo, cards, result.suggest_new, result.threshold, model_version=self.engine.version,
+                photo_box=g_box, photo_count=count, last_seen=last, probability=c.probability,
+                score_text=matching.score_text(c, result), score_short=matching.score_text(c, result, short=True),
+                inliers=c.inliers, evidence=evidence))
+        return MatchTask(photo, cards, result.suggest_new, result.threshold,
+                         model_version=self.engine.version if self.engine is not None else None,
+                         calibrated=result.calibrated, best_match_threshold=result.best_match_threshold,
+                         verdict=matching.verdict(result), notes=list(result.notes),
                          rejected=self.rejected_individuals(photo_id))
 
     def rejected_individuals(self, photo_id: int) -> set[int]:
@@ -156,6 +167,36 @@ class Session:
         from app.services import decisions
 
         return decisions.rejected_individuals(self.catalog, photo_id)
+
+    def _crop_rect(self, photo, box) -> tuple[int, int, int, int]:
+        """The rectangle of the photo (its pixels) the views show for ``box`` (see crop_rect)."""
+        w, h = photo.width, photo.height
+        if not w or not h:
+            from PIL import Image
+
+            with Image.open(self.catalog.resolve_path(photo)) as im:
+                w, h = im.size
+            if photo.orientation in (5, 6, 7, 8):
+                w, h = h, w
+        return crop_rect(box, w, h)
+
+    def calibrate(self, progress, should_stop):
+        """Fit and store the match calibration (local, or fused with the loaded model); see app.services.calibration."""
+        from app.services import calibration
+
+        return calibration.calibrate(self.catalog, self.engine, progress=progress, should_stop=should_stop)
+
+    def compute_local_features(self, progress, should_stop):
+        """Describe every photo that has no (or stale) local features (a resumable background job),
+        then build the gallery's search index so the first match does not wait for it."""
+        from app.services import matching
+        from app.services.local_features import compute_missing_local_features
+
+        report = compute_missing_local_features(self.catalog, progress=progress, should_stop=should_stop)
+        if not should_stop():
+            progress(1.0, "building the search index")
+            matching.warm_local_index(self.catalog)
+        return report
 
     # -- heatmaps and pair evidence ---------------------------------------------------------
     def _crop_maps(self, path: str, box):
@@ -208,6 +249,22 @@ class Session:
                  for ((xa, ya), (xb, yb)), wt in zip(ev.lines, ev.weights)]
         # a peak in the padding the network saw around a crop is no mark on the fluke: leave it out
         return [ln for ln in lines if all(-0.02 <= v <= 1.02 for v in (ln.ax, ln.ay, ln.bx, ln.by))]
+
+
+EVIDENCE_LINES = 30  # the strongest verified correspondences drawn
+
+
+def pair_lines(pairs, rect_a, rect_b, limit: int = EVIDENCE_LINES) -> list[EvidenceLine]:
+    """Verified correspondences (qx, qy, gx, gy in each photo's pixels, strongest first) as lines in
+    fractions of the two crops the compare view shows (``rect_a`` / ``rect_b``: x0, y0, x1, y1)."""
+    ax0, ay0, ax1, ay1 = rect_a
+    bx0, by0, bx1, by1 = rect_b
+    pairs = np.asarray(pairs, np.float64).reshape(-1, 4)[:limit]
+    n = len(pairs)
+    return [EvidenceLine((qx - ax0) / max(ax1 - ax0, 1), (qy - ay0) / max(ay1 - ay0, 1),
+                         (gx - bx0) / max(bx1 - bx0, 1), (gy - by0) / max(by1 - by0, 1),
+                         weight=1.0 - 0.7 * i / max(n, 1))
+            for i, (qx, qy, gx, gy) in enumerate(pairs)]
 
 
 def _threads() -> int:

@@ -62,11 +62,20 @@ class CandidateCard:
     photo_box: Box | None
     photo_count: int
     last_seen: str | None = None
+    probability: float | None = None  # calibrated P(same individual); None: ``score`` is a plain score
+    score_text: str = ""  # the score as shown: "87%" only when calibrated, else a plain score
+    score_short: str = ""  # the same for a card: the number alone
+    inliers: int | None = None  # verified correspondences with ``photo_id`` (None: not checked)
+    evidence: list[EvidenceLine] | None = None  # those correspondences as lines (None: ask the model)
 
 
 @dataclass
 class MatchTask:
-    """A query photo and its ranked candidates."""
+    """A query photo and its ranked candidates.
+
+    ``verdict`` says what may be claimed (see :func:`app.services.matching.verdict`): "best_match",
+    "new", "unsure", "unverified", "ranking", "empty"; "" for the embedding alone (``suggest_new``).
+    """
 
     photo: PhotoCard
     candidates: list[CandidateCard]
@@ -75,6 +84,10 @@ class MatchTask:
     remaining: int = 0
     model_version: str | None = None
     rejected: set[int] = field(default_factory=set)  # individuals the catalog has rejected for this photo
+    calibrated: bool = False
+    best_match_threshold: float | None = None
+    verdict: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

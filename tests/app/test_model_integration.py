@@ -36,13 +36,15 @@ def test_import_detect_embed_and_match_with_real_engine(tmp_path, bundle, capsys
         res = matching.match_photo(cat, rep.imported[4], engine, k=5)
         assert [c.rank for c in res.candidates] == [1, 2, 3, 4]
         assert {c.best_photo_id for c in res.candidates} == set(rep.imported[:4])
-        assert all(0.0 <= c.score <= 1.0 for c in res.candidates)
+        # the model's head scores are fused with the local features (uncalibrated: a plain fused score)
+        assert res.method == "fused" and not res.calibrated
+        assert all(0.0 <= c.embedding_score <= 1.0 and c.inliers is not None for c in res.candidates)
         loaded = matching.load_engine(cat)
         assert loaded.version == engine.version
     # the CLI uses the catalog's active model
     assert main(["match", str(tmp_path / "cat"), str(photos[4])]) == 0
     out = capsys.readouterr().out
-    assert "1. HW-000" in out and "score" in out and out.count("score") >= 4
+    assert "1. HW-000" in out and "model tiny" in out and out.count("fused") >= 4
 
 
 def test_import_with_the_shipped_detector(catalog, tmp_path):

@@ -1,0 +1,149 @@
+"""The match review on a catalog with no model: local features rank, verified marks are drawn, and
+nothing is claimed that no calibration supports."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.ui.conftest import open_and_wait, wait_idle
+
+pytestmark = pytest.mark.gui
+
+SHOTS = Path(os.environ.get("FLUKEID_SCREENSHOTS", "/tmp"))
+
+
+@pytest.fixture(scope="module")
+def local_catalog(tmp_path_factory) -> tuple[Path, list[int]]:
+    """A catalog with no model: 4 synthetic whales, 2 labelled photos each, 1 unidentified query each."""
+    from app.catalog import Catalog
+    from app.services import importing
+    from model.api import generate_dataset
+
+    out = tmp_path_factory.mktemp("local_ui")
+    labels = generate_dataset(out, 4, seed=11, photos=3, size=(512, 340))
+    with open(labels, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_ind: dict[str, list[dict]] = {}
+    for r in rows:
+        by_ind.setdefault(r["individual_id"], []).append(r)
+    csv_path = out / "catalog.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "individual_id", "x0", "y0", "x1", "y1"])
+        for n, group in enumerate(by_ind.values()):
+            for i, r in enumerate(group):
+                w.writerow([r["image"], f"HW-{n + 1:04d}" if i < 2 else "", r["x0"], r["y0"], r["x1"], r["y1"]])
+    folder = out / "catalog"
+    with Catalog.create(folder) as cat:
+        importing.import_labelled(cat, csv_path, out / "images")
+        queries = cat.unidentified_photo_ids()
+    return folder, queries
+
+
+def _task(folder, photo_id):
+    from app.ui.session import Session
+
+    s = Session.open(folder)
+    try:
+        return s.match(photo_id)
+    finally:
+        s.close()
+
+
+def test_review_without_calibration_shows_no_percentage_and_draws_inliers(qtbot, local_catalog):
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+
+    folder, queries = local_catalog
+    task = _task(folder, queries[0])
+    assert task.model_version is None and not task.calibrated and task.verdict == "ranking"
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.resize(1300, 760)
+    view.show()
+    view.set_task(task)
+    view._cache.wait(10000)  # the crops decode in the image pool
+    qtbot.waitUntil(lambda: not view.compare.right.image_rect().isEmpty(), timeout=10000)
+    assert "Best match" not in view.banner.text() and "%" not in view.banner.text()
+    assert "no calibration" in view.banner.text()
+    for card in view.cards:
+        if card.candidate is not None:
+            assert "%" not in card.score.text()
+            assert not card.bar.isVisible()
+    assert "verified" in view.cards[0].details.text() and view.cards[0].score.text().endswith("✓</span>")
+    # the top candidate's verified correspondences are the lines, as fractions of each crop
+    top = task.candidates[0]
+    assert top.inliers >= 6 and len(view.compare.lines) == min(30, top.inliers)
+    for ln in view.compare.lines:
+        assert all(-0.02 <= v <= 1.02 for v in (ln.ax, ln.ay, ln.bx, ln.by))
+    assert view.evidence_status.text() == ""
+    assert not view.heatmap_box.isEnabled()  # the heatmap needs a model
+    view.grab().save(str(SHOTS / "flukeid_local_review.png"))
+    # a candidate with no verified correspondence: said, not drawn
+    unverified = [i for i, c in enumerate(task.candidates) if not c.inliers]
+    assert unverified
+    view.select(unverified[0])
+    assert view.compare.lines == []
+    assert view.evidence_status.text() == "no verified correspondence"
+    assert "unverified" in view.cards[unverified[0]].details.text()
+    qtbot.wait(50)  # let the layout take the new text
+    view.grab().save(str(SHOTS / "flukeid_local_review_unverified.png"))
+
+
+def test_window_matches_a_catalog_without_model(qtbot, window, local_catalog):
+    folder, queries = local_catalog
+    open_and_wait(qtbot, window, folder)
+    assert window.session.engine is None
+    window.show_view("match")
+    review = window.match_review
+    qtbot.waitUntil(lambda: review.task is not None, timeout=30000)
+    wait_idle(qtbot, window)
+    assert review.task.photo.photo_id in queries
+    assert review.task.candidates and review.task.verdict in ("ranking", "unverified")
+    assert "matching needs a model" not in window.notification.label.text()
+    qtbot.waitUntil(lambda: review.evidence_ready(0), timeout=10000)
+    assert review.compare.lines == review._evidence[0]
+
+
+def _card(i: int, p: float | None, text: str, inliers: int):
+    from app.ui.viewdata import CandidateCard
+
+    return CandidateCard(individual_id=i, label=f"HW-{i:04d}", score=p if p is not None else 12.0 - i, photo_id=i,
+                         photo_path="/nowhere.jpg", photo_box=None, photo_count=2, probability=p, score_text=text,
+                         inliers=inliers, evidence=[])
+
+
+@pytest.mark.parametrize("verdict, top_p, expect, refuse", [
+    ("best_match", 0.97, "Best match: HW-0001", "new individual"),
+    ("unsure", 0.60, "No confident match", "Best match"),
+    ("new", 0.05, "Probably a new individual", "Best match"),
+])
+def test_calibrated_banner_claims_only_what_the_thresholds_allow(qtbot, verdict, top_p, expect, refuse):
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+    from app.ui.viewdata import MatchTask, PhotoCard
+
+    cards = [_card(1, top_p, f"{top_p:.0%}", 20), _card(2, 0.02, "2%", 0)]
+    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, verdict == "new", 0.10,
+                     calibrated=True, best_match_threshold=0.90, verdict=verdict)
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.set_task(task)
+    assert expect in view.banner.text() and refuse not in view.banner.text()
+    assert view.cards[0].score.text().endswith(f"{top_p:.0%}</span>") and view.cards[0].bar.isVisibleTo(view)
+    primary_new = view.new_btn.objectName() == "primary"
+    assert primary_new == (verdict == "new")
+
+
+def test_calibrate_from_the_window_says_why_it_cannot(qtbot, window, local_catalog):
+    folder, _ = local_catalog
+    open_and_wait(qtbot, window, folder)
+    assert window.calibrate_act.isEnabled()
+    window.calibrate_act.trigger()
+    wait_idle(qtbot, window)
+    text = window.notification.label.text()
+    assert "not enough pairs" in text and "at least 20" in text  # 8 identified photos: 8 same-individual pairs
