@@ -32,6 +32,7 @@ SQL_FSTRING_NAMES = {
     "where": "a constant WHERE clause chosen from a bool",
     "sets": "'col = ?' for columns checked against an allow-list in update_individual",
     "self._CURRENT_IDS": "a constant sub-query (class attribute)",
+    "self._CURRENT_BOXES": "a constant sub-query (class attribute: each photo's latest box)",
     "sql": "match_decisions(): constant clauses joined with AND, values passed as ? parameters",
 }
 # the one module that writes CSV: write_csv_atomic (escapes every cell), which write_labels uses too
