@@ -69,3 +69,10 @@ def test_json_keeps_the_bundle_result_on_top(labels, tiny_bundle, capsys):
 def test_no_local_without_bundle_is_refused(labels, capsys):
     assert main(_args(labels, "--no-local")) == 2
     assert "--no-local needs --bundle" in capsys.readouterr().err
+
+
+def test_protocol_choices_follow_the_model():
+    from app.commands.evaluate import PROTOCOL_CHOICES
+    from model.api import PROTOCOLS
+
+    assert PROTOCOL_CHOICES == PROTOCOLS
