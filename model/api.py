@@ -71,13 +71,16 @@ from model.data.synthetic import (  # noqa: F401
 # --- section: training, evaluation, export (torch, imported lazily) --------------------------
 # isort: split
 from model.evaluate import (  # noqa: F401  (torch-free; the classifier imports torch lazily)
+    METHODS,
     PROTOCOLS,
     EvalResult,
     Metrics,
     Split,
     evaluate_bundle,
+    evaluate_methods,
     evaluate_random,
     evaluate_scores,
+    format_comparison,
     format_result,
     make_split,
 )
@@ -178,3 +181,8 @@ from model.local.features import FEATURE_VERSION, LocalFeatures  # noqa: E402, F
 from model.local.features import extract as extract_local_features  # noqa: E402, F401
 from model.local.index import LocalCandidate, LocalIndex, LocalResult, Verification  # noqa: E402, F401
 from model.local.verify import verify as verify_pair  # noqa: E402, F401
+
+# --- section: fusion of local features and the embedding (torch-free) ------------------------
+# isort: split
+from model.fusion import SHORTLIST as FUSION_SHORTLIST  # noqa: E402, F401
+from model.fusion import FusedCandidate, fuse_plain, fuse_shortlist  # noqa: E402, F401

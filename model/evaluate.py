@@ -1,4 +1,4 @@
-"""Evaluation protocols (``seed``, ``open``) and re-identification metrics (top-1, top-5, MAP@5).
+"""Evaluation protocols (``seed``, ``open``, ``all``) and re-identification metrics (top-1, top-5, MAP@5).
 
 Torch-free: the protocols split labelled records into training, gallery and query photos; the
 metrics take a score matrix ``[Q, G]`` (higher = more likely the same whale), rank the gallery's
@@ -19,6 +19,16 @@ Protocols:
   join a gallery that also holds every other photo of the data set (the other unseen
   individuals, the training individuals, singletons and unidentified photos) as distractors.
   No query individual is in the training set.
+- ``all`` (training-free matchers, e.g. local features, on all of a set): one photo of each
+  individual with two or more photos is the query, every other photo is in the gallery; each
+  unidentified photo in the gallery counts as an individual of its own (a distractor that can take
+  a top-5 place, as an unmatched photo would in a catalog), and singletons are distractors too.
+  Nothing is trained: a bundle evaluated on ``all`` must not have been trained on these photos.
+
+Methods (:func:`evaluate_methods`): ``local`` (local features alone, no model: model.local),
+``embedding`` (a bundle's head score of each individual's best photo) and ``fused`` (the two
+combined per query as the app combines them without calibration: model.fusion), side by side on
+one split.
 """
 
 from __future__ import annotations
@@ -35,7 +45,12 @@ import numpy as np
 
 from model.errors import DataError, Interrupted
 
-PROTOCOLS = ("seed", "open")
+PROTOCOLS = ("seed", "open", "all")
+METHODS = ("local", "embedding", "fused")
+# Gallery id of an unidentified photo that counts as an individual of its own (protocol "all").
+UNMATCHED_PREFIX = "unmatched photo #"
+# Photos are decoded this large for local features, as the app decodes them (app.services.importing).
+LOCAL_MAX_SIDE = 1024
 # Buckets of "photos of the query's individual in the whole data set".
 PHOTO_BUCKETS: tuple[tuple[str, int, float], ...] = (("1-2", 1, 2), ("3-5", 3, 5), ("6+", 6, math.inf))
 
@@ -55,11 +70,13 @@ class Split:
     """Indices into the record list for one protocol run.
 
     Attributes:
-        protocol: "seed" or "open".
+        protocol: "seed", "open" or "all".
         seed: the random seed that made the split.
-        train: records to train on (seed protocol: the same as ``gallery``).
+        train: records to train on (seed protocol: the same as ``gallery``; ``all``: none).
         gallery: records the queries are scored against.
         queries: records to identify.
+        unmatched_individuals: each unidentified gallery photo is ranked as an individual of its
+            own (a distractor); False: unidentified photos are never ranked.
     """
 
     protocol: str
@@ -67,6 +84,7 @@ class Split:
     train: tuple[int, ...]
     gallery: tuple[int, ...]
     queries: tuple[int, ...]
+    unmatched_individuals: bool = False
 
     def summary(self, records: Sequence[Any]) -> dict:
         """Counts of photos and individuals per part (for reports and manifests)."""
@@ -77,6 +95,7 @@ class Split:
             "train_photos": len(self.train), "train_individuals": len(ids(self.train)),
             "gallery_photos": len(self.gallery), "gallery_individuals": len(ids(self.gallery)),
             "queries": len(self.queries), "query_individuals": len(ids(self.queries)),
+            "gallery_unidentified": sum(1 for i in self.gallery if not records[i].id_known),
         }
 
 
@@ -147,8 +166,28 @@ def open_split(records: Sequence[Any], seed: int = 0, unseen_fraction: float = 0
     return Split("open", seed, tuple(train), tuple(gallery), tuple(queries))
 
 
+def all_split(records: Sequence[Any], seed: int = 0) -> Split:
+    """The protocol for training-free matchers on all of a set.
+
+    One photo (a seeded choice) of each individual with 2+ photos is the query; every other photo
+    (the rest of those individuals' photos, singletons, unidentified photos) is in the gallery,
+    where each unidentified photo is ranked as an individual of its own. Nothing to train on.
+
+    Raises:
+        DataError: fewer than two individuals have two or more photos.
+    """
+    rng = np.random.default_rng(seed)
+    groups = {k: v for k, v in _known_groups(records).items() if len(v) >= 2}
+    if len(groups) < 2:
+        raise DataError(f"all protocol needs at least 2 individuals with 2+ photos; found {len(groups)}")
+    queries = sorted(int(rng.choice(groups[k])) for k in sorted(groups))
+    qset = set(queries)
+    gallery = [i for i in range(len(records)) if i not in qset]
+    return Split("all", seed, (), tuple(gallery), tuple(queries), unmatched_individuals=True)
+
+
 def make_split(records: Sequence[Any], protocol: str, seed: int = 0) -> Split:
-    """:func:`seed_split` or :func:`open_split` by name.
+    """:func:`seed_split`, :func:`open_split` or :func:`all_split` by name.
 
     Raises:
         ValueError: unknown protocol name.
@@ -157,6 +196,8 @@ def make_split(records: Sequence[Any], protocol: str, seed: int = 0) -> Split:
         return seed_split(records, seed)
     if protocol == "open":
         return open_split(records, seed)
+    if protocol == "all":
+        return all_split(records, seed)
     raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
 
 
@@ -307,15 +348,23 @@ def ids_of(records: Sequence[Any], idx: Sequence[int]) -> list[str | None]:
     return [str(records[i].individual) if records[i].id_known else None for i in idx]
 
 
+def gallery_ids_of(records: Sequence[Any], split: Split) -> list[str | None]:
+    """The individual of each gallery photo of a split, as ranked: unidentified photos are None,
+    or ``UNMATCHED_PREFIX + record index`` when the split ranks them as individuals of their own."""
+    if not split.unmatched_individuals:
+        return ids_of(records, split.gallery)
+    return [str(records[i].individual) if records[i].id_known else f"{UNMATCHED_PREFIX}{i}" for i in split.gallery]
+
+
 def evaluate_split_scores(records: Sequence[Any], split: Split, scores: np.ndarray) -> EvalResult:
     """:func:`evaluate_scores` for a split's queries and gallery, bucketed by photos in ``records``."""
-    res = evaluate_scores(scores, ids_of(records, split.queries), ids_of(records, split.gallery),
+    res = evaluate_scores(scores, ids_of(records, split.queries), gallery_ids_of(records, split),
                           photo_counts(records))
     res.info.update(split.summary(records))
     return res
 
 
-# --- bundles ---------------------------------------------------------------------------------
+# --- decoding ------------------------------------------------------------------------------
 
 def load_crops(records: Sequence[Any], idx: Sequence[int], *, max_side: int = 1600) -> list[np.ndarray]:
     """Decode the indexed photos (RGB uint8), reduced to ``max_side`` for speed."""
@@ -331,6 +380,26 @@ def _scaled_box(box, orig_hw: tuple[int, int], new_hw: tuple[int, int]):
     x0, y0, x1, y1 = box
     return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
 
+
+def decode_record(record: Any, max_side: int) -> tuple[np.ndarray, tuple | None]:
+    """A record's photo decoded at most ``max_side`` on its longer side, and its box in those pixels.
+
+    Raises:
+        ImageError: the photo cannot be read (names the file).
+    """
+    from model.preprocess import load_image
+
+    img = load_image(record.path, max_side=max_side)  # first: raises ImageError naming the file
+    if record.box is None:
+        return img, None
+    from PIL import Image
+
+    with Image.open(record.path) as im:
+        full = im.size[::-1]
+    return img, _scaled_box(record.box, full, img.shape[:2])
+
+
+# --- bundles ---------------------------------------------------------------------------------
 
 def embed_records(engine: Any, records: Sequence[Any], idx: Sequence[int], *, flip: bool = False,
                   max_side: int = 1600, progress: Callable[[float, str], None] = _noop_progress,
@@ -350,8 +419,6 @@ def embed_records(engine: Any, records: Sequence[Any], idx: Sequence[int], *, fl
         ImageError: a photo cannot be read (names the file).
         Interrupted: ``should_stop`` returned True.
     """
-    from model.preprocess import load_image
-
     out = []
     step = 64
     for s in range(0, len(idx), step):
@@ -359,15 +426,7 @@ def embed_records(engine: Any, records: Sequence[Any], idx: Sequence[int], *, fl
             raise Interrupted("evaluation stopped")
         images, boxes = [], []
         for i in idx[s:s + step]:
-            r = records[i]
-            full = None
-            if r.box is not None:
-                from PIL import Image
-
-                with Image.open(r.path) as im:
-                    full = im.size[::-1]
-            img = load_image(r.path, max_side=max_side)
-            box = _scaled_box(r.box, full, img.shape[:2]) if full else None
+            img, box = decode_record(records[i], max_side)
             images.append(img)
             boxes.append(box)
         e = engine.embed(images, boxes)
@@ -379,6 +438,22 @@ def embed_records(engine: Any, records: Sequence[Any], idx: Sequence[int], *, fl
         out.append(e)
         progress(min(1.0, (s + step) / max(len(idx), 1)), f"embedded {min(s + step, len(idx))}/{len(idx)} photos")
     return np.concatenate(out) if out else np.zeros((0, engine.embedding_dim), np.float32)
+
+
+def _embedding_scores(engine: Any, records: Sequence[Any], split: Split, *, flip: bool,
+                      progress: Callable[[float, str], None], should_stop: Callable[[], bool]
+                      ) -> tuple[np.ndarray, dict]:
+    """The head's score of every (query, gallery photo) pair of a split [Q, G], and the seconds
+    spent embedding and scoring."""
+    t0 = time.perf_counter()
+    need = sorted(set(split.gallery) | set(split.queries))
+    pos = {i: k for k, i in enumerate(need)}
+    emb = embed_records(engine, records, need, flip=flip, progress=progress, should_stop=should_stop)
+    t1 = time.perf_counter()
+    q = emb[[pos[i] for i in split.queries]]
+    g = emb[[pos[i] for i in split.gallery]]
+    scores = engine.score(q, g) if len(q) else np.zeros((0, len(g)), np.float32)
+    return scores, {"embed_s": round(t1 - t0, 2), "score_s": round(time.perf_counter() - t1, 2)}
 
 
 def evaluate_bundle(bundle: str | Path, records: Sequence[Any], protocol: str = "seed", seed: int = 0, *,
@@ -393,7 +468,7 @@ def evaluate_bundle(bundle: str | Path, records: Sequence[Any], protocol: str = 
     Args:
         bundle: the bundle folder.
         records: labelled records (see :func:`model.data.records.read_labels`).
-        protocol: "seed" or "open".
+        protocol: "seed", "open" or "all".
         seed: the split's seed.
         flip: test-time augmentation: average each photo's embedding with its mirror image's.
         device: onnxruntime device ("auto", "cpu", "cuda").
@@ -408,22 +483,196 @@ def evaluate_bundle(bundle: str | Path, records: Sequence[Any], protocol: str = 
     """
     from model.inference import Engine
 
-    t0 = time.perf_counter()
     split = make_split(records, protocol, seed)
     engine = Engine.load(bundle, device)
-    need = sorted(set(split.gallery) | set(split.queries))
-    pos = {i: k for k, i in enumerate(need)}
-    emb = embed_records(engine, records, need, flip=flip,
-                        progress=lambda f, m: progress(0.9 * f, m), should_stop=should_stop)
-    t1 = time.perf_counter()
-    q = emb[[pos[i] for i in split.queries]]
-    g = emb[[pos[i] for i in split.gallery]]
-    scores = engine.score(q, g) if len(q) else np.zeros((0, len(g)), np.float32)
+    scores, timing = _embedding_scores(engine, records, split, flip=flip, progress=lambda f, m: progress(0.9 * f, m),
+                                       should_stop=should_stop)
     progress(1.0, "scored")
     res = evaluate_split_scores(records, split, scores)
-    res.info.update({"bundle": str(bundle), "flip": flip, "provider": engine.provider,
-                     "embed_s": round(t1 - t0, 2), "score_s": round(time.perf_counter() - t1, 2)})
+    res.info.update({"method": "embedding", "bundle": str(bundle), "flip": flip, "provider": engine.provider,
+                     **timing})
     return res
+
+
+# --- local features, fusion: the three methods side by side ----------------------------------
+
+def local_features_of(records: Sequence[Any], idx: Sequence[int], *, max_side: int = LOCAL_MAX_SIDE,
+                      progress: Callable[[float, str], None] = _noop_progress,
+                      should_stop: Callable[[], bool] = _never) -> dict[int, Any]:
+    """Local features (:func:`model.local.features.extract`) of the indexed records' box crops.
+
+    Photos are decoded as the app decodes them (at most ``max_side``); positions are in the
+    decoded photo's pixels.
+
+    Returns:
+        record index -> LocalFeatures.
+
+    Raises:
+        ImageError: a photo cannot be read (names the file).
+        Interrupted: ``should_stop`` returned True.
+    """
+    from model.local.features import extract
+
+    out = {}
+    for n, i in enumerate(idx):
+        if should_stop():
+            raise Interrupted("evaluation stopped")
+        img, box = decode_record(records[i], max_side)
+        out[i] = extract(img, box)
+        if n % 16 == 15 or n == len(idx) - 1:
+            progress((n + 1) / len(idx), f"local features of {n + 1}/{len(idx)} photos")
+    return out
+
+
+def _codes(gallery_ids: Sequence[str | None]) -> tuple[np.ndarray, int]:
+    """Each gallery photo's individual as a dense code (-1: unidentified, never ranked) and how many."""
+    names = sorted({g for g in gallery_ids if g is not None})
+    col = {n: j for j, n in enumerate(names)}
+    return np.array([-1 if g is None else col[g] for g in gallery_ids], np.int64), len(names)
+
+
+def _photo_matrix(per_query: list[dict[int, float]], codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """[Q, G]: each gallery photo gets its individual's score for the query (-inf when unscored)."""
+    out = np.full((len(per_query), len(codes)), -np.inf)
+    ranked = codes >= 0
+    for q, sc in enumerate(per_query):
+        row = np.full(n_codes, -np.inf)
+        if sc:
+            row[np.fromiter(sc.keys(), np.int64, len(sc))] = np.fromiter(sc.values(), np.float64, len(sc))
+        out[q, ranked] = row[codes[ranked]]
+    return out
+
+
+def _best_per_individual(scores: np.ndarray, codes: np.ndarray, n_codes: int,
+                         photo_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, each individual's best photo score [Q, K] (-inf: no photo) and that photo's id [Q, K]."""
+    best = np.full((scores.shape[0], n_codes), -np.inf)
+    photo = np.full((scores.shape[0], n_codes), -1, np.int64)
+    ranked = np.flatnonzero(codes >= 0)
+    pid = np.asarray(photo_ids, np.int64)[ranked]
+    for q in range(scores.shape[0]):
+        s = np.asarray(scores[q], np.float64)[ranked]
+        order = np.argsort(s, kind="stable")  # ascending: the best photo of an individual is written last
+        best[q, codes[ranked][order]] = s[order]
+        photo[q, codes[ranked][order]] = pid[order]
+    return best, photo
+
+
+def evaluate_methods(records: Sequence[Any], protocol: str = "seed", seed: int = 0, *,
+                     bundle: str | Path | None = None, local: bool = True, flip: bool = False,
+                     device: str = "auto", shortlist: int | None = None,
+                     progress: Callable[[float, str], None] = _noop_progress,
+                     should_stop: Callable[[], bool] = _never) -> dict[str, EvalResult]:
+    """Local features, a bundle's embedding and their fusion, evaluated on one split.
+
+    - ``local``: a :class:`model.local.index.LocalIndex` over the gallery's ranked photos
+      (unidentified photos only where the protocol ranks them); each query's individuals ranked as
+      the app ranks them (LNBNN votes, spatial verification of the best, verified first); the
+      individuals past the shortlist by their votes.
+    - ``embedding``: the bundle's head score of each individual's best photo (as
+      :func:`evaluate_bundle`).
+    - ``fused``: :func:`model.fusion.fuse_shortlist` per query (the app's uncalibrated fusion):
+      the union of both signals' ``shortlist`` best individuals, ranked by z(local) + z(embedding);
+      individuals outside the shortlist are not ranked (a miss).
+
+    Args:
+        records: labelled records (see :func:`model.data.records.read_labels`).
+        protocol: "seed", "open" or "all".
+        seed: the split's seed.
+        bundle: a model bundle folder; None evaluates local features alone (no model needed).
+        local: evaluate local features (and, with a bundle, the fusion).
+        flip: embedding test-time augmentation (average with the mirror image's embedding).
+        device: onnxruntime device for the bundle.
+        shortlist: individuals each signal proposes before fusion (default: model.fusion.SHORTLIST,
+            as in the app).
+        progress: ``progress(fraction, message)``.
+        should_stop: returns True to stop.
+
+    Returns:
+        Method name ("local", "embedding", "fused") -> result, in that order, for the methods run.
+        Each result's ``info`` holds the split summary, the method and its timings.
+
+    Raises:
+        ValueError: neither local features nor a bundle to evaluate.
+        BundleError: the bundle cannot be loaded.
+        DataError: the records do not support the protocol.
+        ImageError: a photo cannot be read.
+        Interrupted: ``should_stop`` returned True.
+    """
+    from model.fusion import SHORTLIST, fuse_shortlist
+
+    if not local and bundle is None:
+        raise ValueError("nothing to evaluate: local features are off and no bundle was given")
+    k = SHORTLIST if shortlist is None else int(shortlist)
+    split = make_split(records, protocol, seed)
+    gids = gallery_ids_of(records, split)
+    codes, n_codes = _codes(gids)
+    w_local, w_emb = (0.6 if local else 0.0), (0.4 if bundle is not None else 0.0)
+    w_local, w_emb = w_local / (w_local + w_emb), w_emb / (w_local + w_emb)
+    out: dict[str, EvalResult] = {}
+    index = results = None
+    if local:
+        from model.local.index import LocalIndex
+
+        t0 = time.perf_counter()
+        indexed = [g for g, c in zip(split.gallery, codes, strict=True) if c >= 0]
+        feats = local_features_of(records, sorted(set(indexed) | set(split.queries)),
+                                  progress=lambda f, m: progress(0.9 * w_local * f, m), should_stop=should_stop)
+        t1 = time.perf_counter()
+        index = LocalIndex()
+        index.add_many((g, int(c), feats[g]) for g, c in zip(split.gallery, codes, strict=True) if c >= 0)
+        progress(0.9 * w_local, "searching the local-feature index")
+        queries = [feats[q] for q in split.queries]
+        votes = index.votes_many(queries)
+        results = []
+        for n, (qf, v) in enumerate(zip(queries, votes, strict=True)):
+            if should_stop():
+                raise Interrupted("evaluation stopped")
+            results.append(index.rank(qf, v, k=k))
+            progress(w_local * (0.9 + 0.1 * (n + 1) / len(queries)), f"verified {n + 1}/{len(queries)} queries")
+        t2 = time.perf_counter()
+        per_query = []
+        for (_, per_ind), res in zip(votes, results, strict=True):
+            sc = dict(per_ind)
+            sc.update({c.individual_id: c.score for c in res.candidates})
+            per_query.append(sc)
+        r = evaluate_split_scores(records, split, _photo_matrix(per_query, codes, n_codes))
+        r.info.update({"method": "local", "features_s": round(t1 - t0, 2),
+                       "query_ms": round(1e3 * (t2 - t1) / max(1, len(queries)), 1),
+                       "index": index.kind if len(index) else "empty", "descriptors": index.n_descriptors})
+        out["local"] = r
+    if bundle is not None:
+        from model.inference import Engine
+
+        engine = Engine.load(bundle, device)
+        scores, timing = _embedding_scores(engine, records, split, flip=flip,
+                                           progress=lambda f, m: progress(w_local + w_emb * f, m),
+                                           should_stop=should_stop)
+        t1 = time.perf_counter()
+        r = evaluate_split_scores(records, split, scores)
+        r.info.update({"method": "embedding", "bundle": str(bundle), "flip": flip, "provider": engine.provider,
+                       **timing})
+        out["embedding"] = r
+        if local:
+            best, photo = _best_per_individual(scores, codes, n_codes, split.gallery)
+            per_query = []
+            for q in range(len(split.queries)):
+                finite = np.flatnonzero(np.isfinite(best[q]))
+                top = finite[np.argsort(-best[q][finite], kind="stable")[:k]]
+                emb_top = [(int(j), int(photo[q, j]), float(best[q, j])) for j in top]
+
+                def emb_score(ind: int, q: int = q) -> tuple[float, int | None]:
+                    ok = np.isfinite(best[q, ind])
+                    return (float(best[q, ind]), int(photo[q, ind])) if ok else (0.0, None)
+
+                rows = fuse_shortlist(index, feats[split.queries[q]], results[q], emb_top, emb_score)
+                per_query.append({c.individual: c.fused for c in rows})
+            r = evaluate_split_scores(records, split, _photo_matrix(per_query, codes, n_codes))
+            r.info.update({"method": "fused", "bundle": str(bundle), "shortlist": k,
+                           "fuse_ms": round(1e3 * (time.perf_counter() - t1) / max(1, len(split.queries)), 1)})
+            out["fused"] = r
+    progress(1.0, "evaluated")
+    return {m: out[m] for m in METHODS if m in out}
 
 
 def format_result(res: EvalResult, title: str = "") -> str:
@@ -434,4 +683,21 @@ def format_result(res: EvalResult, title: str = "") -> str:
     for name, m in res.by_photos.items():
         lines.append(f"  individuals with {name} photos ({m.n} queries): top-1 {m.top1:.1%}  "
                      f"top-5 {m.top5:.1%}  MAP@5 {m.map5:.3f}")
+    return "\n".join(lines)
+
+
+def format_comparison(results: dict[str, EvalResult]) -> str:
+    """A compact side-by-side table of several methods on one split (top-1 / top-5 / MAP@5,
+    then top-5 by photos per individual)."""
+    buckets = [name for name, _, _ in PHOTO_BUCKETS if any(name in r.by_photos for r in results.values())]
+    head = f"{'method':<10} {'queries':>7} {'top-1':>7} {'top-5':>7} {'MAP@5':>6}"
+    head += "".join(f" {'top-5 ' + b:>10}" for b in buckets)
+    lines = [head]
+    for name, r in results.items():
+        o = r.overall
+        line = f"{name:<10} {o.n:>7} {o.top1:>7.1%} {o.top5:>7.1%} {o.map5:>6.3f}"
+        for b in buckets:
+            m = r.by_photos.get(b)
+            line += f" {'-' if m is None else f'{m.top5:.1%}':>10}"
+        lines.append(line)
     return "\n".join(lines)

@@ -117,11 +117,48 @@ def test_open_split_leak_free():
     assert all(recs[i].id_known for i in s.train)
 
 
+def test_all_split_one_query_per_multi_photo_individual():
+    recs = make_records({"a": 1, "b": 2, "c": 3, "d": 5, "e": 1}, unknown=3)
+    s = ev.make_split(recs, "all", seed=2)
+    assert s == ev.all_split(recs, seed=2) and s.protocol == "all" and s.unmatched_individuals
+    qind = sorted(recs[i].individual for i in s.queries)
+    assert qind == ["b", "c", "d"]  # one per individual with 2+ photos, none for singletons/unknowns
+    assert set(s.queries).isdisjoint(s.gallery)
+    assert set(s.gallery) | set(s.queries) == set(range(len(recs)))  # every other photo is in the gallery
+    assert s.train == ()  # training-free
+    gal_ind = [recs[i].individual for i in s.gallery]
+    assert {"a", "e"} <= set(gal_ind) and gal_ind.count("unknown") == 3  # singletons and unknowns: distractors
+    assert all(q in gal_ind for q in qind)
+    # each unidentified gallery photo is an individual of its own; known photos keep their id
+    gids = ev.gallery_ids_of(recs, s)
+    unknown_ids = [g for i, g in zip(s.gallery, gids) if not recs[i].id_known]
+    assert len(set(unknown_ids)) == 3 and all(g.startswith(ev.UNMATCHED_PREFIX) for g in unknown_ids)
+    assert ev.gallery_ids_of(recs, ev.make_split(recs, "open", 0)).count(None) == 3  # open: never ranked
+    summary = s.summary(recs)
+    assert summary["gallery_unidentified"] == 3 and summary["queries"] == 3
+    # the query choice follows the seed
+    assert any(ev.all_split(recs, seed=k).queries != s.queries for k in range(5))
+
+
+def test_all_split_unmatched_photo_can_take_a_top5_place():
+    recs = make_records({"a": 2, "b": 2}, unknown=1)
+    s = ev.all_split(recs, seed=0)
+    gids = ev.gallery_ids_of(recs, s)
+    # the unidentified photo scores highest for every query: it ranks first, the truth second
+    scores = np.array([[0.9 if g is not None and g.startswith(ev.UNMATCHED_PREFIX) else
+                        (0.5 if g == recs[q].individual else 0.1) for g in gids] for q in s.queries])
+    res = ev.evaluate_split_scores(recs, s, scores)
+    assert list(res.ranks) == [2, 2]
+    assert res.overall.top1 == 0.0 and res.overall.top5 == 1.0
+
+
 def test_too_few_individuals_is_a_data_error():
     with pytest.raises(DataError):
         ev.seed_split(make_records({"a": 3, "b": 1}))
     with pytest.raises(DataError):
         ev.open_split(make_records({"a": 3, "b": 3}))
+    with pytest.raises(DataError):
+        ev.all_split(make_records({"a": 3, "b": 1}, unknown=4))
     with pytest.raises(ValueError):
         ev.make_split(make_records({"a": 3, "b": 3}), "closed")
 
@@ -201,3 +238,88 @@ def test_shipped_demo_bundle_is_small_verified_and_measured():
     assert emb.shape == (2, engine.embedding_dim) and np.isfinite(emb).all()
     if "detector" in manifest:
         assert (demo / "detector.onnx").is_file()
+
+
+# --- local features, embedding and fusion side by side ----------------------------------------
+
+@pytest.fixture(scope="module")
+def synthetic_set(tmp_path_factory):
+    """12 synthetic individuals x 3 photos (model.data.synthetic), small photos: seconds to match."""
+    from model.api import generate_dataset, read_labels
+
+    labels = generate_dataset(tmp_path_factory.mktemp("syn") / "set", 12, seed=3, photos=3, size=(384, 256))
+    return read_labels(labels).records
+
+
+def test_local_features_rank_synthetic_individuals_far_above_chance(synthetic_set):
+    res = ev.evaluate_methods(synthetic_set, "all", seed=0)
+    assert list(res) == ["local"]  # no bundle: local features alone
+    r = res["local"]
+    assert r.overall.n == 12 and r.info["gallery_photos"] == 24 and r.info["method"] == "local"
+    # chance is 1/12 top-1 and 5/12 top-5; a working LNBNN + verification is near perfect here
+    assert r.overall.top1 >= 0.75 and r.overall.top5 >= 0.9
+    assert r.info["descriptors"] > 0 and r.info["index"] == "exact"
+    # the seed protocol runs on the same code path
+    assert ev.evaluate_methods(synthetic_set, "seed", seed=0)["local"].overall.top5 >= 0.9
+
+
+def test_local_unmatched_duplicate_is_a_distractor_in_protocol_all(synthetic_set, tmp_path):
+    """An unidentified copy of a query photo is ranked as an individual of its own under 'all': it
+    takes rank 1 and pushes the (verified) true individual to rank 2."""
+    import shutil
+
+    from model.data.records import Record
+    from model.local.features import extract
+    from model.local.verify import verify
+
+    split = ev.all_split(synthetic_set, 0)
+    cache: dict = {}
+
+    def feats(i):
+        if i not in cache:
+            cache[i] = extract(*ev.decode_record(synthetic_set[i], ev.LOCAL_MAX_SIDE))
+        return cache[i]
+
+    def best_inliers(q):
+        same = [g for g in split.gallery if synthetic_set[g].individual == synthetic_set[q].individual]
+        return max(verify(feats(q), feats(g)).inliers for g in same)
+
+    strength = [best_inliers(q) for q in split.queries]
+    j = int(np.argmax(strength))  # the query with the strongest verified match: it stays verified
+    assert strength[j] >= 10
+    q = split.queries[j]
+    copy = tmp_path / "copy.jpg"
+    shutil.copy(synthetic_set[q].path, copy)
+    recs = list(synthetic_set) + [Record(copy, None, synthetic_set[q].box, False)]
+    assert ev.all_split(recs, 0).queries == split.queries
+    r = ev.evaluate_methods(recs, "all", seed=0)["local"]
+    assert r.info["gallery_unidentified"] == 1
+    assert r.ranks[j] == 2  # the copy first, the true individual second
+
+
+def test_three_methods_with_a_bundle(synthetic_set, tiny_bundle):
+    res = ev.evaluate_methods(synthetic_set, "all", seed=0, bundle=tiny_bundle, device="cpu")
+    assert list(res) == ["local", "embedding", "fused"]
+    assert all(r.overall.n == 12 for r in res.values())
+    # the embedding row is the bundle's own scoring
+    alone = ev.evaluate_bundle(tiny_bundle, synthetic_set, "all", seed=0, device="cpu")
+    assert list(res["embedding"].ranks) == list(alone.ranks)
+    # fusing strong local evidence with an untrained tiny embedding stays far above chance (1/12)
+    assert res["fused"].overall.top5 >= 0.75
+    assert res["fused"].info["shortlist"] == 10
+    only = ev.evaluate_methods(synthetic_set, "all", seed=0, bundle=tiny_bundle, device="cpu", local=False)
+    assert list(only) == ["embedding"]
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        ev.evaluate_methods(synthetic_set, "all", local=False)
+    table = ev.format_comparison(res)
+    assert [line.split()[0] for line in table.splitlines()[1:]] == ["local", "embedding", "fused"]
+
+
+def test_fused_row_ranks_only_the_shortlist(synthetic_set, tiny_bundle):
+    """With a shortlist of 1 per signal, at most two individuals are ranked per query: a query whose
+    individual neither signal puts first is a miss even for top-5."""
+    res = ev.evaluate_methods(synthetic_set, "all", seed=0, bundle=tiny_bundle, device="cpu", shortlist=1)
+    ranks = res["fused"].ranks
+    assert np.all((ranks <= 2) | ~np.isfinite(ranks))
+    hit = (res["local"].ranks == 1) | (res["embedding"].ranks == 1)
+    assert np.array_equal(np.isfinite(ranks), hit)
