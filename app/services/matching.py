@@ -23,6 +23,7 @@ import numpy as np
 
 from app.catalog import Catalog, CatalogError
 from app.services import local_features as lf
+from model.api import FUSION_SHORTLIST as SHORTLIST  # individuals each signal proposes before fusion
 from model.api import ImageError, Interrupted, load_image
 
 ProgressFn = Callable[[float, str], None]
@@ -124,7 +125,6 @@ def gallery(catalog: Catalog, model_version: str, dim: int):
     return full
 
 
-SHORTLIST = 10  # individuals each signal proposes before fusion (the union is scored by both)
 
 
 @dataclasses.dataclass
@@ -277,26 +277,6 @@ def _shipped_local_calibrator():
         return None
 
 
-@dataclasses.dataclass
-class _Row:
-    """One candidate individual while fusing."""
-
-    individual: int
-    best_photo_id: int
-    votes: float = 0.0
-    inliers: int = 0
-    pairs: np.ndarray | None = None
-    local_score: float = 0.0
-    embedding_score: float | None = None
-    embedding_photo: int | None = None
-    fused: float = 0.0
-
-
-def _zscore(values: np.ndarray) -> np.ndarray:
-    sd = float(values.std())
-    return (values - values.mean()) / sd if sd > 1e-12 else np.zeros_like(values)
-
-
 def _match(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
            exclude: set[int], notes: list[str]):
     with _INDEX_LOCK:
@@ -308,7 +288,7 @@ class Shortlist:
     """The individuals both signals propose for one query, in the uncalibrated order, with what the
     calibrator reads: ``as_local_result()`` and ``extra()`` (see :func:`model.api.candidate_features`)."""
 
-    rows: list[_Row]
+    rows: list  # model.api.FusedCandidate, best first
     method: str  # "local" or "fused"
     n_gallery: int
 
@@ -326,7 +306,7 @@ class Shortlist:
 def shortlist(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *,
               k: int = SHORTLIST, exclude: set[int], notes: list[str]) -> Shortlist:
     """The candidate individuals of a query before calibration (call with the index lock held)."""
-    from model.api import verify_pair
+    from model.api import FusedCandidate, fuse_shortlist, verify_pair
 
     index, missing = local_index(catalog, notes)
     if missing:
@@ -336,32 +316,18 @@ def shortlist(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.
         notes.append("no keypoints were found in this photo's box: local features cannot match it")
     k = max(k, SHORTLIST)
     local = index.search(query_feats, k=k, exclude=exclude) if len(index) else None
-    rows: dict[int, _Row] = {}
-    for c in (local.candidates if local is not None else []):
-        rows[int(c.individual_id)] = _Row(int(c.individual_id), int(c.best_photo_id), float(c.votes),
-                                          int(c.inliers), c.pairs, float(c.score))
     if engine is None or query_emb is None:
-        return Shortlist(list(rows.values()), "local", len(index))
+        rows = [FusedCandidate(int(c.individual_id), int(c.best_photo_id), float(c.votes), int(c.inliers), c.pairs,
+                               float(c.score), from_local=True) for c in (local.candidates if local else [])]
+        return Shortlist(rows, "local", len(index))
     q = query_emb()
     gal = gallery(catalog, engine.version, len(q))
     emb = match_embedding(catalog, q, engine, k=k, exclude=exclude)
-    for c in emb.candidates:
-        row = rows.get(int(c.individual))
-        if row is None:
-            row = rows[int(c.individual)] = _Row(int(c.individual), int(c.best_photo_id))
-            _local_evidence(index, local, row, query_feats, verify_pair)
-        row.embedding_score, row.embedding_photo = float(c.score), int(c.best_photo_id)
-    for row in rows.values():
-        if row.embedding_score is None:
-            row.embedding_score = _embedding_score(gal, engine, q, row.individual, exclude)
-    out = list(rows.values())
-    if out:  # uncalibrated order: a plain sum of z-scores of the local evidence and the embedding score
-        fused = _zscore(np.array([r.votes + r.inliers for r in out])) + \
-            _zscore(np.array([r.embedding_score for r in out]))
-        for r, f in zip(out, fused):
-            r.fused = float(f)
-        out.sort(key=lambda r: -r.fused)
-    return Shortlist(out, "fused", len(index))
+    # uncalibrated order: model.fusion's rule (a plain sum of z-scores), the one flukeid evaluate measures
+    rows = fuse_shortlist(index, query_feats, local,
+                          [(int(c.individual), int(c.best_photo_id), float(c.score)) for c in emb.candidates],
+                          lambda ind: (_embedding_score(gal, engine, q, ind, exclude), None), verify=verify_pair)
+    return Shortlist(rows, "fused", len(index))
 
 
 def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[], np.ndarray] | None, *, k: int,
@@ -396,18 +362,6 @@ def _match_locked(catalog: Catalog, query_feats, engine, query_emb: Callable[[],
     suggest_new = not cands or (calibrated and cands[0].probability < threshold)
     return MatchResult(cands, bool(suggest_new), float(best), threshold, sl.n_gallery, sl.method,
                        calibrated=calibrated, best_match_threshold=best_thr, notes=tuple(notes))
-
-
-def _local_evidence(index, local, row: _Row, query_feats, verify_pair) -> None:
-    """Votes and verified correspondences for an individual the local search did not shortlist
-    (its local score is then votes + inliers, without the verified tier of the index's ranking)."""
-    votes = local.photo_votes if local is not None else {}
-    mine = [p for p in index.photo_ids() if index.individual_of(p) == row.individual] if len(index) else []
-    row.votes = max((votes.get(p, 0.0) for p in mine), default=0.0)
-    if row.best_photo_id in index and len(query_feats):
-        v = verify_pair(query_feats, index.features(row.best_photo_id))
-        row.inliers, row.pairs = int(v.inliers), v.pairs
-    row.local_score = row.votes + row.inliers
 
 
 def _embedding_score(gal, engine, q: np.ndarray, individual: int, exclude: set[int]) -> float:
