@@ -54,7 +54,7 @@ from app.catalog.records import (
     Photo,
 )
 from app.catalog.schema import SCHEMA_VERSION, migrate, read_version
-from model.api import FlukeidError
+from model.errors import FlukeidError  # errors only: importing model.api would load onnxruntime, cv2, faiss
 
 DB_NAME = "catalog.sqlite"
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another program's lock on the database
