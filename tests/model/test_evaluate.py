@@ -268,7 +268,7 @@ def test_local_unmatched_duplicate_is_a_distractor_in_protocol_all(synthetic_set
     takes rank 1 and pushes the (verified) true individual to rank 2."""
     import shutil
 
-    from model.data.records import Record
+    from model.data.records import LabelledPhoto
     from model.local.features import extract
     from model.local.verify import verify
 
@@ -290,7 +290,7 @@ def test_local_unmatched_duplicate_is_a_distractor_in_protocol_all(synthetic_set
     q = split.queries[j]
     copy = tmp_path / "copy.jpg"
     shutil.copy(synthetic_set[q].path, copy)
-    recs = list(synthetic_set) + [Record(copy, None, synthetic_set[q].box, False)]
+    recs = list(synthetic_set) + [LabelledPhoto(copy, None, synthetic_set[q].box, False)]
     assert ev.all_split(recs, 0).queries == split.queries
     r = ev.evaluate_methods(recs, "all", seed=0)["local"]
     assert r.info["gallery_unidentified"] == 1
