@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.viewdata import IndividualRow
+from app.services.viewdata import IndividualRow
 
 
 def merge_summary(source: IndividualRow, target: IndividualRow) -> str:

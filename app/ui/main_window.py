@@ -15,77 +15,36 @@ from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app import __version__
-from app.ui import session as sessions
+from app.services import review as sessions
+from app.services.review import ReviewQueue
+from app.services.snapshot import Snapshot
+from app.services.viewdata import CandidateCard, MatchTask
 from app.ui.box_review import BoxReviewView
 from app.ui.compare_view import EvidenceLine
 from app.ui.dialogs import ExportDialog, ask_relink
 from app.ui.images import ImageCache, numpy_to_qimage
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
+from app.ui.notification import NotificationBar
 from app.ui.photos_view import PhotosView
 from app.ui.qtcompat import guard_refcounts
-from app.ui.snapshot import Snapshot
 from app.ui.undo import DecisionCommand
-from app.ui.viewdata import CandidateCard, MatchTask
 from app.ui.workers import JobRunner
 
 ORG, APP = "flukeid", "flukeid"
 MAX_RECENT = 8
 VIEWS = ("photos", "boxes", "match", "individuals")
-
-
-class NotificationBar(QFrame):
-    """A dismissable message strip above the views (errors stay until closed)."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setObjectName("notification")
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.action_btn = QPushButton()
-        self.action_btn.setVisible(False)
-        close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.clicked.connect(self.hide)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(10, 4, 4, 4)
-        lay.addWidget(self.label, 1)
-        lay.addWidget(self.action_btn)
-        lay.addWidget(close)
-        self._action: Callable[[], None] | None = None
-        self.action_btn.clicked.connect(self._run_action)
-        self.hide()
-
-    def show_message(self, text: str, kind: str = "info", action: tuple[str, Callable] | None = None) -> None:
-        self.setProperty("kind", kind)
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.label.setText(text)
-        self._action = action[1] if action else None
-        self.action_btn.setVisible(action is not None)
-        if action:
-            self.action_btn.setText(action[0])
-        self.show()
-
-    def _run_action(self) -> None:
-        if self._action:
-            self._action()
 
 
 class MainWindow(QMainWindow):
@@ -115,10 +74,8 @@ class MainWindow(QMainWindow):
         self.light = JobRunner(self, max_threads=1, alive=alive)  # heatmaps and evidence: never starved
         self.cache = ImageCache(self)
         self.undo_stack = QUndoStack(self)
-        self._match_queue: list[int] = []
-        self._skipped: list[int] = []
+        self.queue = ReviewQueue()  # which photo the match review shows next (Qt-free)
         self._match_busy = False
-        self._prefetched: MatchTask | None = None
         self._relink_asked = False
         self._refresh_pending = False
         self._stale: set[str] = set()
@@ -422,7 +379,7 @@ class MainWindow(QMainWindow):
             self.session = session
             self.undo_stack.clear()
             self.cache.clear()
-            self._match_queue, self._skipped, self._prefetched = [], [], None
+            self.queue.reset()
             self._relink_asked = False
             self.match_review.set_task(None)
             self.setWindowTitle(f"flukeid — {Path(path).name}")
@@ -498,7 +455,7 @@ class MainWindow(QMainWindow):
                 self.notify(f"Local features: {len(report.errors)} photo{'s' if len(report.errors) != 1 else ''} "
                             f"could not be read (e.g. {_plain(report.errors[0][0])}).", "warning")
             if report.computed:
-                self._prefetched = None  # the gallery grew: candidates may change
+                self.queue.invalidate()  # the gallery grew: candidates may change
                 self.refresh()
 
         self.run_job("Describing photos (local features)", session.compute_local_features, done)
@@ -515,7 +472,7 @@ class MainWindow(QMainWindow):
                 return
             text = _plain(result.summary())
             self.notify(text[:1].upper() + text[1:] + ".", "info")
-            self._prefetched = None
+            self.queue.invalidate()
             task = self.match_review.task
             if task is not None:
                 self._show_match(task.photo.photo_id)
@@ -738,38 +695,36 @@ class MainWindow(QMainWindow):
                                              self.write))
 
     # ================================================================ match review
+    @property
+    def _match_queue(self) -> list[int]:
+        """The photos the match review still has to show, in order (see ReviewQueue)."""
+        return self.queue.ids
+
     def _refill_match_queue(self) -> None:
         snap = self.snapshot
         if snap is None:
             return
-        ids = [pid for pid in snap.unidentified_ids if pid not in self._skipped]
-        ids += [pid for pid in self._skipped if pid in set(snap.unidentified_ids)]
-        self._match_queue = ids
+        ids = self.queue.refill(snap.unidentified_ids)
         current = self.match_review.task
-        if current is not None and current.photo.photo_id not in set(ids):
+        if current is not None and current.photo.photo_id not in ids:
             self.match_review.set_task(None)
         self.match_review.set_remaining(len(ids))
         if self.match_review.task is None and self.tabs.currentWidget() is self.match_review:
             self._show_next_match()
-        elif self._prefetched is None:
+        elif self.queue.prefetched is None:
             self._prefetch()
 
-    def _next_id(self, after: int | None = None) -> int | None:
-        for pid in self._match_queue:
-            if pid != after:
-                return pid
-        return after if after in self._match_queue else None  # the only one left (skipped)
+    def _shown_id(self) -> int | None:
+        task = self.match_review.task
+        return task.photo.photo_id if task is not None else None
 
     def _show_next_match(self) -> None:
-        current = self.match_review.task
-        pid = self._next_id(current.photo.photo_id if current else None)
+        pid = self.queue.next_id(self._shown_id())
         if pid is None:
             self.match_review.set_task(None)
             return
-        pre = self._prefetched
-        if pre is not None and pre.photo.photo_id == pid:
-            self._prefetched = None
-            pre.remaining = len(self._match_queue)
+        pre = self.queue.take_prefetched(pid)
+        if pre is not None:
             self.match_review.set_task(pre)
             self.match_shown.emit(pre)
             self._sync_rejections(pid)  # read before the latest decisions were written, maybe
@@ -781,7 +736,7 @@ class MainWindow(QMainWindow):
         session = self.session
         if session is None:  # local features match with no model
             return
-        remaining = len(self._match_queue)
+        remaining = len(self.queue)
 
         def done(task: MatchTask) -> None:
             self._match_busy = False
@@ -795,8 +750,8 @@ class MainWindow(QMainWindow):
         def failed(exc) -> None:
             # e.g. its file is missing: leave it aside for now (the error is shown) and go on
             self._match_busy = False
-            if session is self.session and photo_id in self._match_queue:
-                self._match_queue.remove(photo_id)
+            if session is self.session and photo_id in self.queue:
+                self.queue.decided(photo_id)
                 current = self.match_review.task
                 if current is None or current.photo.photo_id == photo_id:
                     self._show_next_match()
@@ -822,26 +777,26 @@ class MainWindow(QMainWindow):
         session = self.session
         if session is None:
             return
-        current = self.match_review.task
-        pid = self._next_id(current.photo.photo_id if current else None)
-        if pid is None or (self._prefetched is not None and self._prefetched.photo.photo_id == pid):
+        pid = self.queue.to_prefetch(self._shown_id())
+        if pid is None:
             return
 
         def done(task: MatchTask) -> None:
             if session is self.session:
-                self._prefetched = task
+                self.queue.prefetched = task
 
         self.light.submit("Matching the next photo", lambda p, s: session.match(pid), on_result=done,
                           report_errors=False)
 
     def _bring_back(self, photo_id: int) -> None:
         """An undone decision: show its photo again in the match review."""
-        self._match_queue = [photo_id] + [p for p in self._match_queue if p != photo_id]
+        self.queue.bring_back(photo_id)
         if self.tabs.currentWidget() is self.match_review:
             self._show_match(photo_id)
 
     def _after_decision(self, photo_id: int) -> None:
-        self._match_queue = [p for p in self._match_queue if p != photo_id]
+        self.queue.invalidate()  # its candidates may now be out of date
+        self.queue.decided(photo_id)
         self._show_next_match()
 
     def _on_confirm(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
@@ -854,7 +809,6 @@ class MainWindow(QMainWindow):
                                               model_version=version),
                 self.write, on_undone=lambda: self._bring_back(photo_id))):
             return
-        self._prefetched = None  # its candidates may now be out of date
         self._after_decision(photo_id)
 
     def _on_reject(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
@@ -876,7 +830,6 @@ class MainWindow(QMainWindow):
                 lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write,
                 on_undone=lambda: self._bring_back(photo_id))):
             return
-        self._prefetched = None
         self._after_decision(photo_id)
 
     def _on_skip(self, photo_id: int) -> None:
@@ -886,8 +839,7 @@ class MainWindow(QMainWindow):
         if not self._push(DecisionCommand(
                 "Skip photo", lambda cat: decisions.skip(cat, photo_id, model_version=version), self.write)):
             return
-        self._skipped = [p for p in self._skipped if p != photo_id] + [photo_id]
-        self._match_queue = [p for p in self._match_queue if p != photo_id] + [photo_id]
+        self.queue.skip(photo_id)
         self._show_next_match()
 
     def _on_heatmap_requested(self, photo_id: int, path: str, box) -> None:
