@@ -27,18 +27,16 @@ from PySide6.QtWidgets import (
 
 from app import __version__
 from app.services import review as sessions
-from app.services.review import ReviewQueue
 from app.services.snapshot import Snapshot
-from app.services.viewdata import CandidateCard, MatchTask
 from app.ui.box_review import BoxReviewView
-from app.ui.compare_view import EvidenceLine
 from app.ui.dialogs import ExportDialog, ask_relink
-from app.ui.images import ImageCache, numpy_to_qimage
+from app.ui.images import ImageCache
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
-from app.ui.notification import NotificationBar
+from app.ui.notification import NotificationBar, plain
 from app.ui.photos_view import PhotosView
 from app.ui.qtcompat import guard_refcounts
+from app.ui.review_controller import ReviewController
 from app.ui.undo import DecisionCommand
 from app.ui.workers import JobRunner
 
@@ -74,8 +72,6 @@ class MainWindow(QMainWindow):
         self.light = JobRunner(self, max_threads=1, alive=alive)  # heatmaps and evidence: never starved
         self.cache = ImageCache(self)
         self.undo_stack = QUndoStack(self)
-        self.queue = ReviewQueue()  # which photo the match review shows next (Qt-free)
-        self._match_busy = False
         self._relink_asked = False
         self._refresh_pending = False
         self._stale: set[str] = set()
@@ -124,17 +120,7 @@ class MainWindow(QMainWindow):
 
         self.photos_view.photo_activated.connect(self._open_photo)
         self.individuals_view.photo_activated.connect(self._open_photo)
-        self.box_review.box_accepted.connect(self._on_box_accepted)
-        self.box_review.junk_marked.connect(self._on_junk)
-        self.match_review.confirmed.connect(self._on_confirm)
-        self.match_review.rejected.connect(self._on_reject)
-        self.match_review.new_individual.connect(self._on_new_individual)
-        self.match_review.skipped.connect(self._on_skip)
-        self.match_review.heatmap_requested.connect(self._on_heatmap_requested)
-        self.match_review.evidence_requested.connect(self._on_evidence_requested)
-        self.individuals_view.rename_requested.connect(self._on_rename)
-        self.individuals_view.notes_changed.connect(self._on_notes)
-        self.individuals_view.merge_requested.connect(self._on_merge)
+        self.review = ReviewController(self)  # the review views' decisions and the match queue
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -295,7 +281,7 @@ class MainWindow(QMainWindow):
             self._hide_timer.start(8000)
 
     def _on_job_failed(self, name: str, exc: BaseException) -> None:
-        self.notify(f"<b>{name} failed:</b> {_plain(exc)}", "error")
+        self.notify(f"<b>{name} failed:</b> {plain(exc)}", "error")
 
     def run_job(self, name: str, fn, on_result=None, *, cancellable: bool = True, on_error=None):
         """Run a slow job with the status-bar progress and cancel button."""
@@ -325,13 +311,13 @@ class MainWindow(QMainWindow):
             self._job.cancel()
             self.job_label.setText("cancelling…")
 
-    def _push(self, command: DecisionCommand) -> bool:
+    def push(self, command: DecisionCommand) -> bool:
         """Record a decision through the undo stack, unless the catalog is read-only (then say so)."""
         s = self.session
         if s is None:
             return False
         if s.catalog.readonly:
-            self.notify(f"<b>Not recorded:</b> this catalog is open read-only ({_plain(s.catalog.readonly_reason)}).",
+            self.notify(f"<b>Not recorded:</b> this catalog is open read-only ({plain(s.catalog.readonly_reason)}).",
                         "warning")
             self.refresh()  # put back what the view took away optimistically
             return False
@@ -379,7 +365,7 @@ class MainWindow(QMainWindow):
             self.session = session
             self.undo_stack.clear()
             self.cache.clear()
-            self.queue.reset()
+            self.review.queue.reset()
             self._relink_asked = False
             self.match_review.set_task(None)
             self.setWindowTitle(f"flukeid — {Path(path).name}")
@@ -408,7 +394,7 @@ class MainWindow(QMainWindow):
     def _show_open_error(self, path: str, exc: BaseException) -> None:
         from app.catalog import CatalogLockedError, CatalogTooNewError
 
-        text = _plain(exc)
+        text = plain(exc)
         if isinstance(exc, CatalogTooNewError):
             title, hint = ("Catalog from a newer flukeid",
                            "This catalog was saved by a newer version of flukeid. Nothing was changed. "
@@ -438,7 +424,7 @@ class MainWindow(QMainWindow):
             # matching needs no model: local features (verified marks) rank the candidates; a model
             # adds its opinion (fused) and the heatmap
             self.match_review.set_empty_message(None)
-            self._refill_match_queue()
+            self.review.refill()
 
         self.jobs.submit("Loading the model", lambda p, s: session.load_engine(), on_result=loaded)
 
@@ -453,9 +439,9 @@ class MainWindow(QMainWindow):
                 return
             if report.errors:
                 self.notify(f"Local features: {len(report.errors)} photo{'s' if len(report.errors) != 1 else ''} "
-                            f"could not be read (e.g. {_plain(report.errors[0][0])}).", "warning")
+                            f"could not be read (e.g. {plain(report.errors[0][0])}).", "warning")
             if report.computed:
-                self.queue.invalidate()  # the gallery grew: candidates may change
+                self.review.queue.invalidate()  # the gallery grew: candidates may change
                 self.refresh()
 
         self.run_job("Describing photos (local features)", session.compute_local_features, done)
@@ -470,9 +456,9 @@ class MainWindow(QMainWindow):
         def done(result) -> None:
             if session is not self.session:
                 return
-            text = _plain(result.summary())
+            text = plain(result.summary())
             self.notify(text[:1].upper() + text[1:] + ".", "info")
-            self.queue.invalidate()
+            self.review.queue.invalidate()
             task = self.match_review.task
             if task is not None:
                 self._show_match(task.photo.photo_id)
@@ -519,7 +505,7 @@ class MainWindow(QMainWindow):
         self._stale = {"photos", "boxes", "individuals"}
         self._fill_view(self.tabs.currentWidget())
         self._update_status()
-        self._refill_match_queue()
+        self.review.refill()
         if snap.missing and not self._relink_asked:
             self._relink_asked = True
             n = len(snap.missing)
@@ -582,7 +568,7 @@ class MainWindow(QMainWindow):
         self._fill_view(widget)
         widget.setFocus()
         if widget is self.match_review and self.match_review.task is None:
-            self._show_next_match()
+            self.review.show_next()
 
     def _open_photo(self, photo_id: int) -> None:
         snap = self.snapshot
@@ -676,220 +662,14 @@ class MainWindow(QMainWindow):
 
         self.run_job("Relinking photos", lambda p, s: session.relink(folder, p, s), done)
 
-    # ================================================================ box review
-    def _on_box_accepted(self, photo_id: int, box) -> None:
-        from app.services import decisions
-
-        p = self.snapshot.photo(photo_id) if self.snapshot else None
-        same = p is not None and p.box is not None and all(abs(a - b) <= 1.0 for a, b in zip(p.box, box))
-        if same:
-            cmd = DecisionCommand("Accept box", lambda cat: decisions.confirm_box(cat, photo_id), self.write)
-        else:
-            cmd = DecisionCommand("Redraw box", lambda cat: decisions.set_box(cat, photo_id, box), self.write)
-        self._push(cmd)
-
-    def _on_junk(self, photo_id: int) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand("Mark as no fluke", lambda cat: decisions.mark_junk(cat, photo_id),
-                                             self.write))
-
-    # ================================================================ match review
+    # ================================================================ review (see app.ui.review_controller)
     @property
     def _match_queue(self) -> list[int]:
         """The photos the match review still has to show, in order (see ReviewQueue)."""
-        return self.queue.ids
-
-    def _refill_match_queue(self) -> None:
-        snap = self.snapshot
-        if snap is None:
-            return
-        ids = self.queue.refill(snap.unidentified_ids)
-        current = self.match_review.task
-        if current is not None and current.photo.photo_id not in ids:
-            self.match_review.set_task(None)
-        self.match_review.set_remaining(len(ids))
-        if self.match_review.task is None and self.tabs.currentWidget() is self.match_review:
-            self._show_next_match()
-        elif self.queue.prefetched is None:
-            self._prefetch()
-
-    def _shown_id(self) -> int | None:
-        task = self.match_review.task
-        return task.photo.photo_id if task is not None else None
-
-    def _show_next_match(self) -> None:
-        pid = self.queue.next_id(self._shown_id())
-        if pid is None:
-            self.match_review.set_task(None)
-            return
-        pre = self.queue.take_prefetched(pid)
-        if pre is not None:
-            self.match_review.set_task(pre)
-            self.match_shown.emit(pre)
-            self._sync_rejections(pid)  # read before the latest decisions were written, maybe
-            self._prefetch()
-            return
-        self._show_match(pid)
+        return self.review.queue.ids
 
     def _show_match(self, photo_id: int) -> None:
-        session = self.session
-        if session is None:  # local features match with no model
-            return
-        remaining = len(self.queue)
-
-        def done(task: MatchTask) -> None:
-            self._match_busy = False
-            if session is not self.session:
-                return
-            task.remaining = remaining
-            self.match_review.set_task(task)
-            self.match_shown.emit(task)
-            self._prefetch()
-
-        def failed(exc) -> None:
-            # e.g. its file is missing: leave it aside for now (the error is shown) and go on
-            self._match_busy = False
-            if session is self.session and photo_id in self.queue:
-                self.queue.decided(photo_id)
-                current = self.match_review.task
-                if current is None or current.photo.photo_id == photo_id:
-                    self._show_next_match()
-
-        self._match_busy = True
-        self.light.submit("Matching the photo", lambda p, s: session.match(photo_id), on_result=done,
-                          on_error=failed)
-
-    def _sync_rejections(self, photo_id: int) -> None:
-        """Put the shown photo's rejected candidates as the catalog holds them now."""
-        session = self.session
-        if session is None:
-            return
-
-        def done(rejected: set[int]) -> None:
-            if session is self.session and not self.writer.unsettled:
-                self.match_review.set_rejected(photo_id, rejected)
-
-        self.light.submit("Reading the photo's decisions", lambda p, s: session.rejected_individuals(photo_id),
-                          on_result=done, report_errors=False)
-
-    def _prefetch(self) -> None:
-        session = self.session
-        if session is None:
-            return
-        pid = self.queue.to_prefetch(self._shown_id())
-        if pid is None:
-            return
-
-        def done(task: MatchTask) -> None:
-            if session is self.session:
-                self.queue.prefetched = task
-
-        self.light.submit("Matching the next photo", lambda p, s: session.match(pid), on_result=done,
-                          report_errors=False)
-
-    def _bring_back(self, photo_id: int) -> None:
-        """An undone decision: show its photo again in the match review."""
-        self.queue.bring_back(photo_id)
-        if self.tabs.currentWidget() is self.match_review:
-            self._show_match(photo_id)
-
-    def _after_decision(self, photo_id: int) -> None:
-        self.queue.invalidate()  # its candidates may now be out of date
-        self.queue.decided(photo_id)
-        self._show_next_match()
-
-    def _on_confirm(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        if not self._push(DecisionCommand(
-                f"Confirm {cand.label}",
-                lambda cat: decisions.confirm(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
-                                              model_version=version),
-                self.write, on_undone=lambda: self._bring_back(photo_id))):
-            return
-        self._after_decision(photo_id)
-
-    def _on_reject(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        self._push(DecisionCommand(
-            f"Reject {cand.label}",
-            lambda cat: decisions.reject(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
-                                         model_version=version),
-            self.write))
-
-    def _on_new_individual(self, photo_id: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        if not self._push(DecisionCommand(
-                "New individual",
-                lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write,
-                on_undone=lambda: self._bring_back(photo_id))):
-            return
-        self._after_decision(photo_id)
-
-    def _on_skip(self, photo_id: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        if not self._push(DecisionCommand(
-                "Skip photo", lambda cat: decisions.skip(cat, photo_id, model_version=version), self.write)):
-            return
-        self.queue.skip(photo_id)
-        self._show_next_match()
-
-    def _on_heatmap_requested(self, photo_id: int, path: str, box) -> None:
-        session = self.session
-        if session is None or session.engine is None:
-            self.match_review.heatmap_failed(photo_id, "no model loaded")
-            return
-
-        def done(rgba) -> None:
-            self.match_review.set_heatmap(photo_id, numpy_to_qimage(rgba))
-
-        self.light.submit("Heatmap", lambda p, s: session.heatmap(path, box), on_result=done,
-                          on_error=lambda exc: self.match_review.heatmap_failed(photo_id, _plain(exc)),
-                          report_errors=False)
-
-    def _on_evidence_requested(self, query_id: int, cand: CandidateCard) -> None:
-        session = self.session
-        task = self.match_review.task
-        if cand.evidence is not None:  # verified correspondences came with the match
-            self.match_review.set_evidence(query_id, cand.photo_id, cand.evidence)
-            return
-        if session is None or session.engine is None or task is None:
-            return
-        q = task.photo
-
-        def done(lines: list[EvidenceLine]) -> None:
-            self.match_review.set_evidence(query_id, cand.photo_id, lines)
-
-        self.light.submit("Pair evidence",
-                          lambda p, s: session.evidence(q.path, q.box, cand.photo_path, cand.photo_box),
-                          on_result=done, report_errors=False)
-
-    # ================================================================ individuals
-    def _on_rename(self, individual_id: int, name: str) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand(
-            "Rename individual", lambda cat: decisions.rename_individual(cat, individual_id, name=name), self.write))
-
-    def _on_notes(self, individual_id: int, notes: str) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand(
-            "Edit notes", lambda cat: decisions.rename_individual(cat, individual_id, notes=notes), self.write))
-
-    def _on_merge(self, source_id: int, target_id: int) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand(
-            "Merge individuals", lambda cat: decisions.merge_individuals(cat, target_id, source_id), self.write))
+        self.review.show_match(photo_id)
 
     # ================================================================ model menu, help
     def open_retrain_dialog(self) -> None:
@@ -947,11 +727,6 @@ def _keys(standard: QKeySequence.StandardKey, *extra: str) -> list[QKeySequence]
         if not k.isEmpty() and k not in keys:
             keys.append(k)
     return keys
-
-
-def _plain(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _retrain_available() -> bool:

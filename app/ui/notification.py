@@ -46,3 +46,9 @@ class NotificationBar(QFrame):
     def _run_action(self) -> None:
         if self._action:
             self._action()
+
+
+def plain(exc: BaseException | str) -> str:
+    """An error (or a message) as text safe to show in the bar's rich text."""
+    text = str(exc) or type(exc).__name__
+    return text.replace("<", "&lt;").replace(">", "&gt;")
