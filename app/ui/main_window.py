@@ -11,8 +11,8 @@ import html
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import __version__
 from app.services import review as sessions
 from app.services.snapshot import Snapshot
 from app.ui.box_review import BoxReviewView
@@ -33,6 +32,7 @@ from app.ui.dialogs import ExportDialog, ask_relink
 from app.ui.images import ImageCache
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
+from app.ui.menus import build_menus
 from app.ui.notification import NotificationBar, plain
 from app.ui.photos_view import PhotosView
 from app.ui.qtcompat import guard_refcounts
@@ -80,7 +80,8 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self._build_views()
         self._build_status()
-        self._build_actions()
+        build_menus(self, VIEWS)  # the menus, toolbar and their actions (app.ui.menus)
+        self._fill_recent()
         for runner in (self.jobs, self.writer, self.light):
             runner.job_failed.connect(self._on_job_failed)
         self._restore_state()
@@ -143,87 +144,6 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_btn)
         sb.addPermanentWidget(self.model_label)
         sb.addPermanentWidget(self.device_label)
-
-    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        if tip:
-            a.setStatusTip(tip)
-            a.setToolTip(tip)
-        a.triggered.connect(slot)
-        return a
-
-    def _build_actions(self) -> None:
-        mb = self.menuBar()
-        self.new_act = self._action("&New catalog…", self.new_catalog_dialog, QKeySequence.StandardKey.New)
-        self.open_act = self._action("&Open catalog…", self.open_catalog_dialog, QKeySequence.StandardKey.Open)
-        self.import_act = self._action("&Import photos…", self.import_photos_dialog, "Ctrl+I",
-                                       "Add field photos (a folder or files) to the catalog")
-        self.import_labelled_act = self._action("Import &labelled catalog…", self.import_labelled_dialog,
-                                                None, "Bring in past work: labels.csv or Kaggle train.csv")
-        self.export_act = self._action("&Export…", self.export_dialog, "Ctrl+E")
-        self.relink_act = self._action("&Relink moved photos…", self.relink_dialog)
-        self.quit_act = quit_act = self._action("&Quit", self.close)
-        # Ctrl+Q everywhere: some platforms (the offscreen one, plain X11 sessions) bind no Quit key
-        quit_act.setShortcuts(_keys(QKeySequence.StandardKey.Quit, "Ctrl+Q"))
-        m = mb.addMenu("&File")
-        for a in (self.new_act, self.open_act):
-            m.addAction(a)
-        self.recent_menu = m.addMenu("Open &recent")
-        m.addSeparator()
-        for a in (self.import_act, self.import_labelled_act, self.export_act, self.relink_act):
-            m.addAction(a)
-        m.addSeparator()
-        m.addAction(quit_act)
-
-        self.undo_act = self.undo_stack.createUndoAction(self, "&Undo")
-        self.undo_act.setShortcut(QKeySequence.StandardKey.Undo)
-        self.redo_act = self.undo_stack.createRedoAction(self, "&Redo")
-        # the keys the user guide names, on every platform, plus the platform's own
-        self.redo_act.setShortcuts(_keys(QKeySequence.StandardKey.Redo, "Ctrl+Shift+Z", "Ctrl+Y"))
-        m = mb.addMenu("&Edit")
-        m.addAction(self.undo_act)
-        m.addAction(self.redo_act)
-
-        m = mb.addMenu("&View")
-        self.view_acts = []
-        for i, name in enumerate(("&Photos", "&Box review", "&Match review", "&Individuals")):
-            a = self._action(name, lambda _=False, i=i: self.show_view(VIEWS[i]), f"Ctrl+{i + 1}")
-            m.addAction(a)
-            self.view_acts.append(a)
-        m.addSeparator()
-        self.refresh_act = self._action("Re&fresh", self.refresh, QKeySequence.StandardKey.Refresh)
-        m.addAction(self.refresh_act)
-
-        m = mb.addMenu("&Model")
-        self.retrain_act = self._action("&Retrain…", self.open_retrain_dialog)
-        self.versions_act = self._action("Model &versions…", self.open_model_versions)
-        self.device_act = self._action("&Device…", self.show_device)
-        self.calibrate_act = self._action(
-            "&Calibrate match confidence", self.calibrate,
-            tip="Fit the match percentages on this catalog's identified photos (flukeid calibrate)")
-        for a in (self.retrain_act, self.versions_act, self.calibrate_act, self.device_act):
-            m.addAction(a)
-
-        m = mb.addMenu("&Help")
-        m.addAction(self._action("&User guide", self.open_user_guide, QKeySequence.StandardKey.HelpContents))
-        m.addAction(self._action("&About flukeid", self.about))
-
-        tb = self.addToolBar("Main")
-        tb.setObjectName("mainToolbar")
-        tb.setMovable(False)
-        for a in (self.open_act, self.import_act):
-            tb.addAction(a)
-        tb.addSeparator()
-        for a in self.view_acts:
-            tb.addAction(a)
-        tb.addSeparator()
-        tb.addAction(self.undo_act)
-        tb.addAction(self.redo_act)
-        tb.addSeparator()
-        tb.addAction(self.export_act)
-        self._fill_recent()
 
     # ================================================================ settings
     def _restore_state(self) -> None:
@@ -690,43 +610,6 @@ class MainWindow(QMainWindow):
         dlg.model_activated.connect(lambda _v: self._load_engine())
         dlg.exec()
 
-    def show_device(self) -> None:
-        s = self.session
-        text = (f"Inference runs on: <b>{s.device}</b>" if s and s.device else "No model loaded yet.")
-        QMessageBox.information(self, "Device", f"{text}<br><br>flukeid uses the GPU (CUDA) when "
-                                "onnxruntime finds a working one, and the CPU otherwise. Training "
-                                "runs in its own process (Model ▸ Retrain…).")
-
-    def open_user_guide(self) -> None:
-        guide = Path(__file__).resolve().parents[2] / "docs" / "USER_GUIDE.md"
-        if guide.is_file():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(guide)))
-        else:
-            QMessageBox.information(self, "User guide", _GUIDE)
-
-    def about(self) -> None:
-        QMessageBox.about(self, "About flukeid",
-                          f"<h3>flukeid {__version__}</h3><p>Photo-identification of humpback whales "
-                          "from their tail flukes, with a Siamese network.</p>")
-
-
-_GUIDE = """1. File ▸ Import photos…: the detector draws a box around each fluke.
-2. Box review: Enter accepts the box, drag its corners or draw a new one, J = no fluke, S = skip.
-3. Match review: compare the photo with the five most likely individuals.
-   1-5 confirm, R rejects the shown candidate, N declares a new individual, S skips,
-   H shows the heatmap, E the evidence lines, Up/Down compare another candidate.
-4. Edit ▸ Undo (Ctrl+Z) reverses any decision; nothing is ever deleted from the history.
-5. File ▸ Export… writes identifications, Kaggle-style labels or a sightings table."""
-
-
-def _keys(standard: QKeySequence.StandardKey, *extra: str) -> list[QKeySequence]:
-    """The platform's bindings of ``standard`` and the ``extra`` keys, each once (a key bound
-    twice to one action is ambiguous to Qt and triggers nothing)."""
-    keys: list[QKeySequence] = []
-    for k in [*QKeySequence.keyBindings(standard), *(QKeySequence(e) for e in extra)]:
-        if not k.isEmpty() and k not in keys:
-            keys.append(k)
-    return keys
 
 
 def _retrain_available() -> bool:
