@@ -45,6 +45,17 @@ class Snapshot:
                 "boxes": len(self.box_queue), "junk": by.get(JUNK, 0)}
 
 
+
+def status_line(catalog_name: str, counts: dict[str, int]) -> str:
+    """The status bar's line for a catalog from :meth:`Snapshot.counts` (photos with no fluke only
+    when there are some)."""
+    c = counts
+    junk = c.get("junk", 0)
+    no_fluke = f" · {junk:,} with no fluke" if junk else ""
+    return (f"{catalog_name}: {c.get('photos', 0):,} photos · "
+            f"{c.get('individuals', 0):,} individuals · {c.get('identified', 0):,} identified · "
+            f"{c.get('to_identify', 0):,} to identify · {c.get('boxes', 0):,} boxes to check{no_fluke}")
+
 def individual_label(code: str, name: str | None) -> str:
     return f"{code} {name}" if name else code
 

@@ -1,8 +1,14 @@
-"""The main window: a thin shell that composes the views, builds the actions and connects signals.
+"""The main window: composes the views, the status bar and the job runners, and routes signals.
 
 All catalog work runs through :class:`~app.ui.workers.JobRunner`: reads and slow jobs (import,
 matching, heatmaps, export) on a pool, decisions on a single writer thread so the history keeps
 the order of the undo stack. The GUI thread only paints and reacts.
+
+What lives elsewhere: the review views' decisions and match jobs in :mod:`app.ui.review_controller`
+(which asks the Qt-free :class:`app.services.review.ReviewQueue` what to show next; matching and
+candidate cards are :class:`app.services.review.Session`'s), menus and help in :mod:`app.ui.menus`.
+What stays: the jobs' life with the catalog (open, refresh, close, the undo stack's writes), because
+each of them starts, feeds or stops every view at once.
 """
 
 from __future__ import annotations
@@ -26,13 +32,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.services import review as sessions
-from app.services.snapshot import Snapshot
+from app.services.snapshot import Snapshot, status_line
 from app.ui.box_review import BoxReviewView
-from app.ui.dialogs import ExportDialog, ask_relink
+from app.ui.dialogs import ExportDialog, ask_labelled_catalog, ask_relink, open_error_text
 from app.ui.images import ImageCache
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
-from app.ui.menus import build_menus
+from app.ui.menus import build_menus, fill_recent, recent_catalogs, remember_catalog
 from app.ui.notification import NotificationBar, plain
 from app.ui.photos_view import PhotosView
 from app.ui.qtcompat import guard_refcounts
@@ -174,23 +180,14 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def recent_catalogs(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        if not isinstance(value, (list, tuple)):  # one path, or garbage of another type
-            value = [value]
-        return [str(v) for v in (value or []) if v]
+        return recent_catalogs(self.settings)
 
     def _remember(self, path: str) -> None:
-        recent = [path] + [p for p in self.recent_catalogs() if p != path]
-        self.settings.setValue("recent", recent[:MAX_RECENT])
-        self.settings.setValue("last_catalog", path)
+        remember_catalog(self.settings, path, MAX_RECENT)
         self._fill_recent()
 
     def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        recent = self.recent_catalogs()
-        for path in recent:
-            self.recent_menu.addAction(path, lambda p=path: self.open_catalog(p))
-        self.recent_menu.setEnabled(bool(recent))
+        fill_recent(self.recent_menu, self.recent_catalogs(), self.open_catalog)
 
     # ================================================================ jobs and messages
     def notify(self, text: str, kind: str = "info", action=None) -> None:
@@ -312,18 +309,8 @@ class MainWindow(QMainWindow):
                          alive=lambda: True)  # needs no open catalog (shutdown() still stops it)
 
     def _show_open_error(self, path: str, exc: BaseException) -> None:
-        from app.catalog import CatalogLockedError, CatalogTooNewError
-
         text = plain(exc)
-        if isinstance(exc, CatalogTooNewError):
-            title, hint = ("Catalog from a newer flukeid",
-                           "This catalog was saved by a newer version of flukeid. Nothing was changed. "
-                           "Install the newer version to open it, or open another catalog.")
-        elif isinstance(exc, CatalogLockedError):
-            title, hint = ("Catalog in use", "Another flukeid has this catalog open for writing. "
-                           "Close it there, or open the catalog read-only.")
-        else:
-            title, hint = "Cannot open the catalog", "Nothing was changed."
+        title, hint = open_error_text(exc)
         self.notify(f"<b>{title}.</b> {text}", "error",
                     ("Open another…", self.open_catalog_dialog))
         if self.confirm_dialogs:
@@ -456,12 +443,8 @@ class MainWindow(QMainWindow):
             return
         # every count comes from the snapshot the views show, so they always agree with each other
         c = self.snapshot.counts() if self.snapshot else {}
-        boxes, todo, junk = c.get("boxes", 0), c.get("to_identify", 0), c.get("junk", 0)
-        no_fluke = f" · {junk:,} with no fluke" if junk else ""
-        self.counts_label.setText(
-            f"{Path(s.catalog.root).name}: {c.get('photos', 0):,} photos · "
-            f"{c.get('individuals', 0):,} individuals · {c.get('identified', 0):,} identified · "
-            f"{todo:,} to identify · {boxes:,} boxes to check{no_fluke}")
+        boxes, todo = c.get("boxes", 0), c.get("to_identify", 0)
+        self.counts_label.setText(status_line(Path(s.catalog.root).name, c))
         self.model_label.setText(f"Model: {s.model_version or 'none'}")
         self.device_label.setText(f"Inference: {s.device or '—'}")
         self.tabs.setTabText(1, f"Box review ({boxes})" if boxes else "Box review")
@@ -525,14 +508,9 @@ class MainWindow(QMainWindow):
                      on_error=lambda exc: self.refresh())
 
     def import_labelled_dialog(self) -> None:
-        csv, _ = QFileDialog.getOpenFileName(self, "Labelled catalog (labels.csv or Kaggle train.csv)", "",
-                                             "CSV files (*.csv)")
-        if not csv:
-            return
-        images = QFileDialog.getExistingDirectory(self, "Folder holding the photos named in the CSV",
-                                                  str(Path(csv).parent))
-        if images:
-            self.import_labelled(csv, images)
+        chosen = ask_labelled_catalog(self)
+        if chosen:
+            self.import_labelled(*chosen)
 
     def import_labelled(self, csv: str, images_dir: str) -> None:
         session = self.session

@@ -98,6 +98,29 @@ def build_menus(w, views: tuple[str, ...]) -> None:
     tb.addAction(w.export_act)
 
 
+
+def recent_catalogs(settings) -> list[str]:
+    """The catalogs opened lately, newest first, as kept in ``settings`` (a QSettings)."""
+    value = settings.value("recent", [])
+    if not isinstance(value, (list, tuple)):  # one path, or garbage of another type
+        value = [value]
+    return [str(v) for v in (value or []) if v]
+
+
+def remember_catalog(settings, path: str, limit: int) -> None:
+    """Put ``path`` first in the recent catalogs (at most ``limit``) and as the last one opened."""
+    recent = [path] + [p for p in recent_catalogs(settings) if p != path]
+    settings.setValue("recent", recent[:limit])
+    settings.setValue("last_catalog", path)
+
+
+def fill_recent(menu, recent: list[str], open_catalog) -> None:
+    """File ▸ Open recent: one entry per catalog, greyed out when there is none."""
+    menu.clear()
+    for path in recent:
+        menu.addAction(path, lambda p=path: open_catalog(p))
+    menu.setEnabled(bool(recent))
+
 def show_device(w: QMainWindow) -> None:
     """Model ▸ Device…: where inference runs."""
     s = w.session

@@ -116,3 +116,13 @@ def test_the_review_service_loads_without_qt():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_status_line_counts_with_thousands_and_no_fluke_only_when_some():
+    from app.services.snapshot import status_line
+
+    c = {"photos": 12345, "individuals": 3, "identified": 10, "to_identify": 2, "boxes": 1, "junk": 0}
+    assert status_line("cat", c) == ("cat: 12,345 photos · 3 individuals · 10 identified · 2 to identify · "
+                                     "1 boxes to check")
+    assert status_line("cat", {**c, "junk": 4}).endswith("1 boxes to check · 4 with no fluke")
+    assert status_line("empty", {}).startswith("empty: 0 photos · 0 individuals")
