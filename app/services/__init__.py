@@ -1,5 +1,9 @@
 """Qt-free use cases over the catalog and the model (long jobs take ``progress``/``should_stop``).
 
+- :mod:`app.services.review`: Session (an open catalog and its model: match tasks with their
+  candidate cards, heatmaps, pair evidence), ReviewQueue (which photo the match review shows next).
+- :mod:`app.services.snapshot`, :mod:`app.services.viewdata`: what the views show, read in one go
+  (Snapshot, read_snapshot) and as plain dataclasses (PhotoCard, CandidateCard, MatchTask, ...).
 - :mod:`app.services.importing`: import_photos, import_labelled, detect_missing, embed_missing,
   ensure_thumbnail, relink, find_photos, read_metadata; ImportReport.
 - :mod:`app.services.decisions`: confirm, reject, skip, new_individual, identify, set_box,

@@ -14,9 +14,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.services.viewdata import PhotoCard
 from app.ui.image_view import BoxEditor
 from app.ui.images import ImageCache, QImageReader, placeholder_pixmap, read_qimage
-from app.ui.viewdata import PhotoCard
 
 FULL_SIDE = 2048  # photos are shown at most this large (boxes are scaled back to photo pixels)
 

@@ -6,8 +6,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from app.services.viewdata import EvidenceLine  # noqa: F401 - re-exported for the views
 from app.ui.image_view import ImageView, link_views
-from app.ui.viewdata import EvidenceLine  # noqa: F401 - re-exported for the views
 
 
 class _LinesOverlay(QWidget):

@@ -1,6 +1,9 @@
-"""Small dialogs: merge confirmation, relink moved photos, about, export choices."""
+"""Small dialogs: merge confirmation, relink moved photos, export choices, a labelled catalog to
+import, and the words for a catalog that cannot be opened."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -15,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.viewdata import IndividualRow
+from app.services.viewdata import IndividualRow
 
 
 def merge_summary(source: IndividualRow, target: IndividualRow) -> str:
@@ -119,3 +122,28 @@ class ExportDialog(QDialog):
 
     def choice(self) -> tuple[str, str]:
         return self.format.currentData(), self.path.text().strip()
+
+
+def ask_labelled_catalog(parent: QWidget | None) -> tuple[str, str] | None:
+    """File ▸ Import labelled catalog: the CSV, then the folder of its photos (None: cancelled)."""
+    csv, _ = QFileDialog.getOpenFileName(parent, "Labelled catalog (labels.csv or Kaggle train.csv)", "",
+                                         "CSV files (*.csv)")
+    if not csv:
+        return None
+    images = QFileDialog.getExistingDirectory(parent, "Folder holding the photos named in the CSV",
+                                              str(Path(csv).parent))
+    return (csv, images) if images else None
+
+
+def open_error_text(exc: BaseException) -> tuple[str, str]:
+    """(title, what to do) for a catalog that could not be opened, told apart by its error class."""
+    from app.catalog import CatalogLockedError, CatalogTooNewError
+
+    if isinstance(exc, CatalogTooNewError):
+        return ("Catalog from a newer flukeid",
+                "This catalog was saved by a newer version of flukeid. Nothing was changed. "
+                "Install the newer version to open it, or open another catalog.")
+    if isinstance(exc, CatalogLockedError):
+        return ("Catalog in use", "Another flukeid has this catalog open for writing. "
+                "Close it there, or open the catalog read-only.")
+    return "Cannot open the catalog", "Nothing was changed."

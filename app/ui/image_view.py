@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (
     QGraphicsView,
 )
 
-from app.ui.viewdata import Box
+from app.services.viewdata import Box
 
 
 class ImageView(QGraphicsView):

@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QImageReader, QPainter, QPixmap
 
-from app.ui.viewdata import CROP_MARGIN, crop_rect
+from app.services.viewdata import CROP_MARGIN, crop_rect
 from app.ui.workers import lower_thread_priority
 
 

@@ -19,10 +19,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.services.viewdata import IndividualRow, PhotoCard
 from app.ui.dialogs import MergeDialog, confirm_merge
 from app.ui.images import ImageCache
 from app.ui.photos_view import CELL, PhotoDelegate, PhotoListModel
-from app.ui.viewdata import IndividualRow, PhotoCard
 
 COLUMNS = ["Individual", "Name", "Photos", "First seen", "Last seen"]
 

@@ -1,8 +1,14 @@
-"""The main window: a thin shell that composes the views, builds the actions and connects signals.
+"""The main window: composes the views, the status bar and the job runners, and routes signals.
 
 All catalog work runs through :class:`~app.ui.workers.JobRunner`: reads and slow jobs (import,
 matching, heatmaps, export) on a pool, decisions on a single writer thread so the history keeps
 the order of the undo stack. The GUI thread only paints and reacts.
+
+What lives elsewhere: the review views' decisions and match jobs in :mod:`app.ui.review_controller`
+(which asks the Qt-free :class:`app.services.review.ReviewQueue` what to show next; matching and
+candidate cards are :class:`app.services.review.Session`'s), menus and help in :mod:`app.ui.menus`.
+What stays: the jobs' life with the catalog (open, refresh, close, the undo stack's writes), because
+each of them starts, feeds or stops every view at once.
 """
 
 from __future__ import annotations
@@ -11,81 +17,38 @@ import html
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QUndoStack
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from app import __version__
-from app.ui import session as sessions
+from app.services import review as sessions
+from app.services.snapshot import Snapshot, status_line
 from app.ui.box_review import BoxReviewView
-from app.ui.compare_view import EvidenceLine
-from app.ui.dialogs import ExportDialog, ask_relink
-from app.ui.images import ImageCache, numpy_to_qimage
+from app.ui.dialogs import ExportDialog, ask_labelled_catalog, ask_relink, open_error_text
+from app.ui.images import ImageCache
 from app.ui.individuals_view import IndividualsView
 from app.ui.match_review import MatchReviewView
+from app.ui.menus import build_menus, fill_recent, recent_catalogs, remember_catalog
+from app.ui.notification import NotificationBar, plain
 from app.ui.photos_view import PhotosView
 from app.ui.qtcompat import guard_refcounts
-from app.ui.snapshot import Snapshot
+from app.ui.review_controller import ReviewController
 from app.ui.undo import DecisionCommand
-from app.ui.viewdata import CandidateCard, MatchTask
 from app.ui.workers import JobRunner
 
 ORG, APP = "flukeid", "flukeid"
 MAX_RECENT = 8
 VIEWS = ("photos", "boxes", "match", "individuals")
-
-
-class NotificationBar(QFrame):
-    """A dismissable message strip above the views (errors stay until closed)."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setObjectName("notification")
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.action_btn = QPushButton()
-        self.action_btn.setVisible(False)
-        close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.clicked.connect(self.hide)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(10, 4, 4, 4)
-        lay.addWidget(self.label, 1)
-        lay.addWidget(self.action_btn)
-        lay.addWidget(close)
-        self._action: Callable[[], None] | None = None
-        self.action_btn.clicked.connect(self._run_action)
-        self.hide()
-
-    def show_message(self, text: str, kind: str = "info", action: tuple[str, Callable] | None = None) -> None:
-        self.setProperty("kind", kind)
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.label.setText(text)
-        self._action = action[1] if action else None
-        self.action_btn.setVisible(action is not None)
-        if action:
-            self.action_btn.setText(action[0])
-        self.show()
-
-    def _run_action(self) -> None:
-        if self._action:
-            self._action()
 
 
 class MainWindow(QMainWindow):
@@ -115,10 +78,6 @@ class MainWindow(QMainWindow):
         self.light = JobRunner(self, max_threads=1, alive=alive)  # heatmaps and evidence: never starved
         self.cache = ImageCache(self)
         self.undo_stack = QUndoStack(self)
-        self._match_queue: list[int] = []
-        self._skipped: list[int] = []
-        self._match_busy = False
-        self._prefetched: MatchTask | None = None
         self._relink_asked = False
         self._refresh_pending = False
         self._stale: set[str] = set()
@@ -127,7 +86,8 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self._build_views()
         self._build_status()
-        self._build_actions()
+        build_menus(self, VIEWS)  # the menus, toolbar and their actions (app.ui.menus)
+        self._fill_recent()
         for runner in (self.jobs, self.writer, self.light):
             runner.job_failed.connect(self._on_job_failed)
         self._restore_state()
@@ -167,17 +127,7 @@ class MainWindow(QMainWindow):
 
         self.photos_view.photo_activated.connect(self._open_photo)
         self.individuals_view.photo_activated.connect(self._open_photo)
-        self.box_review.box_accepted.connect(self._on_box_accepted)
-        self.box_review.junk_marked.connect(self._on_junk)
-        self.match_review.confirmed.connect(self._on_confirm)
-        self.match_review.rejected.connect(self._on_reject)
-        self.match_review.new_individual.connect(self._on_new_individual)
-        self.match_review.skipped.connect(self._on_skip)
-        self.match_review.heatmap_requested.connect(self._on_heatmap_requested)
-        self.match_review.evidence_requested.connect(self._on_evidence_requested)
-        self.individuals_view.rename_requested.connect(self._on_rename)
-        self.individuals_view.notes_changed.connect(self._on_notes)
-        self.individuals_view.merge_requested.connect(self._on_merge)
+        self.review = ReviewController(self)  # the review views' decisions and the match queue
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -200,87 +150,6 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_btn)
         sb.addPermanentWidget(self.model_label)
         sb.addPermanentWidget(self.device_label)
-
-    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        if tip:
-            a.setStatusTip(tip)
-            a.setToolTip(tip)
-        a.triggered.connect(slot)
-        return a
-
-    def _build_actions(self) -> None:
-        mb = self.menuBar()
-        self.new_act = self._action("&New catalog…", self.new_catalog_dialog, QKeySequence.StandardKey.New)
-        self.open_act = self._action("&Open catalog…", self.open_catalog_dialog, QKeySequence.StandardKey.Open)
-        self.import_act = self._action("&Import photos…", self.import_photos_dialog, "Ctrl+I",
-                                       "Add field photos (a folder or files) to the catalog")
-        self.import_labelled_act = self._action("Import &labelled catalog…", self.import_labelled_dialog,
-                                                None, "Bring in past work: labels.csv or Kaggle train.csv")
-        self.export_act = self._action("&Export…", self.export_dialog, "Ctrl+E")
-        self.relink_act = self._action("&Relink moved photos…", self.relink_dialog)
-        self.quit_act = quit_act = self._action("&Quit", self.close)
-        # Ctrl+Q everywhere: some platforms (the offscreen one, plain X11 sessions) bind no Quit key
-        quit_act.setShortcuts(_keys(QKeySequence.StandardKey.Quit, "Ctrl+Q"))
-        m = mb.addMenu("&File")
-        for a in (self.new_act, self.open_act):
-            m.addAction(a)
-        self.recent_menu = m.addMenu("Open &recent")
-        m.addSeparator()
-        for a in (self.import_act, self.import_labelled_act, self.export_act, self.relink_act):
-            m.addAction(a)
-        m.addSeparator()
-        m.addAction(quit_act)
-
-        self.undo_act = self.undo_stack.createUndoAction(self, "&Undo")
-        self.undo_act.setShortcut(QKeySequence.StandardKey.Undo)
-        self.redo_act = self.undo_stack.createRedoAction(self, "&Redo")
-        # the keys the user guide names, on every platform, plus the platform's own
-        self.redo_act.setShortcuts(_keys(QKeySequence.StandardKey.Redo, "Ctrl+Shift+Z", "Ctrl+Y"))
-        m = mb.addMenu("&Edit")
-        m.addAction(self.undo_act)
-        m.addAction(self.redo_act)
-
-        m = mb.addMenu("&View")
-        self.view_acts = []
-        for i, name in enumerate(("&Photos", "&Box review", "&Match review", "&Individuals")):
-            a = self._action(name, lambda _=False, i=i: self.show_view(VIEWS[i]), f"Ctrl+{i + 1}")
-            m.addAction(a)
-            self.view_acts.append(a)
-        m.addSeparator()
-        self.refresh_act = self._action("Re&fresh", self.refresh, QKeySequence.StandardKey.Refresh)
-        m.addAction(self.refresh_act)
-
-        m = mb.addMenu("&Model")
-        self.retrain_act = self._action("&Retrain…", self.open_retrain_dialog)
-        self.versions_act = self._action("Model &versions…", self.open_model_versions)
-        self.device_act = self._action("&Device…", self.show_device)
-        self.calibrate_act = self._action(
-            "&Calibrate match confidence", self.calibrate,
-            tip="Fit the match percentages on this catalog's identified photos (flukeid calibrate)")
-        for a in (self.retrain_act, self.versions_act, self.calibrate_act, self.device_act):
-            m.addAction(a)
-
-        m = mb.addMenu("&Help")
-        m.addAction(self._action("&User guide", self.open_user_guide, QKeySequence.StandardKey.HelpContents))
-        m.addAction(self._action("&About flukeid", self.about))
-
-        tb = self.addToolBar("Main")
-        tb.setObjectName("mainToolbar")
-        tb.setMovable(False)
-        for a in (self.open_act, self.import_act):
-            tb.addAction(a)
-        tb.addSeparator()
-        for a in self.view_acts:
-            tb.addAction(a)
-        tb.addSeparator()
-        tb.addAction(self.undo_act)
-        tb.addAction(self.redo_act)
-        tb.addSeparator()
-        tb.addAction(self.export_act)
-        self._fill_recent()
 
     # ================================================================ settings
     def _restore_state(self) -> None:
@@ -311,23 +180,14 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def recent_catalogs(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        if not isinstance(value, (list, tuple)):  # one path, or garbage of another type
-            value = [value]
-        return [str(v) for v in (value or []) if v]
+        return recent_catalogs(self.settings)
 
     def _remember(self, path: str) -> None:
-        recent = [path] + [p for p in self.recent_catalogs() if p != path]
-        self.settings.setValue("recent", recent[:MAX_RECENT])
-        self.settings.setValue("last_catalog", path)
+        remember_catalog(self.settings, path, MAX_RECENT)
         self._fill_recent()
 
     def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        recent = self.recent_catalogs()
-        for path in recent:
-            self.recent_menu.addAction(path, lambda p=path: self.open_catalog(p))
-        self.recent_menu.setEnabled(bool(recent))
+        fill_recent(self.recent_menu, self.recent_catalogs(), self.open_catalog)
 
     # ================================================================ jobs and messages
     def notify(self, text: str, kind: str = "info", action=None) -> None:
@@ -338,7 +198,7 @@ class MainWindow(QMainWindow):
             self._hide_timer.start(8000)
 
     def _on_job_failed(self, name: str, exc: BaseException) -> None:
-        self.notify(f"<b>{name} failed:</b> {_plain(exc)}", "error")
+        self.notify(f"<b>{name} failed:</b> {plain(exc)}", "error")
 
     def run_job(self, name: str, fn, on_result=None, *, cancellable: bool = True, on_error=None):
         """Run a slow job with the status-bar progress and cancel button."""
@@ -368,13 +228,13 @@ class MainWindow(QMainWindow):
             self._job.cancel()
             self.job_label.setText("cancelling…")
 
-    def _push(self, command: DecisionCommand) -> bool:
+    def push(self, command: DecisionCommand) -> bool:
         """Record a decision through the undo stack, unless the catalog is read-only (then say so)."""
         s = self.session
         if s is None:
             return False
         if s.catalog.readonly:
-            self.notify(f"<b>Not recorded:</b> this catalog is open read-only ({_plain(s.catalog.readonly_reason)}).",
+            self.notify(f"<b>Not recorded:</b> this catalog is open read-only ({plain(s.catalog.readonly_reason)}).",
                         "warning")
             self.refresh()  # put back what the view took away optimistically
             return False
@@ -422,7 +282,7 @@ class MainWindow(QMainWindow):
             self.session = session
             self.undo_stack.clear()
             self.cache.clear()
-            self._match_queue, self._skipped, self._prefetched = [], [], None
+            self.review.queue.reset()
             self._relink_asked = False
             self.match_review.set_task(None)
             self.setWindowTitle(f"flukeid — {Path(path).name}")
@@ -449,18 +309,8 @@ class MainWindow(QMainWindow):
                          alive=lambda: True)  # needs no open catalog (shutdown() still stops it)
 
     def _show_open_error(self, path: str, exc: BaseException) -> None:
-        from app.catalog import CatalogLockedError, CatalogTooNewError
-
-        text = _plain(exc)
-        if isinstance(exc, CatalogTooNewError):
-            title, hint = ("Catalog from a newer flukeid",
-                           "This catalog was saved by a newer version of flukeid. Nothing was changed. "
-                           "Install the newer version to open it, or open another catalog.")
-        elif isinstance(exc, CatalogLockedError):
-            title, hint = ("Catalog in use", "Another flukeid has this catalog open for writing. "
-                           "Close it there, or open the catalog read-only.")
-        else:
-            title, hint = "Cannot open the catalog", "Nothing was changed."
+        text = plain(exc)
+        title, hint = open_error_text(exc)
         self.notify(f"<b>{title}.</b> {text}", "error",
                     ("Open another…", self.open_catalog_dialog))
         if self.confirm_dialogs:
@@ -481,7 +331,7 @@ class MainWindow(QMainWindow):
             # matching needs no model: local features (verified marks) rank the candidates; a model
             # adds its opinion (fused) and the heatmap
             self.match_review.set_empty_message(None)
-            self._refill_match_queue()
+            self.review.refill()
 
         self.jobs.submit("Loading the model", lambda p, s: session.load_engine(), on_result=loaded)
 
@@ -496,9 +346,9 @@ class MainWindow(QMainWindow):
                 return
             if report.errors:
                 self.notify(f"Local features: {len(report.errors)} photo{'s' if len(report.errors) != 1 else ''} "
-                            f"could not be read (e.g. {_plain(report.errors[0][0])}).", "warning")
+                            f"could not be read (e.g. {plain(report.errors[0][0])}).", "warning")
             if report.computed:
-                self._prefetched = None  # the gallery grew: candidates may change
+                self.review.queue.invalidate()  # the gallery grew: candidates may change
                 self.refresh()
 
         self.run_job("Describing photos (local features)", session.compute_local_features, done)
@@ -513,9 +363,9 @@ class MainWindow(QMainWindow):
         def done(result) -> None:
             if session is not self.session:
                 return
-            text = _plain(result.summary())
+            text = plain(result.summary())
             self.notify(text[:1].upper() + text[1:] + ".", "info")
-            self._prefetched = None
+            self.review.queue.invalidate()
             task = self.match_review.task
             if task is not None:
                 self._show_match(task.photo.photo_id)
@@ -562,7 +412,7 @@ class MainWindow(QMainWindow):
         self._stale = {"photos", "boxes", "individuals"}
         self._fill_view(self.tabs.currentWidget())
         self._update_status()
-        self._refill_match_queue()
+        self.review.refill()
         if snap.missing and not self._relink_asked:
             self._relink_asked = True
             n = len(snap.missing)
@@ -593,12 +443,8 @@ class MainWindow(QMainWindow):
             return
         # every count comes from the snapshot the views show, so they always agree with each other
         c = self.snapshot.counts() if self.snapshot else {}
-        boxes, todo, junk = c.get("boxes", 0), c.get("to_identify", 0), c.get("junk", 0)
-        no_fluke = f" · {junk:,} with no fluke" if junk else ""
-        self.counts_label.setText(
-            f"{Path(s.catalog.root).name}: {c.get('photos', 0):,} photos · "
-            f"{c.get('individuals', 0):,} individuals · {c.get('identified', 0):,} identified · "
-            f"{todo:,} to identify · {boxes:,} boxes to check{no_fluke}")
+        boxes, todo = c.get("boxes", 0), c.get("to_identify", 0)
+        self.counts_label.setText(status_line(Path(s.catalog.root).name, c))
         self.model_label.setText(f"Model: {s.model_version or 'none'}")
         self.device_label.setText(f"Inference: {s.device or '—'}")
         self.tabs.setTabText(1, f"Box review ({boxes})" if boxes else "Box review")
@@ -625,7 +471,7 @@ class MainWindow(QMainWindow):
         self._fill_view(widget)
         widget.setFocus()
         if widget is self.match_review and self.match_review.task is None:
-            self._show_next_match()
+            self.review.show_next()
 
     def _open_photo(self, photo_id: int) -> None:
         snap = self.snapshot
@@ -662,14 +508,9 @@ class MainWindow(QMainWindow):
                      on_error=lambda exc: self.refresh())
 
     def import_labelled_dialog(self) -> None:
-        csv, _ = QFileDialog.getOpenFileName(self, "Labelled catalog (labels.csv or Kaggle train.csv)", "",
-                                             "CSV files (*.csv)")
-        if not csv:
-            return
-        images = QFileDialog.getExistingDirectory(self, "Folder holding the photos named in the CSV",
-                                                  str(Path(csv).parent))
-        if images:
-            self.import_labelled(csv, images)
+        chosen = ask_labelled_catalog(self)
+        if chosen:
+            self.import_labelled(*chosen)
 
     def import_labelled(self, csv: str, images_dir: str) -> None:
         session = self.session
@@ -719,225 +560,14 @@ class MainWindow(QMainWindow):
 
         self.run_job("Relinking photos", lambda p, s: session.relink(folder, p, s), done)
 
-    # ================================================================ box review
-    def _on_box_accepted(self, photo_id: int, box) -> None:
-        from app.services import decisions
-
-        p = self.snapshot.photo(photo_id) if self.snapshot else None
-        same = p is not None and p.box is not None and all(abs(a - b) <= 1.0 for a, b in zip(p.box, box))
-        if same:
-            cmd = DecisionCommand("Accept box", lambda cat: decisions.confirm_box(cat, photo_id), self.write)
-        else:
-            cmd = DecisionCommand("Redraw box", lambda cat: decisions.set_box(cat, photo_id, box), self.write)
-        self._push(cmd)
-
-    def _on_junk(self, photo_id: int) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand("Mark as no fluke", lambda cat: decisions.mark_junk(cat, photo_id),
-                                             self.write))
-
-    # ================================================================ match review
-    def _refill_match_queue(self) -> None:
-        snap = self.snapshot
-        if snap is None:
-            return
-        ids = [pid for pid in snap.unidentified_ids if pid not in self._skipped]
-        ids += [pid for pid in self._skipped if pid in set(snap.unidentified_ids)]
-        self._match_queue = ids
-        current = self.match_review.task
-        if current is not None and current.photo.photo_id not in set(ids):
-            self.match_review.set_task(None)
-        self.match_review.set_remaining(len(ids))
-        if self.match_review.task is None and self.tabs.currentWidget() is self.match_review:
-            self._show_next_match()
-        elif self._prefetched is None:
-            self._prefetch()
-
-    def _next_id(self, after: int | None = None) -> int | None:
-        for pid in self._match_queue:
-            if pid != after:
-                return pid
-        return after if after in self._match_queue else None  # the only one left (skipped)
-
-    def _show_next_match(self) -> None:
-        current = self.match_review.task
-        pid = self._next_id(current.photo.photo_id if current else None)
-        if pid is None:
-            self.match_review.set_task(None)
-            return
-        pre = self._prefetched
-        if pre is not None and pre.photo.photo_id == pid:
-            self._prefetched = None
-            pre.remaining = len(self._match_queue)
-            self.match_review.set_task(pre)
-            self.match_shown.emit(pre)
-            self._sync_rejections(pid)  # read before the latest decisions were written, maybe
-            self._prefetch()
-            return
-        self._show_match(pid)
+    # ================================================================ review (see app.ui.review_controller)
+    @property
+    def _match_queue(self) -> list[int]:
+        """The photos the match review still has to show, in order (see ReviewQueue)."""
+        return self.review.queue.ids
 
     def _show_match(self, photo_id: int) -> None:
-        session = self.session
-        if session is None:  # local features match with no model
-            return
-        remaining = len(self._match_queue)
-
-        def done(task: MatchTask) -> None:
-            self._match_busy = False
-            if session is not self.session:
-                return
-            task.remaining = remaining
-            self.match_review.set_task(task)
-            self.match_shown.emit(task)
-            self._prefetch()
-
-        def failed(exc) -> None:
-            # e.g. its file is missing: leave it aside for now (the error is shown) and go on
-            self._match_busy = False
-            if session is self.session and photo_id in self._match_queue:
-                self._match_queue.remove(photo_id)
-                current = self.match_review.task
-                if current is None or current.photo.photo_id == photo_id:
-                    self._show_next_match()
-
-        self._match_busy = True
-        self.light.submit("Matching the photo", lambda p, s: session.match(photo_id), on_result=done,
-                          on_error=failed)
-
-    def _sync_rejections(self, photo_id: int) -> None:
-        """Put the shown photo's rejected candidates as the catalog holds them now."""
-        session = self.session
-        if session is None:
-            return
-
-        def done(rejected: set[int]) -> None:
-            if session is self.session and not self.writer.unsettled:
-                self.match_review.set_rejected(photo_id, rejected)
-
-        self.light.submit("Reading the photo's decisions", lambda p, s: session.rejected_individuals(photo_id),
-                          on_result=done, report_errors=False)
-
-    def _prefetch(self) -> None:
-        session = self.session
-        if session is None:
-            return
-        current = self.match_review.task
-        pid = self._next_id(current.photo.photo_id if current else None)
-        if pid is None or (self._prefetched is not None and self._prefetched.photo.photo_id == pid):
-            return
-
-        def done(task: MatchTask) -> None:
-            if session is self.session:
-                self._prefetched = task
-
-        self.light.submit("Matching the next photo", lambda p, s: session.match(pid), on_result=done,
-                          report_errors=False)
-
-    def _bring_back(self, photo_id: int) -> None:
-        """An undone decision: show its photo again in the match review."""
-        self._match_queue = [photo_id] + [p for p in self._match_queue if p != photo_id]
-        if self.tabs.currentWidget() is self.match_review:
-            self._show_match(photo_id)
-
-    def _after_decision(self, photo_id: int) -> None:
-        self._match_queue = [p for p in self._match_queue if p != photo_id]
-        self._show_next_match()
-
-    def _on_confirm(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        if not self._push(DecisionCommand(
-                f"Confirm {cand.label}",
-                lambda cat: decisions.confirm(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
-                                              model_version=version),
-                self.write, on_undone=lambda: self._bring_back(photo_id))):
-            return
-        self._prefetched = None  # its candidates may now be out of date
-        self._after_decision(photo_id)
-
-    def _on_reject(self, photo_id: int, cand: CandidateCard, rank: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        self._push(DecisionCommand(
-            f"Reject {cand.label}",
-            lambda cat: decisions.reject(cat, photo_id, cand.individual_id, rank=rank + 1, score=cand.score,
-                                         model_version=version),
-            self.write))
-
-    def _on_new_individual(self, photo_id: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        if not self._push(DecisionCommand(
-                "New individual",
-                lambda cat: decisions.new_individual(cat, photo_id, model_version=version), self.write,
-                on_undone=lambda: self._bring_back(photo_id))):
-            return
-        self._prefetched = None
-        self._after_decision(photo_id)
-
-    def _on_skip(self, photo_id: int) -> None:
-        from app.services import decisions
-
-        version = self.session.model_version if self.session else None
-        if not self._push(DecisionCommand(
-                "Skip photo", lambda cat: decisions.skip(cat, photo_id, model_version=version), self.write)):
-            return
-        self._skipped = [p for p in self._skipped if p != photo_id] + [photo_id]
-        self._match_queue = [p for p in self._match_queue if p != photo_id] + [photo_id]
-        self._show_next_match()
-
-    def _on_heatmap_requested(self, photo_id: int, path: str, box) -> None:
-        session = self.session
-        if session is None or session.engine is None:
-            self.match_review.heatmap_failed(photo_id, "no model loaded")
-            return
-
-        def done(rgba) -> None:
-            self.match_review.set_heatmap(photo_id, numpy_to_qimage(rgba))
-
-        self.light.submit("Heatmap", lambda p, s: session.heatmap(path, box), on_result=done,
-                          on_error=lambda exc: self.match_review.heatmap_failed(photo_id, _plain(exc)),
-                          report_errors=False)
-
-    def _on_evidence_requested(self, query_id: int, cand: CandidateCard) -> None:
-        session = self.session
-        task = self.match_review.task
-        if cand.evidence is not None:  # verified correspondences came with the match
-            self.match_review.set_evidence(query_id, cand.photo_id, cand.evidence)
-            return
-        if session is None or session.engine is None or task is None:
-            return
-        q = task.photo
-
-        def done(lines: list[EvidenceLine]) -> None:
-            self.match_review.set_evidence(query_id, cand.photo_id, lines)
-
-        self.light.submit("Pair evidence",
-                          lambda p, s: session.evidence(q.path, q.box, cand.photo_path, cand.photo_box),
-                          on_result=done, report_errors=False)
-
-    # ================================================================ individuals
-    def _on_rename(self, individual_id: int, name: str) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand(
-            "Rename individual", lambda cat: decisions.rename_individual(cat, individual_id, name=name), self.write))
-
-    def _on_notes(self, individual_id: int, notes: str) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand(
-            "Edit notes", lambda cat: decisions.rename_individual(cat, individual_id, notes=notes), self.write))
-
-    def _on_merge(self, source_id: int, target_id: int) -> None:
-        from app.services import decisions
-
-        self._push(DecisionCommand(
-            "Merge individuals", lambda cat: decisions.merge_individuals(cat, target_id, source_id), self.write))
+        self.review.show_match(photo_id)
 
     # ================================================================ model menu, help
     def open_retrain_dialog(self) -> None:
@@ -958,48 +588,6 @@ class MainWindow(QMainWindow):
         dlg.model_activated.connect(lambda _v: self._load_engine())
         dlg.exec()
 
-    def show_device(self) -> None:
-        s = self.session
-        text = (f"Inference runs on: <b>{s.device}</b>" if s and s.device else "No model loaded yet.")
-        QMessageBox.information(self, "Device", f"{text}<br><br>flukeid uses the GPU (CUDA) when "
-                                "onnxruntime finds a working one, and the CPU otherwise. Training "
-                                "runs in its own process (Model ▸ Retrain…).")
-
-    def open_user_guide(self) -> None:
-        guide = Path(__file__).resolve().parents[2] / "docs" / "USER_GUIDE.md"
-        if guide.is_file():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(guide)))
-        else:
-            QMessageBox.information(self, "User guide", _GUIDE)
-
-    def about(self) -> None:
-        QMessageBox.about(self, "About flukeid",
-                          f"<h3>flukeid {__version__}</h3><p>Photo-identification of humpback whales "
-                          "from their tail flukes, with a Siamese network.</p>")
-
-
-_GUIDE = """1. File ▸ Import photos…: the detector draws a box around each fluke.
-2. Box review: Enter accepts the box, drag its corners or draw a new one, J = no fluke, S = skip.
-3. Match review: compare the photo with the five most likely individuals.
-   1-5 confirm, R rejects the shown candidate, N declares a new individual, S skips,
-   H shows the heatmap, E the evidence lines, Up/Down compare another candidate.
-4. Edit ▸ Undo (Ctrl+Z) reverses any decision; nothing is ever deleted from the history.
-5. File ▸ Export… writes identifications, Kaggle-style labels or a sightings table."""
-
-
-def _keys(standard: QKeySequence.StandardKey, *extra: str) -> list[QKeySequence]:
-    """The platform's bindings of ``standard`` and the ``extra`` keys, each once (a key bound
-    twice to one action is ambiguous to Qt and triggers nothing)."""
-    keys: list[QKeySequence] = []
-    for k in [*QKeySequence.keyBindings(standard), *(QKeySequence(e) for e in extra)]:
-        if not k.isEmpty() and k not in keys:
-            keys.append(k)
-    return keys
-
-
-def _plain(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _retrain_available() -> bool:

@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.services.viewdata import CandidateCard, MatchTask
 from app.ui.compare_view import CompareView, EvidenceLine
 from app.ui.images import ImageCache, placeholder_pixmap, read_crop
-from app.ui.viewdata import CandidateCard, MatchTask
 
 CARD_THUMB = 92
 CLOSE_CALL = 0.05  # top two scores closer than this: the banner asks for a careful comparison

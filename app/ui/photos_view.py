@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.services.viewdata import STATUS_COLOURS, STATUS_LABELS, PhotoCard
 from app.ui.images import ImageCache, placeholder_pixmap, read_qimage
-from app.ui.viewdata import STATUS_COLOURS, STATUS_LABELS, PhotoCard
 
 THUMB = 176  # longer side of a thumbnail
 THUMB_H = 124  # height of the thumbnail area (most fluke photos are landscape)
