@@ -29,6 +29,9 @@ Methods (:func:`evaluate_methods`): ``local`` (local features alone, no model: m
 ``embedding`` (a bundle's head score of each individual's best photo) and ``fused`` (the two
 combined per query as the app combines them without calibration: model.fusion), side by side on
 one split.
+
+Over 600 lines, one job: the evaluation protocols and their metrics. Where to cut if it grows:
+the splits (seed/open/all) and the per-method scoring could be two modules.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ time, so memory does not grow with the number of photos.
 
 Detector and engine are optional: without them a photo gets no box / no embedding, which
 :func:`detect_missing` and :func:`embed_missing` fill in later.
+
+Over 600 lines, one job: bringing photos into the catalog (finding, reading, checking, boxing,
+describing, committing, relinking). EXIF reading is in :mod:`app.services.photo_metadata`.
 """
 
 from __future__ import annotations

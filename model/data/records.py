@@ -36,6 +36,9 @@ The rules, the same for every caller:
 Files are read as a stream, line by line, without seeking: a pipe (``--labels <(cat x.csv)``)
 works and a million-row file is never held in memory (:func:`open_labels`). Every file this
 module writes goes to a temporary name and is renamed into place (:func:`write_csv_atomic`).
+
+Over 600 lines, one job: this is every rule about a labels file (reading, row checks, writing,
+escaping) in one place, on purpose (issue 18: three readers and four writers became this one).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ in the water, splash, exposure, blur, noise, colour or grayscale and JPEG qualit
 
 Everything is numpy + OpenCV (no torch), vectorised, and deterministic for a seed: photo ``j`` of
 individual ``i`` in a data set of seed ``s`` depends only on ``(s, i, j)``.
+
+Over 600 lines, one job: rendering a synthetic fluke photo (identity, fluke shape, markings, sea,
+camera); splitting it would scatter one renderer's parameters over several files.
 """
 
 from __future__ import annotations
