@@ -5,7 +5,8 @@
 - :mod:`app.services.snapshot`, :mod:`app.services.viewdata`: what the views show, read in one go
   (Snapshot, read_snapshot) and as plain dataclasses (PhotoCard, CandidateCard, MatchTask, ...).
 - :mod:`app.services.importing`: import_photos, import_labelled, detect_missing, embed_missing,
-  ensure_thumbnail, relink, find_photos, read_metadata; ImportReport.
+  ensure_thumbnail, relink, find_photos; ImportReport.
+- :mod:`app.services.photo_metadata`: read_metadata, exif_date (EXIF size, date, GPS, camera).
 - :mod:`app.services.decisions`: confirm, reject, skip, new_individual, identify, set_box,
   confirm_box, mark_junk, describe_merge, merge_individuals, rename_individual, resolve_individual,
   rejected_individuals, undo, redo, can_undo, can_redo, history; Done, HistoryEntry.

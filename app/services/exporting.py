@@ -106,7 +106,7 @@ def photo_date(catalog: Catalog, photo) -> str | None:
     """The day a photo was taken (``YYYY-MM-DD``): from the catalog, else from the file's EXIF now."""
     if photo.taken_at:
         return photo.taken_at[:10]
-    from app.services.importing import read_metadata  # photos imported before their EXIF date was read
+    from app.services.photo_metadata import read_metadata  # photos imported before their EXIF date was read
 
     try:
         taken = read_metadata(catalog.resolve_path(photo))["taken_at"]
