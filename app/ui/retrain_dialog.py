@@ -386,17 +386,7 @@ class RetrainDialog(QDialog):
                 self.plot.add_epoch(int(d["epoch"]), float(d.get("loss", float("nan"))), d.get("val_top5"), d.get("epochs"))
             except (KeyError, TypeError, ValueError):
                 pass
-            parts = [f"epoch {d.get('epoch')}/{d.get('epochs')}"]
-            if d.get("loss") is not None:
-                parts.append(f"loss {float(d['loss']):.4f}")
-            if d.get("val_top5") is not None:
-                parts.append(f"validation top-5 {float(d['val_top5']):.1%}")
-            if d.get("images_per_s"):
-                parts.append(f"{float(d['images_per_s']):.0f} images/s")
-            eta = d.get("eta_s")
-            if eta is not None:
-                parts.append(f"about {format_duration(float(eta))} left")
-            self.status_label.setText(", ".join(parts))
+            self.status_label.setText(retraining.describe_epoch(ev))  # the CLI's wording: one formatter
         elif ev.kind == "start":
             if ev.data.get("epochs"):
                 self.plot.total_epochs = int(ev.data["epochs"])
