@@ -24,3 +24,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def no_shipped_calibration(monkeypatch):
+    """A program shipped without its default calibration: a catalog matches uncalibrated (rank and plain score)."""
+    from app.services import matching
+
+    monkeypatch.setattr(matching, "_shipped_local_calibrator", lambda: None)

@@ -54,7 +54,8 @@ def _task(folder, photo_id):
         s.close()
 
 
-def test_review_without_calibration_shows_no_percentage_and_draws_inliers(qtbot, local_catalog):
+def test_review_without_calibration_shows_no_percentage_and_draws_inliers(qtbot, local_catalog,
+                                                                         no_shipped_calibration):
     from app.ui.images import ImageCache
     from app.ui.match_review import MatchReviewView
 
@@ -94,7 +95,7 @@ def test_review_without_calibration_shows_no_percentage_and_draws_inliers(qtbot,
     view.grab().save(str(SHOTS / "flukeid_local_review_unverified.png"))
 
 
-def test_window_matches_a_catalog_without_model(qtbot, window, local_catalog):
+def test_window_matches_a_catalog_without_model(qtbot, window, local_catalog, no_shipped_calibration):
     folder, queries = local_catalog
     open_and_wait(qtbot, window, folder)
     assert window.session.engine is None
