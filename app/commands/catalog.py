@@ -258,10 +258,10 @@ def _verdict_line(result, codes: dict) -> str:
     if v == "empty":
         return "  -> no candidates: this photo starts a new individual"
     if v == "best_match":
-        return (f"  -> best match: {name} ({top.probability:.0%}; called a match from "
+        return (f"  -> best match: {name} ({matching.percent(top.probability)}; called a match from "
                 f"{result.best_match_threshold:.0%})")
     if v == "new":
-        return f"  -> probably a new individual (best {top.probability:.0%} < {result.threshold:.0%})"
+        return f"  -> probably a new individual (best {matching.percent(top.probability)} < {result.threshold:.0%})"
     if v == "unsure":
         return "  -> no confident match: compare the candidates before deciding"
     if v == "unverified":

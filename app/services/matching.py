@@ -381,6 +381,16 @@ def _embedding_score(gal, engine, q: np.ndarray, individual: int, exclude: set[i
     return float(np.max(np.asarray(engine.score(q, gal.embeddings[rows].astype(np.float32)))))
 
 
+def percent(p: float) -> str:
+    """A calibrated probability as shown: whole percent, but never a promise of certainty
+    (">99%" and "<1%" at the ends: the calibration is measured to a few percent, not to 0.01%)."""
+    if p >= 0.995:
+        return ">99%"
+    if p < 0.005:
+        return "<1%"
+    return f"{p:.0%}"
+
+
 def score_text(c, result, *, short: bool = False) -> str:
     """A candidate's score as the user should read it: a percentage only when calibrated.
 
@@ -390,7 +400,7 @@ def score_text(c, result, *, short: bool = False) -> str:
     (the embedding alone). ``short``: the number alone for a card ("14 ✓", "12.3", "+1.2").
     """
     if result.calibrated and c.probability is not None:
-        return f"{c.probability:.0%}"
+        return percent(c.probability)
     if result.method == "local":
         if short:
             return f"{c.inliers} ✓" if c.inliers else f"{c.votes:.1f}"

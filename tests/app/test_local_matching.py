@@ -347,3 +347,8 @@ def test_one_off_queries_search_exactly(catalog, flukes):
     assert res.candidates and matching.local_index(catalog)[0] is index
     matching.local_index(catalog, exact=False)
     assert index.exact_below < matching.EXACT_ALWAYS
+
+
+def test_a_probability_is_never_shown_as_certain():
+    assert [matching.percent(p) for p in (0.0, 0.004, 0.01, 0.5, 0.99, 0.995, 1.0)] == \
+        ["<1%", "<1%", "1%", "50%", "99%", ">99%", ">99%"]
