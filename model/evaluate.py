@@ -110,6 +110,14 @@ def _known_groups(records: Sequence[Any]) -> dict[str, list[int]]:
     return groups
 
 
+def _multi_photo_groups(records: Sequence[Any], protocol: str) -> dict[str, list[int]]:
+    """The individuals with 2+ photos (their record indices); at least two of them, or DataError."""
+    groups = {k: v for k, v in _known_groups(records).items() if len(v) >= 2}
+    if len(groups) < 2:
+        raise DataError(f"{protocol} protocol needs at least 2 individuals with 2+ photos; found {len(groups)}")
+    return groups
+
+
 def photo_counts(records: Sequence[Any]) -> dict[str, int]:
     """Photos per known individual in the whole record list."""
     return {k: len(v) for k, v in _known_groups(records).items()}
@@ -125,9 +133,7 @@ def seed_split(records: Sequence[Any], seed: int = 0, gallery_fraction: float = 
         DataError: fewer than two individuals have two or more photos.
     """
     rng = np.random.default_rng(seed)
-    groups = {k: v for k, v in _known_groups(records).items() if len(v) >= 2}
-    if len(groups) < 2:
-        raise DataError(f"seed protocol needs at least 2 individuals with 2+ photos; found {len(groups)}")
+    groups = _multi_photo_groups(records, "seed")
     gallery: list[int] = []
     queries: list[int] = []
     for key in sorted(groups):
@@ -180,9 +186,7 @@ def all_split(records: Sequence[Any], seed: int = 0) -> Split:
         DataError: fewer than two individuals have two or more photos.
     """
     rng = np.random.default_rng(seed)
-    groups = {k: v for k, v in _known_groups(records).items() if len(v) >= 2}
-    if len(groups) < 2:
-        raise DataError(f"all protocol needs at least 2 individuals with 2+ photos; found {len(groups)}")
+    groups = _multi_photo_groups(records, "all")
     queries = sorted(int(rng.choice(groups[k])) for k in sorted(groups))
     qset = set(queries)
     gallery = [i for i in range(len(records)) if i not in qset]
