@@ -10,12 +10,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # tests 4x slower (see app.cli.configure_process); set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import gc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# As in the app (app.ui.gcguard): reference cycles are collected on the main thread only, after
+# each test, never by a worker thread that happens to allocate (a cycle holding a widget destroyed
+# on a worker thread crashed the suite).
+gc.disable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_on_main_thread():
+    yield
+    from app.ui.gcguard import collect_if_due
+
+    collect_if_due()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
+from app.ui import gcguard
 from app.ui.main_window import APP, ORG, VIEWS, MainWindow
 from app.ui.qtcompat import guard_refcounts
 from app.ui.theme import apply_theme
@@ -26,6 +27,7 @@ def application(argv: list[str] | None = None) -> QApplication:
         QCoreApplication.setApplicationName(APP)
         app = QApplication(argv or sys.argv[:1])
         apply_theme(app)
+    gcguard.install(app)  # cycles holding Qt objects are destroyed on the GUI thread only
     return app  # type: ignore[return-value]
 
 

@@ -240,9 +240,11 @@ def test_million_row_csv_streams_in_bounded_time_and_memory(tmp_path):
     with open(p, "w") as f:
         f.write("image,individual_id\n")
         f.writelines(f"img_{i}.jpg,W{i % 5000}\n" for i in range(n))
-    t0 = time.monotonic()
+    # CPU time of this thread, not wall time: a busy shared machine (CI next to other jobs) slowed
+    # the wall clock past a 120 s bound once, though the reader itself takes about 9 s of CPU
+    t0 = time.thread_time()
     assert sum(1 for _ in open_labels(p)) == n
-    assert time.monotonic() - t0 < 120  # about 10 s on an idle core
+    assert time.thread_time() - t0 < 60
     # memory: tracemalloc slows reading ~10x, so measure the peak over the first 100,000 rows
     count, peak = streaming_peak(p, 100_000)
     assert count == 100_000
