@@ -12,7 +12,7 @@ import csv
 import pytest
 
 from app.services.importing import BOX_CHECK_BELOW, box_needs_check, import_labelled, import_photos
-from app.ui.snapshot import read_snapshot
+from app.services.snapshot import read_snapshot
 from tests.app.conftest import FakeDetection, write_photo
 
 

@@ -87,9 +87,9 @@ def test_box_editor_drag_corner_and_redraw(qtbot):
 
 
 def test_photo_filters(qtbot):
+    from app.services.viewdata import PhotoCard
     from app.ui.images import ImageCache
     from app.ui.photos_view import PhotosView
-    from app.ui.viewdata import PhotoCard
 
     view = PhotosView(ImageCache())
     qtbot.addWidget(view)

@@ -45,7 +45,7 @@ def local_catalog(tmp_path_factory) -> tuple[Path, list[int]]:
 
 
 def _task(folder, photo_id):
-    from app.ui.session import Session
+    from app.services.review import Session
 
     s = Session.open(folder)
     try:
@@ -111,7 +111,7 @@ def test_window_matches_a_catalog_without_model(qtbot, window, local_catalog, no
 
 
 def _card(i: int, p: float | None, text: str, inliers: int):
-    from app.ui.viewdata import CandidateCard
+    from app.services.viewdata import CandidateCard
 
     return CandidateCard(individual_id=i, label=f"HW-{i:04d}", score=p if p is not None else 12.0 - i, photo_id=i,
                          photo_path="/nowhere.jpg", photo_box=None, photo_count=2, probability=p, score_text=text,
@@ -124,9 +124,9 @@ def _card(i: int, p: float | None, text: str, inliers: int):
     ("new", 0.05, "Probably a new individual", "Best match"),
 ])
 def test_calibrated_banner_claims_only_what_the_thresholds_allow(qtbot, verdict, top_p, expect, refuse):
+    from app.services.viewdata import MatchTask, PhotoCard
     from app.ui.images import ImageCache
     from app.ui.match_review import MatchReviewView
-    from app.ui.viewdata import MatchTask, PhotoCard
 
     cards = [_card(1, top_p, f"{top_p:.0%}", 20), _card(2, 0.02, "2%", 0)]
     task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, verdict == "new", 0.10,

@@ -82,7 +82,7 @@ def test_catalog_from_newer_version_gets_clear_message(qtbot, window, tmp_path):
 def test_a_catalog_another_flukeid_writes_to_is_named_in_use(qtbot, window, tmp_path, monkeypatch):
     from app.catalog import CatalogLockedError
     from app.catalog.lock import LockHolder
-    from app.ui import session as sessions
+    from app.services import review as sessions
 
     def locked(cls, folder, create=False):
         raise CatalogLockedError(tmp_path / "busy", LockHolder(4242, "boat-laptop", "ana", None))
@@ -202,7 +202,7 @@ def test_read_only_catalog_records_nothing_and_says_so(qtbot, window, ui_catalog
 
     from app.catalog import Catalog
     from app.services import importing
-    from app.ui import session as sessions
+    from app.services import review as sessions
 
     folder, new_photos = ui_catalog
     with Catalog.open(folder) as cat:
