@@ -978,7 +978,7 @@ class Catalog:
 
     # ---------------------------------------------------------------- summary
     def stats(self) -> dict:
-        """Counts: photos, individuals, identified photos, unidentified photos, decisions, boxes, models."""
+        """Counts: photos, individuals, identified, unidentified (no-fluke photos apart), decisions, boxes, models."""
         q = lambda sql: int(self._query(sql)[0][0])  # noqa: E731
         identified = q(f"SELECT count(*) FROM ({self._CURRENT_IDS}) WHERE individual_id IS NOT NULL")  # noqa: S608
         photos = q("SELECT count(*) FROM photos")
@@ -987,7 +987,9 @@ class Catalog:
             "photos": photos,
             "individuals": q("SELECT count(*) FROM individuals WHERE merged_into IS NULL"),
             "identified_photos": identified,
-            "unidentified_photos": photos - identified,
+            # the photos still waiting for an identification: a photo marked "no fluke" is not one
+            "unidentified_photos": len(self.unidentified_photo_ids()),
+            "no_fluke_photos": len(self.junk_photo_ids()),
             "photos_with_box": q("SELECT count(DISTINCT photo_id) FROM boxes WHERE x0 IS NOT NULL"),
             "match_decisions": q("SELECT count(*) FROM match_decisions WHERE decision != 'undo'"),
             "actions": q("SELECT count(*) FROM actions"),

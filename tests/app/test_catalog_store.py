@@ -130,6 +130,19 @@ def test_boxes_are_versions_latest_is_current(catalog):
     assert [b.source for b in catalog.box_history(pid)] == ["auto", "manual"]
 
 
+def test_stats_count_no_fluke_photos_apart_from_the_unidentified(catalog):
+    a, b, c = (catalog.add_photo(path=f"/{n}.jpg", sha256=n, size=1) for n in "abc")
+    ind = catalog.add_individual("HW-0001")
+    catalog.add_identification(a, ind, how="manual")
+    catalog.add_box(b, None, source="manual", junk=True)  # marked "no fluke"
+    st = catalog.stats()
+    assert (st["photos"], st["identified_photos"], st["unidentified_photos"], st["no_fluke_photos"]) == (3, 1, 1, 1)
+    catalog.add_box(b, (0, 0, 5, 5), source="manual", confirmed=True)  # the mark undone: a fluke again
+    st = catalog.stats()
+    assert (st["unidentified_photos"], st["no_fluke_photos"]) == (2, 0)
+    assert c in catalog.unidentified_photo_ids()
+
+
 def test_next_code_and_unique_codes(catalog):
     assert catalog.next_code() == "HW-0001"
     catalog.add_individual("HW-0041")
