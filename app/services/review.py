@@ -111,11 +111,13 @@ class Session:
         return importing.import_labelled(self.catalog, csv, images_dir, detector=self.load_detector(),
                                          engine=self.engine, progress=progress, should_stop=should_stop)
 
-    def export(self, fmt: str, path: str, progress=None, should_stop=None):
-        """Write an export file (identifications, kaggle or sightings)."""
+    def export(self, fmt: str, path: str, progress=None, should_stop=None) -> tuple[int, list[str]]:
+        """Write an export file (identifications, kaggle or sightings); returns (rows, notes for the user)."""
         from app.services import exporting
 
-        return exporting.export(self.catalog, fmt, path)
+        notes: list[str] = []
+        rows = exporting.export(self.catalog, fmt, path, notes)
+        return rows, notes
 
     def relink(self, folder: str, progress, should_stop) -> int:
         """Find moved photos under ``folder`` by content (SHA-256) and point the catalog at them."""

@@ -533,8 +533,14 @@ class MainWindow(QMainWindow):
         session = self.session
         if session is None:
             return
-        self.run_job("Exporting", lambda p, s: session.export(fmt, path, p, s),
-                     lambda result: self.notify(f"Exported to {path}.", "info"))
+        def done(result: tuple[int, list[str]]) -> None:
+            rows, notes = result
+            # the notes say what the file does not show (relative paths' root, undated photos left out)
+            text = "".join([f"Exported {rows} row{'s' if rows != 1 else ''} to {html.escape(path)}.",
+                            *(f"<br>Note: {html.escape(n)}." for n in notes)])
+            self.notify(text, "info")
+
+        self.run_job("Exporting", lambda p, s: session.export(fmt, path, p, s), done)
 
     def relink_dialog(self) -> None:
         if self.session is None or self.snapshot is None:

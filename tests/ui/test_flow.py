@@ -103,7 +103,16 @@ def test_import_box_match_undo_redo_new_export(qtbot, window, ui_catalog, tmp_pa
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) >= 12
-    assert "Exported" in window.notification.label.text()
+    text = window.notification.label.text()
+    assert f"Exported {len(rows)} rows to" in text
+    assert "Note: image paths are relative to" in text  # what the file alone does not say
+
+    # the sightings table leaves the undated photos out, and the notification says how many
+    out = tmp_path / "sightings.csv"
+    window.export("sightings", str(out))
+    wait_idle(qtbot, window)
+    assert out.is_file()
+    assert "without a date" in window.notification.label.text()
 
 
 def test_reject_keeps_photo_and_shows_next_candidate(qtbot, window, ui_catalog):
