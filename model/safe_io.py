@@ -276,6 +276,13 @@ def sha256_bounded(path: str | Path, *, max_bytes: int, what: str = "photo", chu
     return h.hexdigest(), n
 
 
+def is_absolute_name(name: str) -> bool:
+    """True when a labels row's image name is an absolute path (POSIX, a drive letter or a UNC share)."""
+    text = str(name)
+    return text.startswith(("/", "\\")) or (len(text) > 1 and text[1] == ":" and text[0].isalpha()) \
+        or Path(text).is_absolute()
+
+
 def resolve_inside(base: str | Path, name: str, *, allow_absolute: bool = False) -> Path:
     """The file a labels row names: ``base / name``, refused when it leaves ``base``.
 
@@ -289,9 +296,7 @@ def resolve_inside(base: str | Path, name: str, *, allow_absolute: bool = False)
     text = str(name)
     if "\0" in text:
         raise InputError(None, f"image name {text!r} contains a NUL byte")
-    posix_abs = text.startswith(("/", "\\"))
-    drive_abs = len(text) > 1 and text[1] == ":" and text[0].isalpha()
-    if posix_abs or drive_abs or Path(text).is_absolute():
+    if is_absolute_name(text):
         if not allow_absolute:
             raise InputError(None, f"image {text!r} is an absolute path; photos named in a labels file must be "
                              f"inside the images folder {base} (allow absolute paths explicitly to import it)")

@@ -92,6 +92,7 @@ class ImportReport:
     cancelled: bool = False
     seconds: float = 0.0
     feature_errors: list[tuple[str, str]] = field(default_factory=list)  # imported, but no local features
+    absolute_refused: int = 0  # labels rows refused only for naming a photo by absolute path
 
     def add_error(self, path: str, problem: str) -> None:
         """Record a file that could not be imported (the first MAX_LISTED_ERRORS are kept by name)."""
@@ -615,6 +616,7 @@ def import_labelled(catalog: Catalog, labels_csv: str | Path, images_dir: str | 
                 report.add_error(f"{shown} line {issue.line} ({issue.image or 'no image'})", issue.problem)
             report.errors_not_listed += rows.issue_count - max(passed, len(rows.issues))
             passed = rows.issue_count
+            report.absolute_refused = rows.absolute_refused
 
         def items() -> Iterator[tuple[Path, LabelledPhoto]]:
             with rows:

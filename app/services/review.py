@@ -104,12 +104,14 @@ class Session:
         return importing.import_photos(self.catalog, paths, detector=self.load_detector(), engine=self.engine,
                                        progress=progress, should_stop=should_stop)
 
-    def import_labelled(self, csv: str, images_dir: str | None, progress, should_stop):
-        """Import a labels.csv / Kaggle train.csv with its photos."""
+    def import_labelled(self, csv: str, images_dir: str | None, progress, should_stop, *,
+                        allow_absolute: bool = False):
+        """Import a labels.csv / Kaggle train.csv with its photos (``allow_absolute``: see importing)."""
         from app.services import importing
 
         return importing.import_labelled(self.catalog, csv, images_dir, detector=self.load_detector(),
-                                         engine=self.engine, progress=progress, should_stop=should_stop)
+                                         engine=self.engine, progress=progress, should_stop=should_stop,
+                                         allow_absolute=allow_absolute)
 
     def export(self, fmt: str, path: str, progress=None, should_stop=None) -> tuple[int, list[str]]:
         """Write an export file (identifications, kaggle or sightings); returns (rows, notes for the user)."""

@@ -512,12 +512,29 @@ class MainWindow(QMainWindow):
         if chosen:
             self.import_labelled(*chosen)
 
-    def import_labelled(self, csv: str, images_dir: str) -> None:
+    def import_labelled(self, csv: str, images_dir: str, allow_absolute: bool = False) -> None:
+        """Import a labels file; rows naming photos by absolute path are refused unless ``allow_absolute``.
+
+        When some were refused, the notification offers to import them too (the CLI's
+        ``--allow-absolute-paths``): the user sees the paths first and decides.
+        """
         session = self.session
         if session is None:
             return
-        self.run_job("Importing a labelled catalog", lambda p, s: session.import_labelled(csv, images_dir, p, s),
-                     lambda report: (self.notify(sessions.describe_import(report)), self.refresh()))
+
+        def done(report) -> None:
+            action = None
+            if report.absolute_refused and not allow_absolute:
+                n = report.absolute_refused
+                action = (f"Import the {n} absolute path{'s' if n != 1 else ''} too",
+                          lambda: self.import_labelled(csv, images_dir, allow_absolute=True))
+            kind = "warning" if sessions.import_had_errors(report) else "info"
+            self.notify(html.escape(sessions.describe_import(report)), kind, action)
+            self.refresh()
+
+        self.run_job("Importing a labelled catalog",
+                     lambda p, s: session.import_labelled(csv, images_dir, p, s, allow_absolute=allow_absolute),
+                     done)
 
     def export_dialog(self) -> None:
         if self.session is None:
@@ -533,6 +550,7 @@ class MainWindow(QMainWindow):
         session = self.session
         if session is None:
             return
+
         def done(result: tuple[int, list[str]]) -> None:
             rows, notes = result
             # the notes say what the file does not show (relative paths' root, undated photos left out)

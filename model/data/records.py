@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.errors import DataError
-from model.safe_io import InputError, resolve_inside
+from model.safe_io import InputError, is_absolute_name, resolve_inside
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in photo pixels
 LABEL_COLUMNS = ("image", "individual_id", "id_known", "x0", "y0", "x1", "y1")
@@ -300,6 +300,8 @@ class LabelRows:
         images_dir: the folder image names are relative to (chosen at the first row when not given).
         issues: the first :data:`MAX_ISSUES` bad rows; ``issue_count`` counts them all.
         rows_read: non-blank rows read so far (good and bad).
+        absolute_refused: rows refused because they name a photo by absolute path (with
+            ``confine`` and not ``allow_absolute``): the caller may offer to allow them.
     """
 
     def __init__(self, path: Path, images_dir: Path | None, *, check_images: bool,
@@ -311,6 +313,7 @@ class LabelRows:
         self.images_dir = images_dir
         self.issues: list[LabelIssue] = []
         self.issue_count = 0
+        self.absolute_refused = 0  # rows refused only because they name a photo by absolute path
         self.rows_read = 0
         self._check_images = check_images
         self._max_bytes = max_bytes
@@ -492,6 +495,8 @@ class LabelRows:
             try:
                 path = resolve_inside(self.images_dir, image, allow_absolute=self._allow_absolute)
             except InputError as exc:
+                if not self._allow_absolute and is_absolute_name(image):
+                    self.absolute_refused += 1
                 self._issue(line, image, exc.problem)
                 return None
         else:

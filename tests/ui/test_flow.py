@@ -207,3 +207,26 @@ def test_redrawn_box_is_recorded_and_undone(qtbot, window, ui_catalog):
     undone = cat.current_box(photo.photo_id)
     assert undone.box == pytest.approx(before.box) and not undone.confirmed
     assert len(cat.box_history(photo.photo_id)) == 3  # detector, redrawn, undo: nothing overwritten
+
+
+def test_labelled_import_offers_to_import_rows_with_absolute_paths(qtbot, window, ui_catalog, tmp_path):
+    folder, new_photos = ui_catalog
+    open_and_wait(qtbot, window, folder)
+    before = window.session.catalog.photo_count()
+    labels = tmp_path / "more.csv"
+    with open(labels, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "individual_id"])
+        w.writerow([new_photos[0].name, "HW-0001"])  # inside the images folder
+        w.writerow([str(new_photos[1].resolve()), "HW-0002"])  # an absolute path: refused unless allowed
+    window.import_labelled(str(labels), str(new_photos[0].parent))
+    wait_idle(qtbot, window)
+    bar = window.notification
+    assert window.session.catalog.photo_count() == before + 1
+    assert "absolute path" in bar.label.text()
+    assert bar.action_btn.isVisibleTo(window) and "1 absolute path" in bar.action_btn.text()
+
+    bar.action_btn.click()  # the user has seen the path and allows it
+    wait_idle(qtbot, window)
+    assert window.session.catalog.photo_count() == before + 2
+    assert not bar.action_btn.isVisibleTo(window)  # nothing left to offer
