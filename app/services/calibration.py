@@ -17,7 +17,6 @@ dated, with its pair counts) and used by every match from then on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +24,8 @@ import numpy as np
 from app.catalog import Catalog
 from app.services import local_features as lf
 from app.services import matching
+from app.services.jobs import ProgressFn, StopFn
 from model.api import FlukeidError, ImageError, Interrupted
-
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 
 # Fewer pairs than this of either kind and no calibration is fitted: a logistic fit of four or five
 # inputs needs some tens of examples of each class to be stable, and the best-match threshold is

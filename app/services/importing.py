@@ -19,7 +19,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from app.catalog import Catalog, CatalogError, ReadOnlyError
+from app.services.jobs import ProgressFn, StopFn, each_photo
 from app.services.photo_metadata import read_metadata
 from model.api import (
     MAX_LABELS_BYTES,
@@ -48,9 +49,6 @@ from model.api import (
     open_labels,
     sha256_bounded,
 )
-
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
 HEIC_EXTENSIONS = {".heic", ".heif"}
@@ -652,26 +650,24 @@ def detect_missing(catalog: Catalog, detector, progress: ProgressFn | None = Non
     who = who or catalog.user
     todo = [p.id for p in catalog.iter_photos() if catalog.current_box(p.id) is None]
     t0 = time.perf_counter()
-    for i, pid in enumerate(todo):
-        if should_stop is not None and should_stop():
-            report.cancelled = True
-            err = Interrupted(f"detection stopped after {i} of {len(todo)} photos")
-            err.report = report  # type: ignore[attr-defined]
-            raise err
-        if progress is not None:
-            progress(i / max(len(todo), 1), f"detecting {i + 1}/{len(todo)}")
-        try:
-            image, scale = _photo_image(catalog, pid)
-        except ImageError as exc:
-            report.add_error(exc.path, exc.problem)
-            continue
-        det = detector.detect(image)
-        with catalog.transaction(durable=False):
-            if catalog.current_box(pid) is None:
-                catalog.add_box(pid, _scale_box(det.box, scale) if det is not None else None,
-                                source=box_source(det) if det is not None else "none",
-                                confidence=float(det.confidence) if det is not None else 0.0, who=who)
-        report.imported.append(pid)
+    try:
+        for pid in each_photo(todo, "detection", progress=progress, should_stop=should_stop, report=report,
+                              step="detecting {i}/{n}"):
+            try:
+                image, scale = _photo_image(catalog, pid)
+            except ImageError as exc:
+                report.add_error(exc.path, exc.problem)
+                continue
+            det = detector.detect(image)
+            with catalog.transaction(durable=False):
+                if catalog.current_box(pid) is None:
+                    catalog.add_box(pid, _scale_box(det.box, scale) if det is not None else None,
+                                    source=box_source(det) if det is not None else "none",
+                                    confidence=float(det.confidence) if det is not None else 0.0, who=who)
+            report.imported.append(pid)
+    except Interrupted:
+        report.cancelled = True
+        raise
     report.seconds = time.perf_counter() - t0
     return report
 

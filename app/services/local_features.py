@@ -15,16 +15,15 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from app.catalog import Catalog, CatalogError
-from model.api import DataError, ImageError, Interrupted, load_image
+from app.services.jobs import ProgressFn, StopFn, each_photo
+from model.api import DataError, ImageError, load_image
 
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 MODEL_SIDE = 1024  # same decoding as app.services.importing
 
 
@@ -199,13 +198,7 @@ def compute_missing_local_features(catalog: Catalog, *, progress: ProgressFn | N
         raise ReadOnlyError(f"{catalog.root}: {len(todo)} photos need local features but the catalog is "
                             f"read-only ({catalog.readonly_reason})")
     try:
-        for i, pid in enumerate(todo):
-            if should_stop is not None and should_stop():
-                err = Interrupted(f"local features stopped after {i} of {len(todo)} photos")
-                err.report = report  # type: ignore[attr-defined]
-                raise err
-            if progress is not None:
-                progress(i / max(len(todo), 1), f"local features {i + 1}/{len(todo)}")
+        for pid in each_photo(todo, "local features", progress=progress, should_stop=should_stop, report=report):
             try:
                 compute_photo_features(catalog, pid)
             except ImageError as exc:

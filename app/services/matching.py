@@ -23,11 +23,10 @@ import numpy as np
 
 from app.catalog import Catalog, CatalogError
 from app.services import local_features as lf
+from app.services.jobs import ProgressFn, StopFn, each_photo
 from model.api import FUSION_SHORTLIST as SHORTLIST  # individuals each signal proposes before fusion
-from model.api import ImageError, Interrupted, load_image
+from model.api import ImageError, load_image
 
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 MODEL_SIDE = 1024  # same decoding as app.services.importing
 
 
@@ -487,11 +486,8 @@ def embed_missing(catalog: Catalog, engine, model_version: str | None = None, *,
         todo = [pid for pid in todo if pid in wanted]
     out: dict = {"embedded": [], "errors": [], "seconds": 0.0}
     t0 = time.perf_counter()
-    for i, pid in enumerate(todo):
-        if should_stop is not None and should_stop():
-            raise Interrupted(f"embedding stopped after {i} of {len(todo)} photos")
-        if progress is not None:
-            progress(i / max(len(todo), 1), f"Embedding photo {i + 1}/{len(todo)}")
+    for pid in each_photo(todo, "embedding", progress=progress, should_stop=should_stop, report=out,
+                          step="Embedding photo {i}/{n}"):
         try:
             image, box = _image_and_box(catalog, pid)
         except ImageError as exc:

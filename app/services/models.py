@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from app.services.jobs import ProgressFn, StopFn
 from model.api import BundleError, FlukeidError, Interrupted
 
-ProgressFn = Callable[[float, str], None]
-StopFn = Callable[[], bool]
 MANIFEST = "manifest.json"
 
 
