@@ -201,6 +201,8 @@ class MatchReviewView(QWidget):
         self.reject_btn = QPushButton("Not this one  (R)")
         self.skip_btn = QPushButton("Skip  (S)")
         self.confirm_btn = QPushButton("Confirm  (1)")
+        self._empty_text = self.EMPTY
+        self.pending: str | None = None  # what is being waited for, while the next task is computed
         self.empty = QLabel(self.EMPTY)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setObjectName("emptyMessage")
@@ -288,12 +290,28 @@ class MatchReviewView(QWidget):
     HEATMAP_TIP = ("What the network looked at: green = strong, varied features; magenta = where feature "
                    "maxima fall; white = both")
 
+    PENDING = "Finding the most likely individuals for the next photo…"
+
     def set_empty_message(self, text: str | None) -> None:
         """What the view says when there is no photo to show (None: the default)."""
-        self.empty.setText(text or self.EMPTY)
+        self._empty_text = text or self.EMPTY
+        if self.pending is None:
+            self.empty.setText(self._empty_text)
+
+    def set_pending(self, text: str | None = PENDING) -> None:
+        """Say that the next photo's candidates are being found (None: no longer): never "every photo is
+        identified" while photos are left. Showing a task ends it."""
+        self.pending = text
+        if text is not None:
+            self.task = None
+            self.content.setVisible(False)
+            self.empty.setVisible(True)
+        self.empty.setText(text if text is not None else self._empty_text)
 
     def set_task(self, task: MatchTask | None) -> None:
         """Show a query and its candidates (None: nothing left to identify)."""
+        if task is not None or self.pending is not None:
+            self.set_pending(None)
         self.task = task
         self.rejected_ranks = set() if task is None else self._ranks_of(task.rejected)
         self._heatmaps = {}

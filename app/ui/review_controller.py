@@ -30,6 +30,7 @@ class ReviewController(QObject):
         self.w = window
         self.view = window.match_review
         self.queue = ReviewQueue()  # which photo the match review shows next (Qt-free)
+        self._pending_id: int | None = None  # the photo whose match is being computed for the view
         window.box_review.box_accepted.connect(self._on_box_accepted)
         window.box_review.junk_marked.connect(self._on_junk)
         self.view.confirmed.connect(self._on_confirm)
@@ -70,7 +71,8 @@ class ReviewController(QObject):
         if current is not None and current.photo.photo_id not in ids:
             self.view.set_task(None)
         self.view.set_remaining(len(ids))
-        if self.view.task is None and self.w.tabs.currentWidget() is self.view:
+        waiting = self._pending_id is not None and self._pending_id in ids  # its match is on the way
+        if self.view.task is None and not waiting and self.w.tabs.currentWidget() is self.view:
             self.show_next()
         elif self.queue.prefetched is None:
             self._prefetch()
@@ -82,10 +84,12 @@ class ReviewController(QObject):
     def show_next(self) -> None:
         pid = self.queue.next_id(self._shown_id())
         if pid is None:
+            self._pending_id = None
             self.view.set_task(None)
             return
         pre = self.queue.take_prefetched(pid)
         if pre is not None:
+            self._pending_id = None
             self.view.set_task(pre)
             self.w.match_shown.emit(pre)
             self._sync_rejections(pid)  # read before the latest decisions were written, maybe
@@ -98,10 +102,14 @@ class ReviewController(QObject):
         if session is None:  # local features match with no model
             return
         remaining = len(self.queue)
+        if self.view.task is None or self.view.task.photo.photo_id != photo_id:
+            self.view.set_pending()  # not "every photo is identified" while its candidates are found
+        self._pending_id = photo_id
 
         def done(task: MatchTask) -> None:
-            if session is not self.w.session:
-                return
+            if session is not self.w.session or self._pending_id != photo_id:
+                return  # another catalog, or another photo was asked for since
+            self._pending_id = None
             task.remaining = remaining
             self.view.set_task(task)
             self.w.match_shown.emit(task)
@@ -109,6 +117,9 @@ class ReviewController(QObject):
 
         def failed(exc) -> None:
             # e.g. its file is missing: leave it aside for now (the error is shown) and go on
+            if self._pending_id == photo_id:
+                self._pending_id = None
+                self.view.set_pending(None)
             if session is self.w.session and photo_id in self.queue:
                 self.queue.decided(photo_id)
                 current = self.view.task

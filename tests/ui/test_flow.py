@@ -230,3 +230,28 @@ def test_labelled_import_offers_to_import_rows_with_absolute_paths(qtbot, window
     wait_idle(qtbot, window)
     assert window.session.catalog.photo_count() == before + 2
     assert not bar.action_btn.isVisibleTo(window)  # nothing left to offer
+
+
+def test_while_the_next_photo_is_matched_the_review_says_so(qtbot, window, ui_catalog, monkeypatch):
+    import threading
+
+    _open_with_field_photos(qtbot, window, ui_catalog, 3)
+    window.show_view("match")
+    first = _match_task(qtbot, window)
+    review = window.match_review
+    wait_idle(qtbot, window)
+    gate = threading.Event()
+    session_type = type(window.session)
+    real_match = session_type.match
+    monkeypatch.setattr(session_type, "match", lambda self, pid: (gate.wait(30), real_match(self, pid))[1])
+    window.activateWindow()
+    qtbot.waitActive(window)
+    qtbot.keyClick(window.tabs.tabBar(), Qt.Key.Key_1)  # confirm: the next photo must be matched anew
+    qtbot.waitUntil(lambda: review.task is None, timeout=10000)
+    qtbot.wait(300)  # the catalog is read again meanwhile
+    assert review.empty.isVisible() and review.empty.text() == review.PENDING
+    assert "Every photo is identified" not in review.empty.text()
+    gate.set()
+    qtbot.waitUntil(lambda: review.task is not None, timeout=30000)
+    assert review.task.photo.photo_id != first.photo.photo_id
+    assert not review.empty.isVisible()
