@@ -64,7 +64,7 @@ def _stamp_dates(rows: list, rng: random.Random) -> dict[Path, datetime]:
 
 def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = None, individuals: int = 30,
                         seed: int = 3, detector=None, progress: ProgressFn | None = None,
-                        should_stop: Callable[[], bool] | None = None) -> Path:
+                        should_stop: Callable[[], bool] | None = None, calibrate: bool = True) -> Path:
     """Build the demo catalog in ``folder`` unless a complete one is there already.
 
     Args:
@@ -74,6 +74,9 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
         seed: the synthetic data set's seed.
         detector: the fluke detector (default: :func:`model.api.default_detector`).
         progress, should_stop: the usual job callbacks.
+        calibrate: fit the match confidence on the catalogued whales (as ``flukeid calibrate``
+            does), so the demo shows calibrated probabilities; skipped when there are too few
+            pairs (a tiny demo shows ranked scores).
 
     Returns:
         The catalog folder.
@@ -142,8 +145,16 @@ def create_demo_catalog(folder: str | Path, *, bundle_dir: str | Path | None = N
                                   progress=sub(0.4, 0.75), should_stop=should_stop)
         report(0.75, "importing new field photos")
         new_report = importing.import_photos(cat, [r.path for r in fresh],
-                                             detector=detector, engine=engine, progress=sub(0.75, 0.95),
+                                             detector=detector, engine=engine, progress=sub(0.75, 0.85),
                                              should_stop=should_stop)
+        if calibrate:
+            from app.services import calibration
+
+            report(0.85, "calibrating the match confidence on the catalogued whales")
+            try:
+                calibration.calibrate(cat, engine, progress=sub(0.85, 0.99), should_stop=should_stop)
+            except calibration.NotEnoughPairs:
+                pass  # a tiny demo: the review shows ranked scores, as any uncalibrated catalog does
         # half of the new photos already had their box checked
         for pid in new_report.imported[::2]:
             box = cat.current_box(pid)

@@ -60,7 +60,7 @@ def run_self_test(*, individuals: int = 4, seed: int = 11) -> SelfTestReport:
         with tempfile.TemporaryDirectory(prefix="flukeid-selftest-") as tmp:
             t0 = time.perf_counter()
             folder = demo.create_demo_catalog(Path(tmp) / "catalog", individuals=individuals, seed=seed,
-                                              detector=detector)
+                                              detector=detector, calibrate=False)
             with Catalog.open(folder, mode="read") as cat:
                 report.add("temporary catalog built", cat.photo_count() > 0,
                            f"{cat.photo_count()} photos in {time.perf_counter() - t0:.1f} s")

@@ -15,12 +15,14 @@ def test_demo_catalog_is_built_once_and_screenshots_render(qtbot, tmp_path, tiny
     from app.ui.app import take_screenshots
 
     folder = tmp_path / "demo"
-    create_demo_catalog(folder, bundle_dir=tiny_bundle, individuals=5)
+    create_demo_catalog(folder, bundle_dir=tiny_bundle, individuals=10)
     assert is_demo_ready(folder)
     with Catalog.open(folder, mode="read") as cat:
         st = cat.stats()
         assert st["identified_photos"] > 0 and st["unidentified_photos"] > 0
         assert st["active_model"] == "tiny-v1"
+        # fitted on its catalogued whales: the demo shows calibrated probabilities
+        assert [c.kind for c in cat.calibrations()] == ["fused:tiny-v1"]
         dated = [p.taken_at for p in cat.photos() if p.taken_at]
         assert len(dated) == st["photos"]
     # already there: no rebuild (nothing generated, the database file untouched)
@@ -30,7 +32,7 @@ def test_demo_catalog_is_built_once_and_screenshots_render(qtbot, tmp_path, tiny
         raise AssertionError("the demo catalog was built again")
 
     monkeypatch.setattr("model.api.generate_dataset", no_rebuild)
-    assert create_demo_catalog(folder, bundle_dir=tiny_bundle, individuals=5) == folder
+    assert create_demo_catalog(folder, bundle_dir=tiny_bundle, individuals=10) == folder
     after = (folder / "catalog.sqlite").stat()
     assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
     monkeypatch.undo()
