@@ -66,6 +66,8 @@ class CandidateCardWidget(QFrame):
         self.name.setObjectName("cardName")
         self.details = QLabel()
         self.details.setObjectName("cardDetails")
+        for label in (self.name, self.details):  # a long name or date gives way, never the score
+            label.setMinimumWidth(1)
         self.score = QLabel()
         self.score.setObjectName("cardScore")
         self.score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -248,7 +250,7 @@ class MatchReviewView(QWidget):
         cards_col.addWidget(keys)
         side = QWidget()
         side.setLayout(cards_col)
-        side.setFixedWidth(400)
+        side.setFixedWidth(430)  # a card fits a two-word name beside ">99%"
         body = QHBoxLayout()
         body.addLayout(left, 1)
         body.addWidget(side)

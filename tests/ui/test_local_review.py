@@ -148,3 +148,29 @@ def test_calibrate_from_the_window_says_why_it_cannot(qtbot, window, local_catal
     wait_idle(qtbot, window)
     text = window.notification.label.text()
     assert "not enough pairs" in text and "at least 20" in text  # 8 identified photos: 8 same-individual pairs
+
+
+def test_a_card_shows_a_named_individual_and_its_probability_whole(qtbot):
+    from dataclasses import replace
+
+    from app.services.viewdata import MatchTask, PhotoCard
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+    from app.ui.theme import STYLE
+
+    card = replace(_card(4, 0.995, ">99%", 30), label="HW-0004 Pepper", score_short=">99%", photo_count=1,
+                   last_seen="2022-08-27")
+    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), [card], False, 0.10,
+                     calibrated=True, best_match_threshold=0.90, verdict="best_match")
+    view = MatchReviewView(ImageCache())
+    view.setStyleSheet(STYLE)  # the app's fonts and sizes, as the user sees the card
+    qtbot.addWidget(view)
+    view.resize(1440, 900)
+    view.show()
+    view.set_task(task)
+    qtbot.waitExposed(view)
+    shown = view.cards[0]
+    panel = shown.parentWidget()
+    for label in (shown.score, shown.name):  # neither is cut off, by the card or by the panel holding it
+        assert label.width() >= label.sizeHint().width(), label.objectName()
+        assert panel.rect().contains(label.geometry().translated(shown.pos())), label.objectName()
