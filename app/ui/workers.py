@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,22 @@ class _Runnable(QRunnable):
                 sig.result.emit(value)
         finally:
             sig.finished.emit()
+            # the pool may keep this runnable's wrapper after it ran: hold nothing of the job
+            self._fn = self._job = self._progress = None
+
+
+def _release(signals: JobSignals) -> None:
+    """Disconnect a finished job's slots: Qt holds them (out of the garbage collector's sight) and
+    they hold the job and whatever they captured (a session, its descriptor index), so without this
+    every job ever run stayed in memory."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a signal with no slot connected
+        for sig in (signals.progress, signals.event, signals.result, signals.error, signals.cancelled,
+                    signals.finished):
+            try:
+                sig.disconnect()
+            except (RuntimeError, TypeError):
+                pass
 
 
 class JobRunner(QObject):
@@ -233,12 +250,15 @@ class JobRunner(QObject):
         def finished(j: Job = job) -> None:
             j.settled = j.done = True
             self._jobs.discard(j)
-            if self.accepting(alive):
-                if on_finished:
-                    on_finished()
-                self.job_finished.emit(j)
-            else:
-                self.dropped += 1
+            try:
+                if self.accepting(alive):
+                    if on_finished:
+                        on_finished()
+                    self.job_finished.emit(j)
+                else:
+                    self.dropped += 1
+            finally:
+                _release(j.signals)
 
         sig.finished.connect(finished)
         self._jobs.add(job)
@@ -278,5 +298,7 @@ class JobRunner(QObject):
         ended = self.pool.waitForDone(msecs)
         for j in self._jobs:
             j.settled = j.done = True
+            if ended:
+                _release(j.signals)  # (a job still running keeps its signals: it emits into them)
         self._jobs.clear()
         return ended

@@ -137,3 +137,25 @@ def test_closing_the_window_leaves_no_job_behind(qtbot, settings, ui_catalog):
     qtbot.wait(300)  # queued signals of the jobs arrive now: none reaches a slot
     assert failures == []
     assert win.jobs.submit("late", lambda p, s: 1).done
+
+
+def test_a_finished_job_and_what_its_slots_captured_are_freed(qtbot):
+    import gc
+    import weakref
+
+    class Captured:  # stands for what a slot closes over: a session and its descriptor index
+        pass
+
+    runner = JobRunner()
+    results: list = []
+    refs = []
+    for _ in range(3):
+        captured = Captured()
+        job = runner.submit("work", lambda p, s: 42, on_result=lambda v, c=captured: results.append((v, c)),
+                            on_finished=lambda c=captured: None)
+        qtbot.waitUntil(lambda j=job: j.done, timeout=10000)
+        refs.append((weakref.ref(job), weakref.ref(captured)))
+        del job, captured
+    results.clear()
+    gc.collect()
+    assert [(j() is None, c() is None) for j, c in refs] == [(True, True)] * 3
