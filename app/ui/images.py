@@ -77,6 +77,8 @@ class _LoadTask(QRunnable):
             image = self.loader()
         except Exception:  # noqa: BLE001 - a bad photo shows as a placeholder
             image = QImage()
+        finally:
+            self.loader = None  # the pool may keep the wrapper after the run (see workers._Runnable)
         self.signals.loaded.emit(self.key, image)
 
 
