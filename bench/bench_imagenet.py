@@ -16,6 +16,12 @@ Sets: humpback_kaggle2019_v2 (protocol ``all``), the right whales of cetacean_ph
 --min-photos 2 --max-photos 8``; ``all``). The figures choose the bundle's input size among a handful
 on these same queries: an upper bound for that choice, not a held-out measurement.
 Writes docs/bench/imagenet_sweep.md. Nothing is trained; nothing is written outside /tmp and docs/.
+
+    python -m bench.bench_imagenet --evals DIR
+
+renders the ``flukeid evaluate --json`` results in DIR (files ``<set>_<protocol>[-s<seed>]_<bundle>.json``,
+written by the commands listed in :data:`EVAL_COMMANDS`) as docs/bench/imagenet.md: local, embedding
+and fused side by side for the frozen ImageNet bundle and the demo bundle.
 """
 
 from __future__ import annotations
@@ -128,12 +134,88 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
+# How the --evals results were made (B: the bundle, `imagenet` or `demo`; RW: the `rw:` rows of
+# cetacean_photoid_eval_v1/labels.csv with its header, in a file of their own).
+EVAL_COMMANDS = {
+    "humpback": ("flukeid evaluate --data ../shared/data/humpback_kaggle2019_v2/labels.csv --protocol all "
+                 "[--seed S] --bundle B --device cpu --json"),
+    "rw": ("flukeid evaluate --data RW --images ../shared/data/cetacean_photoid_eval_v1/images --protocol seed|open "
+           "--bundle B --device cpu --json"),
+    "synth": ("flukeid synth --individuals 80 --seed 11 --size 768x512 --min-photos 2 --max-photos 8 --out S && "
+              "flukeid evaluate --data S/labels.csv --protocol all|seed --bundle B --device cpu --json"),
+}
+EVAL_SETS = {"humpback": "humpback_kaggle2019_v2 (real)", "rw": "right whales (real, cetacean_photoid_eval_v1 `rw:`)",
+             "synth": "synthetic flukes (seed 11, 80 individuals)"}
+BUNDLES = {"imagenet": "frozen ImageNet EfficientNet-Lite0", "demo": "demo (synthetic-trained)"}
+
+
+def read_evals(folder: Path) -> list[dict]:
+    """One row per (set, protocol, seed, bundle, method) from ``flukeid evaluate --json`` files."""
+    rows = []
+    for f in sorted(folder.glob("*.json")):
+        stem, _, bundle = f.stem.rpartition("_")
+        data, _, proto = stem.partition("_")
+        proto, _, seed = proto.partition("-s")
+        d = json.loads(f.read_text())
+        for method, r in d["methods"].items():
+            rows.append({"set": data, "protocol": proto, "seed": int(seed or 0), "bundle": bundle, "method": method,
+                         **r["overall"], "by_photos": {k: v["top5"] for k, v in r.get("by_photos", {}).items()},
+                         "info": r["info"], "seconds": d.get("seconds")})
+    return rows
+
+
+def render_evals(rows: list[dict], measured: str, where: str) -> str:
+    lines = ["## The embedding half of a new catalog: frozen ImageNet EfficientNet-Lite0 against the demo bundle", "",
+             f"`flukeid evaluate ... --json` (commands below), rendered by `python -m bench.bench_imagenet --evals DIR` "
+             f"· {where} · {measured}", "",
+             "Local features alone need no model, so their row is the same with either bundle (measured in both runs; "
+             "the IVF index trains on a random sample, so a run may differ from another by a query). Fused: the app's "
+             "uncalibrated rule (model/fusion.py: the union of both signals' 10 best individuals, z(local) + "
+             "z(embedding)). Neither bundle saw any of these photos.", "",
+             "Top-1 / top-5 (the detail, MAP@5 and top-5 by photos per individual, follows):", "",
+             "| set | protocol (split seed) | queries | local | ImageNet: embedding | ImageNet: fused | "
+             "demo: embedding | demo: fused |", "|---|---|---:|---|---|---|---|---|"]
+    order = {"humpback": 0, "rw": 1, "synth": 2}
+    rows = sorted(rows, key=lambda r: (order.get(r["set"], 9), r["protocol"], r["seed"],
+                                       ("local", "embedding", "fused").index(r["method"]), r["bundle"] != "imagenet"))
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["set"], r["protocol"], r["seed"])
+        col = "local" if r["method"] == "local" else f"{r['bundle']} {r['method']}"
+        cells.setdefault(key, {"n": r["n"]}).setdefault(col, f"{100 * r['top1']:.1f}% / {100 * r['top5']:.1f}%")
+    for (data, proto, seed), c in cells.items():
+        lines.append(f"| {EVAL_SETS.get(data, data)} | {proto} ({seed}) | {c['n']} | " + " | ".join(
+            c.get(col, "-") for col in ("local", "imagenet embedding", "imagenet fused", "demo embedding", "demo fused"))
+            + " |")
+    lines += ["", "| set | protocol (split seed) | queries | method | bundle | top-1 | top-5 | MAP@5 | top-5 by photos |",
+              "|---|---|---:|---|---|---:|---:|---:|---|"]
+    seen = set()
+    for r in rows:
+        key = (r["set"], r["protocol"], r["seed"])
+        if r["method"] == "local":
+            if key in seen:
+                continue
+            seen.add(key)
+        bundle = "none" if r["method"] == "local" else BUNDLES.get(r["bundle"], r["bundle"])
+        buckets = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in r["by_photos"].items())
+        lines.append(f"| {EVAL_SETS.get(r['set'], r['set'])} | {r['protocol']} ({r['seed']}) | {r['n']} | {r['method']} | "
+                     f"{bundle} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['map5']:.3f} | {buckets} |")
+    lines += ["", "Commands (B = the bundle folder):", ""]
+    lines += [f"- {EVAL_SETS[k]}: `{v}`" for k, v in EVAL_COMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="224x224,256x256,192x384", help="input sizes HxW, comma-separated")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=Path("/tmp/flukeid_imagenet/sweep.json"))
+    p.add_argument("--evals", type=Path, default=None, help="render flukeid evaluate --json results from DIR")
+    p.add_argument("--measured", default=None, help="with --evals: when they were measured (default: now)")
     a = p.parse_args(argv)
+    if a.evals is not None:
+        write_fragment("imagenet", render_evals(read_evals(a.evals), a.measured or utc_now(), machine()))
+        return 0
     configure_process()
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     res = run(sizes, a.threads)
