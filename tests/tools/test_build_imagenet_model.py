@@ -111,3 +111,37 @@ def test_manifest_for_a_real_build_records_the_weights():
     m = builder.manifest_for("avg", {"package": "p", "sha256": "0" * 64})
     assert m["branch"]["pool"] == "avg" and m["training"]["weights"]["sha256"] == "0" * 64
     json.dumps(m)  # plain JSON
+
+
+def test_as_the_programs_default_a_new_catalog_starts_with_it_and_matches_by_the_cosine(built, tmp_path, monkeypatch,
+                                                                                         capsys):
+    """resources/models/DEFAULT naming the builder's bundle: `flukeid new` installs and activates it, and a
+    match fuses local features with the head's score, which is (1 + cos) / 2 of the stored embeddings."""
+    import shutil
+
+    from app import paths
+    from app.services import decisions, matching
+    from app.services.importing import import_photos
+    from tests.app.conftest import write_photo
+
+    out, manifest = built
+    res = tmp_path / "res"
+    shutil.copytree(out, res / "models" / "imagenet")
+    (res / "models" / paths.DEFAULT_MODEL_FILE).write_text("# new catalogs start with\nimagenet\n")
+    monkeypatch.setattr(paths, "resources_dir", lambda: res)
+    assert main(["new", str(tmp_path / "cat")]) == 0
+    assert f"active model: {manifest['version']} (the program's default)" in capsys.readouterr().out
+    photos = [write_photo(tmp_path / "in" / f"p{i}.jpg", i, size=(160, 120)) for i in range(4)]
+    with Catalog.open(tmp_path / "cat") as cat:
+        engine = matching.load_engine(cat, device="cpu")
+        assert engine.version == manifest["version"]
+        ids = import_photos(cat, photos, engine=engine).imported
+        for pid in ids[:3]:
+            decisions.new_individual(cat, pid)
+        result = matching.match_photo(cat, ids[3], engine)
+        assert result.method == "fused" and result.candidates
+        q = cat.embedding(ids[3], engine.version)
+        for c in result.candidates:  # one photo per individual: its best photo is the one the head scored
+            g = cat.embedding(c.best_photo_id, engine.version)
+            cos = float(q @ g / np.linalg.norm(q) / np.linalg.norm(g))
+            assert c.embedding_score == pytest.approx((1 + cos) / 2, abs=1e-5)
