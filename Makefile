@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test venv lint bench demo-model detector-model package package-test clean
+.PHONY: demo test venv lint bench demo-model imagenet-model detector-model package package-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(TEST_STAMP)
 ## rebuild the demo bundle shipped in resources/models/demo (synthetic data only)
 demo-model: $(STAMP)
 	$(VENV)/bin/python -m tools.build_demo_model
+
+## build the frozen ImageNet EfficientNet-Lite0 bundle (nothing trained) into /tmp/flukeid_imagenet_model/imagenet
+imagenet-model: $(STAMP)
+	$(VENV)/bin/python -m tools.build_imagenet_model
 
 ## rebuild the default fluke detector shipped in resources/models/detector (synthetic data only)
 detector-model: $(STAMP)

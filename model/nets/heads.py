@@ -8,6 +8,7 @@ from torch import nn
 
 class Head(nn.Module):
     def probability(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The score head.onnx exports (model.export): the sigmoid of the logit, for a learnt head."""
         return torch.sigmoid(self(a, b))
 
 
@@ -39,6 +40,28 @@ class L1Head(Head):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.out((a - b).abs()).squeeze(-1)
+
+
+class CosineHead(Head):
+    """Not learnt: the score of a pair is ``(1 + cos(a, b)) / 2``, the cosine similarity mapped onto 0..1.
+
+    For an embedding nobody trained for pairs (frozen ImageNet features): no weights and no data,
+    so no claim of a probability: 0.5 is orthogonal, 1 identical. Affine in the cosine, so the
+    app's uncalibrated fusion (z-scores of the head's scores per query, model.fusion) ranks exactly
+    as by the cosine itself; a calibration fitted on confirmed pairs turns it into a probability.
+    ``forward`` returns the logit of that score (what the training loops would read).
+    """
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+
+    def probability(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        cos = (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(self.eps)
+        return (1.0 + cos.clamp(-1.0, 1.0)) / 2.0
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.logit(self.probability(a, b), eps=self.eps)
 
 
 def nn_head(cfg, dim: int) -> Head:

@@ -286,7 +286,8 @@ def use_resources(monkeypatch, root: Path, bundle: Path, default: str | None) ->
 
 
 def test_the_program_as_shipped_declares_no_default_model():
-    """The choice (resources/models/DEFAULT) is off until real-photo matching has been measured."""
+    """The choice (resources/models/DEFAULT) is off: neither candidate embedding fused with local features beat
+    local features alone on real photos (docs/BENCHMARKS.md, "The embedding half of a new catalog")."""
     from app.paths import default_bundle_dir, resources_dir
 
     assert not (resources_dir() / "models" / "DEFAULT").exists()

@@ -152,3 +152,55 @@ def test_frozen_stages_are_refused_where_they_do_not_apply():
     apply_overrides(cfg, {"branch.frozen_stages": 1})
     with pytest.raises(ConfigError, match="frozen_stages.*not 'plain'"):
         validate(cfg)
+
+
+def test_cosine_head_is_the_cosine_mapped_onto_0_to_1_and_has_no_weights():
+    from model.nets.heads import CosineHead
+
+    head = CosineHead()
+    assert list(head.parameters()) == []
+    a = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    b = torch.tensor([[3.0, 0.0, 0.0], [0.0, 5.0, 0.0], [-2.0, 0.0, 0.0], [2.0, 1.0, 0.5]])
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
+    p = head.probability(a, b)
+    assert torch.allclose(p, (1 + cos) / 2, atol=1e-6)
+    assert p[0] == pytest.approx(1.0) and p[1] == pytest.approx(0.5) and p[2] == pytest.approx(0.0)
+    assert torch.allclose(torch.sigmoid(head(a, b)), p, atol=1e-4)  # the logit of the same score
+    assert torch.allclose(head.probability(b, a), p)  # symmetric
+
+
+def test_a_branch_without_a_neck_embeds_the_backbones_own_features():
+    from model.nets.branches import Branch
+
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, 2, 1), torch.nn.ReLU())
+    branch = Branch(backbone, 6, 6, freeze=True, pool="max", normalize=True, neck=False).eval()
+    x = torch.randn(2, 1, 16, 16)
+    emb, fmap = branch(x)
+    with torch.no_grad():
+        feats = backbone(x)
+    assert torch.equal(fmap, feats)  # nothing between the backbone and the map
+    pooled = feats.amax(dim=(2, 3))
+    assert torch.allclose(emb, pooled / pooled.norm(dim=1, keepdim=True) * 6 ** 0.5, atol=1e-5)
+    assert not any(p.requires_grad for p in branch.parameters())
+    with pytest.raises(ConfigError, match="backbone's 6 channels, not 8"):
+        Branch(backbone, 6, 8, neck=False)
+
+
+def test_frozen_efficientnet_lite0_is_the_imagenet_network_untouched():
+    from model.nets.branches import frozen_efficientnet_lite0
+
+    branch = frozen_efficientnet_lite0("avg")
+    ref = __import__("timm").create_model("efficientnet_lite0", pretrained=False)
+    state = efficientnet_lite0_imagenet_state(ref)
+    net = branch.backbone.net
+    assert torch.equal(net.blocks[6][0].conv_pwl.weight, state["blocks.6.0.conv_pwl.weight"])
+    assert torch.equal(net.bn2.running_var, state["bn2.running_var"])
+    assert torch.allclose(net.conv_stem.weight, state["conv_stem.weight"].sum(dim=1, keepdim=True))
+    assert branch.embedding_dim == branch.feature_channels == 1280
+    assert not any(p.requires_grad for p in branch.parameters())
+    branch.train()  # a caller switching modes must not let BN statistics move
+    assert not net.training
+    emb, fmap = branch(torch.randn(1, 1, 64, 64))
+    assert emb.shape == (1, 1280) and fmap.shape[1] == 1280
+    assert torch.allclose(emb, fmap.mean(dim=(2, 3)) / fmap.mean(dim=(2, 3)).norm() * 1280 ** 0.5, atol=1e-4)
