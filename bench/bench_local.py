@@ -1,6 +1,7 @@
 """Training-free identification by local features (model.local): accuracy, calibration and speed.
 
-    .venv/bin/python -m bench.bench_local [--skip-rw] [--skip-speed] [--sizes 1000,10000,100000]
+    .venv/bin/python -m bench.bench_local [--skip-humpback] [--skip-rw] [--skip-synthetic] [--skip-tables]
+                                          [--skip-sweep] [--skip-speed] [--sizes 1000,10000,100000]
 
 Accuracy (../shared/data; skipped when absent):
 
@@ -8,7 +9,17 @@ Accuracy (../shared/data; skipped when absent):
   with 2+ photos is the query (seeded choice), every other photo is in the gallery; each unmatched
   (``id_known=0``) photo is a gallery individual of its own, as a catalog would hold it, so
   unmatched photos and singletons are distractors that can take a top-5 place.
-- right whales (cetacean_photoid_eval_v1, ``rw:``), the seed protocol (model.evaluate.make_split).
+
+Local features alone on every set (tables): humpback protocol "all", right whales
+(cetacean_photoid_eval_v1, ``rw:``) and a synthetic set (``flukeid synth --individuals 500 --seed 1``)
+on the seed, open and all protocols, by model.evaluate.evaluate_local on the features flukeid
+evaluate computes (cached in /tmp): the numbers ``flukeid evaluate`` prints for that set and protocol.
+
+Scoring sweep: how many individuals and photos are verified, the pose RANSAC fits (similarity or
+affine), the inlier minimum and the rank score (inliers or votes), on humpback "all", right whales
+"seed" and synthetic "seed"; each (query, photo, pose) is verified once and the settings read the
+same verifications (_MemoVerifyIndex), with the measured seconds of the verifications each setting
+runs as its verification time a query.
 
 Calibration (humpback): every photo of the multi-photo individuals as a query (leave-one-out)
 and every unmatched photo as a query (its individual is not in the gallery), split in two halves
@@ -43,8 +54,25 @@ from datetime import UTC, datetime
 import numpy as np
 
 from bench.common import ROOT, machine, write_fragment
-from bench.local_data import CACHE, HUMPBACK, features_for, humpback_records, right_whale_records
-from model.evaluate import evaluate_scores, make_split, photo_counts
+from bench.local_data import (
+    CACHE,
+    HUMPBACK,
+    SYNTH_INDIVIDUALS,
+    SYNTH_SEED,
+    eval_features_for,
+    features_for,
+    humpback_records,
+    right_whale_records,
+    synthetic_records,
+)
+from model.evaluate import (
+    evaluate_local,
+    evaluate_scores,
+    fill_local_index,
+    format_result,
+    make_split,
+    photo_counts,
+)
 from model.local.calibration import (
     DEFAULT_CALIBRATION_FILE,
     Calibrator,
@@ -55,7 +83,7 @@ from model.local.calibration import (
 )
 from model.local.features import LocalFeatures
 from model.local.index import KP_BITS, LocalIndex
-from model.local.verify import MIN_INLIERS
+from model.local.verify import MIN_INLIERS, Verification, verify
 
 RELIABILITY_PNG = ROOT / "docs" / "local_reliability.png"
 
@@ -359,31 +387,160 @@ def fusion(recs, names, protocol_q, votes_of: dict, names_of: dict) -> dict:
             for k, r in out.items()} | {"bundle": str(bundle.relative_to(ROOT))}
 
 
-def right_whales(report: dict) -> None:
-    recs = right_whale_records()
-    split = make_split(recs, "seed", 0)
+# --- local features alone on every set, as `flukeid evaluate` measures them --------------------
+
+HB_CMD = ("flukeid evaluate --data ../shared/data/humpback_kaggle2019_v2/labels.csv "
+          "--images ../shared/data/humpback_kaggle2019_v2/images --protocol all")
+RW_CMD = ("grep -E '^image,|,rw:' ../shared/data/cetacean_photoid_eval_v1/labels.csv > rw.csv && "
+          "flukeid evaluate --data rw.csv --images ../shared/data/cetacean_photoid_eval_v1/images --protocol {p}")
+SYN_CMD = (f"flukeid synth --individuals {SYNTH_INDIVIDUALS} --seed {SYNTH_SEED} --out syn && "
+           "flukeid evaluate --data syn/labels.csv --protocol {p}")
+# (key, title, protocols, target top-1, target top-5) of the accuracy tables
+TABLE_SETS = (
+    ("humpback", "humpback_kaggle2019_v2 (real; some photos of one individual from one encounter)", ("all",), 0.75, 0.85),
+    ("rightwhale", "right whales (cetacean_photoid_eval_v1, `rw:` rows; real 224-px aerial head crops)",
+     ("seed", "open", "all"), None, 0.75),
+    ("synthetic", f"synthetic flukes (`flukeid synth --individuals {SYNTH_INDIVIDUALS} --seed {SYNTH_SEED}`: "
+     "long-tailed 1-30 photos an individual, 768 x 512)", ("seed", "open", "all"), None, None),
+)
+
+
+def _set_data(key: str):
+    """(records, features as flukeid evaluate computes them, median extraction ms) of a bench set."""
+    recs = {"humpback": humpback_records, "rightwhale": right_whale_records, "synthetic": synthetic_records}[key]()
+    name = {"humpback": "humpback", "rightwhale": "rightwhale", "synthetic": f"synth{SYNTH_INDIVIDUALS}s{SYNTH_SEED}"}[key]
     t0 = time.perf_counter()
-    feats, ms = features_for(recs, "rightwhale")
-    print(f"right whales: {len(recs)} photos, features in {time.perf_counter() - t0:.0f} s (median {ms:.1f} ms)")
-    names = [str(r.individual) for r in recs]
-    code = {n: j for j, n in enumerate(sorted(set(names)))}
-    names_of = {j: n for n, j in code.items()}
-    idx = LocalIndex()
-    idx.add_many((g, code[names[g]], feats[g]) for g in split.gallery)
-    kind = idx.kind
-    queries = list(split.queries)
-    t0 = time.perf_counter()
-    votes = idx.votes_many([feats[q] for q in queries])
-    results = [idx.rank(feats[q], v) for q, v in zip(queries, votes)]
-    per_q = (time.perf_counter() - t0) / len(queries)
-    vote_sc, final_sc = _scores(idx, votes, results, names_of)
-    gallery_ids = [names[g] for g in split.gallery]
-    ev = _evaluate(vote_sc, final_sc, [names[q] for q in queries], gallery_ids, photo_counts(recs))
-    report["right_whales_seed"] = {"photos": len(recs), "gallery": len(split.gallery), "queries": len(queries),
-                                   "descriptors": idx.n_descriptors, "index": kind, "extract_ms_median": ms,
-                                   "query_ms": 1e3 * per_q,
-                                   "keypoints_median": float(np.median([len(f) for f in feats])), **ev}
-    print(json.dumps(report["right_whales_seed"], indent=1))
+    feats, ms = eval_features_for(recs, name)
+    print(f"{key}: {len(recs)} photos, features in {time.perf_counter() - t0:.0f} s (median {ms:.1f} ms)")
+    return recs, feats, ms
+
+
+def _command(key: str, protocol: str) -> str:
+    return {"humpback": HB_CMD, "rightwhale": RW_CMD, "synthetic": SYN_CMD}[key].format(p=protocol)
+
+
+def tables(report: dict, keys: list[str]) -> None:
+    """Local features alone (no model) on each set and protocol: model.evaluate.evaluate_local on the
+    features flukeid evaluate computes, with its shortlist: the numbers that command prints."""
+    from model.fusion import SHORTLIST
+
+    out = report.setdefault("tables", {})
+    for key, _, protocols, _, _ in TABLE_SETS:
+        if key not in keys:
+            continue
+        recs, feats, ms = _set_data(key)
+        rows = {}
+        for protocol in protocols:
+            split = make_split(recs, protocol, 0)
+            t0 = time.perf_counter()
+            res, idx, _ = evaluate_local(recs, split, feats, k=SHORTLIST)
+            rows[protocol] = {**res.to_dict(), "seconds": round(time.perf_counter() - t0, 1),
+                              "command": _command(key, protocol)}
+            print(f"{key} {protocol}: {format_result(res)} ({rows[protocol]['seconds']} s, {res.info['index']})")
+        out[key] = {"photos": len(recs), "extract_ms_median": ms, "protocols": rows,
+                    "keypoints_median": float(np.median([len(f) for f in feats.values()])),
+                    "date": datetime.now(UTC).strftime("%Y-%m-%d"), "load_avg_1min": os.getloadavg()[0]}
+
+
+# --- the scoring sweep: verification depth and kind, inlier minimum, rank score -------------------
+
+# (label, transform, min_inliers, rank_by, verify_top, verify_photos); the first is the default.
+SWEEP = (
+    ("default: similarity, >= 7 inliers, rank by inliers, 10 x 2 photos", "similarity", 7, "inliers", 10, 2),
+    ("LNBNN votes alone (rank by votes; no verification)", "similarity", 7, "votes", 0, 2),
+    ("verify 5 individuals", "similarity", 7, "inliers", 5, 2),
+    ("verify 20 individuals", "similarity", 7, "inliers", 20, 2),
+    ("verify 30 individuals", "similarity", 7, "inliers", 30, 2),
+    ("1 photo an individual", "similarity", 7, "inliers", 10, 1),
+    ("3 photos an individual", "similarity", 7, "inliers", 10, 3),
+    (">= 5 inliers", "similarity", 5, "inliers", 10, 2),
+    (">= 6 inliers", "similarity", 6, "inliers", 10, 2),
+    (">= 9 inliers", "similarity", 9, "inliers", 10, 2),
+    (">= 12 inliers", "similarity", 12, "inliers", 10, 2),
+    ("affine, >= 7 inliers", "affine", 7, "inliers", 10, 2),
+    ("affine, >= 9 inliers", "affine", 9, "inliers", 10, 2),
+    ("affine, >= 12 inliers", "affine", 12, "inliers", 10, 2),
+)
+# (set, protocol) the sweep runs on: both real sets and the synthetic one, never tuned on one alone
+SWEEP_SETS = (("humpback", "all"), ("rightwhale", "seed"), ("synthetic", "seed"))
+RAW_MIN_INLIERS = 3
+
+
+class _MemoVerifyIndex(LocalIndex):
+    """A LocalIndex whose verifications are computed once per (query, gallery photo, transform) at
+    the lowest inlier minimum and thresholded at this index's ``min_inliers`` (what verify() itself
+    does), so many settings are measured on one set of verifications; each call's measured seconds
+    are summed per setting for the latency."""
+
+    def __init__(self, query_of: dict[int, int], memo: dict, **kw):
+        super().__init__(**kw)
+        self.query_of = query_of  # id(query features) -> record index
+        self.memo = memo
+        self.calls = 0
+        self.seconds = 0.0
+
+    def _verify(self, query: LocalFeatures, photo_id: int) -> Verification:
+        key = (self.query_of[id(query)], int(photo_id), self.transform)
+        hit = self.memo.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            v = verify(query, self.features(photo_id), min_inliers=RAW_MIN_INLIERS, transform=self.transform)
+            hit = self.memo[key] = (v, time.perf_counter() - t0)
+        v, sec = hit
+        self.calls += 1
+        self.seconds += sec
+        return v if v.inliers >= self.min_inliers else Verification()
+
+
+def sweep(report: dict, keys: list[str]) -> None:
+    import pickle
+
+    from model.fusion import SHORTLIST
+
+    out = report.setdefault("sweep", {})
+    for key, protocol in SWEEP_SETS:
+        if key not in keys:
+            continue
+        recs, feats, _ = _set_data(key)
+        split = make_split(recs, protocol, 0)
+        memo_path = CACHE / f"sweep_verify_{key}_{protocol}_{len(recs)}.pkl"
+        memo = pickle.loads(memo_path.read_bytes()) if memo_path.is_file() else {}
+        n_memo = len(memo)
+        idx = _MemoVerifyIndex({id(feats[q]): q for q in split.queries}, memo)
+        fill_local_index(idx, recs, split, feats)
+        t0 = time.perf_counter()
+        votes = idx.votes_many([feats[q] for q in split.queries])
+        votes_ms = 1e3 * (time.perf_counter() - t0) / len(split.queries)
+        rows = []
+        for label, transform, min_inl, rank_by, top, photos in SWEEP:
+            idx.transform, idx.min_inliers, idx.rank_by = transform, min_inl, rank_by
+            idx.calls, idx.seconds = 0, 0.0
+            t0 = time.perf_counter()
+            res, _, results = evaluate_local(recs, split, feats, k=SHORTLIST, index=idx, votes=votes,
+                                             verify_top=top, verify_photos=photos)
+            tops = [(q, r.candidates[0]) for q, r in zip(split.queries, results) if r.candidates]
+            ver = [(q, c) for q, c in tops if c.inliers >= min_inl and c.verified]
+            right = sum(1 for q, c in ver if recs[q].id_known and recs[c.best_photo_id].id_known
+                        and recs[c.best_photo_id].individual == recs[q].individual)
+            row = {"label": label, "transform": transform, "min_inliers": min_inl, "rank_by": rank_by,
+                   "verify_top": top, "verify_photos": photos, **res.to_dict()["overall"],
+                   "by_photos": {b: m.to_dict() for b, m in res.by_photos.items()},
+                   "verified_top": len(ver), "verified_top_wrong": len(ver) - right,
+                   "verifications_per_query": idx.calls / len(split.queries),
+                   "verify_ms_per_query": 1e3 * idx.seconds / len(split.queries)}
+            rows.append(row)
+            print(f"{key} {protocol} | {label}: top-1 {_pct(row['top1'])} top-5 {_pct(row['top5'])} "
+                  f"verified top {len(ver)} ({len(ver) - right} wrong), {row['verifications_per_query']:.1f} "
+                  f"verifications {row['verify_ms_per_query']:.0f} ms a query ({time.perf_counter() - t0:.0f} s)")
+            if len(memo) > n_memo + 2000:  # keep what was computed if the run is cut short
+                memo_path.write_bytes(pickle.dumps(memo))
+                n_memo = len(memo)
+        if len(memo) > n_memo:
+            memo_path.write_bytes(pickle.dumps(memo))
+        out[f"{key}_{protocol}"] = {"queries": len(split.queries), "gallery": len(split.gallery),
+                                    "descriptors": idx.n_descriptors, "index": idx.kind, "votes_ms": votes_ms,
+                                    "rows": rows, "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                                    "load_avg_1min": os.getloadavg()[0]}
 
 
 # --- speed -----------------------------------------------------------------------------------
@@ -510,6 +667,77 @@ def speed(report: dict, sizes: list[int]) -> None:
 
 # --- the fragment ----------------------------------------------------------------------------
 
+def _tables_md(tab: dict) -> list[str]:
+    if not tab:
+        return []
+    lines = ["### Local features alone on every set (`flukeid evaluate`, no model)", "",
+             "Each row is what the command beside it prints for local features (the app's ranking: LNBNN votes, "
+             "the best verified, verified first); measured by bench_local on the same features, cached. "
+             "Top-5 by photos of the query's individual in the whole set.", "",
+             "| set | protocol | queries | gallery photos (individuals) | top-1 | top-5 | MAP@5 | top-5, 1-2 photos "
+             "| top-5, 3-5 | top-5, 6+ | target | command |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for key, title, protocols, t1, t5 in TABLE_SETS:
+        t = tab.get(key)
+        if not t:
+            continue
+        for p in protocols:
+            r = t["protocols"].get(p)
+            if not r:
+                continue
+            o, i, b = r["overall"], r["info"], r["by_photos"]
+            cells = [f"{_pct(b[k]['top5'])} (n={b[k]['n']})" if k in b else "-" for k in ("1-2", "3-5", "6+")]
+            target = []
+            if t1 is not None:
+                target.append(f"top-1 >= {t1:.0%}: {'met' if o['top1'] >= t1 else '**missed**'}")
+            if t5 is not None:
+                target.append(f"top-5 >= {t5:.0%}: {'met' if o['top5'] >= t5 else '**missed**'}")
+            unid = f", {i['gallery_unidentified']} unidentified" if i.get("gallery_unidentified") else ""
+            lines.append(f"| {key} | {p} | {o['n']} | {i['gallery_photos']:,} ({i['gallery_individuals']}{unid}) | "
+                         f"{_pct(o['top1'])} | {_pct(o['top5'])} | {o['map5']:.3f} | " + " | ".join(cells)
+                         + f" | {'; '.join(target) or '-'} | `{r['command']}` |")
+        notes.append(f"- {key}: {title}; {t['photos']:,} photos, median {t['keypoints_median']:.0f} keypoints, "
+                     f"extraction median {t['extract_ms_median']:.1f} ms a photo; measured {t['date']}, "
+                     f"1-minute load {t['load_avg_1min']:.1f} on the 2 cores; "
+                     + "; ".join(f"{p}: {r['info']['descriptors']:,} descriptors, {r['info']['index']} index, "
+                                 f"{r['info']['query_ms']:.0f} ms a query (batch, verification included)"
+                                 for p, r in t["protocols"].items()) + ".")
+    lines += ["", *notes, "",
+              "The right-whale target (issue 16) is for the fused ranking (local + a trained embedding); local "
+              "features alone are measured against it here. Protocol \"open\" holds one query per individual of a "
+              "seeded 20% of the individuals with 2+ photos, against every other photo (nothing is trained, so "
+              "\"unseen\" means nothing more here); \"all\" holds one query per individual with 2+ photos.", ""]
+    return lines
+
+
+def _sweep_md(sw: dict) -> list[str]:
+    if not sw:
+        return []
+    sets = [k for k in (f"{a}_{b}" for a, b in SWEEP_SETS) if k in sw]
+    first = sw[sets[0]]["rows"]
+    lines = ["### Scoring sweep: verification depth and pose, inlier minimum, rank score", "",
+             "One setting changed at a time from the default; the same queries, index and votes for every row of a "
+             "set; each cell is top-1 / top-5, then the queries whose top candidate was verified (and how many of "
+             "those were wrong), then the measured verification time a query (verify() calls only, mean over the "
+             "queries; the index search and votes are the same for every row). "
+             + "; ".join(f"{k.replace('_', ' ')}: {sw[k]['queries']} queries, {sw[k]['gallery']:,} gallery photos, "
+                         f"search + votes {sw[k]['votes_ms']:.0f} ms a query (batch)" for k in sets) + ".", "",
+             "| setting | " + " | ".join(k.replace("_", " ") for k in sets) + " | verifications a query |",
+             "|---|" + "---|" * len(sets) + "---|"]
+    for j, row in enumerate(first):
+        cells = []
+        for k in sets:
+            r = sw[k]["rows"][j]
+            cells.append(f"{_pct(r['top1'])} / {_pct(r['top5'])}; verified {r['verified_top']} "
+                         f"({r['verified_top_wrong']} wrong); {r['verify_ms_per_query']:.0f} ms")
+        n_ver = max(sw[k]["rows"][j]["verifications_per_query"] for k in sets)
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {n_ver:.1f} |")
+    loads = [sw[k]["load_avg_1min"] for k in sets]
+    lines += ["", f"1-minute load average at the end of each set: {', '.join(f'{x:.1f}' for x in loads)} "
+              "(2 cores, shared): the times are comparable within a column, not between runs.", ""]
+    return lines
+
+
 def fragment(report: dict, command: str) -> str:
     lines = ["## Local features: training-free identification (model.local)", "",
              f"`{command}` on {machine()}, {report['date']}. RootSIFT (OpenCV SIFT, 500 keypoints, "
@@ -590,23 +818,13 @@ def fragment(report: dict, command: str) -> str:
             lines += [
                       "Unmatched photos (Kaggle's new_whale) may show a whale that another unmatched photo also "
                       "shows; they are counted as never matching.", ""]
-    rw = report.get("right_whales_seed")
-    if rw:
-        lines += ["### Right whales, seed protocol", "",
-                  f"{rw['queries']} queries against {rw['gallery']} gallery photos ({rw['descriptors']:,} descriptors, "
-                  f"{rw['index']} index; 224-px aerial head crops, median {rw['keypoints_median']:.0f} keypoints).", "",
-                  "| ranking | top-1 | top-5 | MAP@5 | " + " | ".join(f"{b} photos (top-5)" for b in rw["verified"]["by_photos"]) + " |",
-                  "|---|---|---|---|" + "---|" * len(rw["verified"]["by_photos"])]
-        for name, label in (("votes", "LNBNN votes"), ("verified", "votes + verification")):
-            m = rw[name]
-            o = m["overall"]
-            lines.append(f"| {label} | {_pct(o['top1'])} | {_pct(o['top5'])} | {o['map5']:.3f} | "
-                         + " | ".join(f"{_pct(b['top5'])} (n={b['n']})" for b in m["by_photos"].values()) + " |")
-        lines += ["", f"Query time {rw['query_ms']:.0f} ms (batch). Target (issue 16, fused): top-5 >= 75%.", ""]
+    lines += _tables_md(report.get("tables") or {})
+    lines += _sweep_md(report.get("sweep") or {})
     sp = report.get("speed")
     if sp or hb:
         lines += ["### Speed and size (this CPU)", ""]
         if hb:
+            rw = (report.get("tables") or {}).get("rightwhale")
             rw_ms = f"{rw['extract_ms_median']:.1f} ms" if rw else "not measured"
             lines += [f"- Extraction: median {hb['extract_ms_median']:.1f} ms a humpback photo (box crop to features, decoded "
                       f"photo given; target <= 50 ms; a fluke box is wide, about 512 x 170 px after resizing), "
@@ -649,6 +867,9 @@ def main() -> None:
     ap.add_argument("--skip-rw", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-humpback", action="store_true")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--skip-tables", action="store_true", help="skip the local-only accuracy tables")
+    ap.add_argument("--skip-sweep", action="store_true", help="skip the scoring sweep")
     ap.add_argument("--sizes", default="100,1000,10000,100000")
     ap.add_argument("--fusion", action="store_true", help="also fuse with the demo bundle's embedding (humpback)")
     ap.add_argument("--write-default-calibration", action="store_true",
@@ -663,13 +884,18 @@ def main() -> None:
     if json_path.is_file():  # keep the parts this run skips
         old = json.loads(json_path.read_text())
         report = {**old, "date": report["date"]}
+    report.pop("right_whales_seed", None)  # replaced by the tables (rightwhale seed)
+    keys = [k for k, skip in (("humpback", args.skip_humpback), ("rightwhale", args.skip_rw),
+                              ("synthetic", args.skip_synthetic)) if not skip]
     if not HUMPBACK.is_dir():
-        print("../shared/data is absent: accuracy skipped")
-    else:
-        if not args.skip_humpback:
-            humpback(report, args.fusion)
-        if not args.skip_rw:
-            right_whales(report)
+        print("../shared/data is absent: the real sets are skipped")
+        keys = [k for k in keys if k == "synthetic"]
+    elif not args.skip_humpback:
+        humpback(report, args.fusion)
+    if not args.skip_tables:
+        tables(report, keys)
+    if not args.skip_sweep:
+        sweep(report, keys)
     if not args.skip_speed:
         speed(report, [int(s) for s in args.sizes.split(",")])
     if args.write_default_calibration:

@@ -573,9 +573,18 @@ def local_feature_records(records: Sequence[Any], split: Split) -> list[int]:
     return sorted(set(indexed) | set(split.queries))
 
 
+def fill_local_index(index: Any, records: Sequence[Any], split: Split, feats: dict[int, Any]) -> Any:
+    """Fill a LocalIndex with a split's ranked gallery photos as :func:`evaluate_local` ranks them:
+    photo id = record index, individual id = the individual's position among the gallery's sorted
+    individual names. Returns the index."""
+    codes, _ = _codes(gallery_ids_of(records, split))
+    index.add_many((g, int(c), feats[g]) for g, c in zip(split.gallery, codes, strict=True) if c >= 0)
+    return index
+
+
 def evaluate_local(records: Sequence[Any], split: Split, feats: dict[int, Any], *, k: int = 5,
-                   index: Any = None, verify_top: int | None = None, verify_photos: int | None = None,
-                   progress: Callable[[float, str], None] = _noop_progress,
+                   index: Any = None, votes: list | None = None, verify_top: int | None = None,
+                   verify_photos: int | None = None, progress: Callable[[float, str], None] = _noop_progress,
                    should_stop: Callable[[], bool] = _never) -> tuple[EvalResult, Any, list[Any]]:
     """Local features alone on a split, ranked as the app ranks (``local`` of :func:`evaluate_methods`).
 
@@ -589,8 +598,10 @@ def evaluate_local(records: Sequence[Any], split: Split, feats: dict[int, Any], 
         feats: record index -> LocalFeatures for every record of :func:`local_feature_records`
             (e.g. from :func:`local_features_of`, or a cache of it).
         k: candidates ranked by the full score (the app's shortlist); the rest by votes.
-        index: an empty LocalIndex to fill (its settings: transform, min_inliers, rank_by); default
-            ``LocalIndex()``.
+        index: the LocalIndex to rank with (its settings: transform, min_inliers, rank_by): empty (it
+            is filled with the split's gallery) or already holding exactly that gallery (to measure
+            several settings on one index); default ``LocalIndex()``.
+        votes: the queries' :meth:`LocalIndex.votes_many` on that index, reused (default: searched).
         verify_top: individuals verified per query (default: LocalIndex.rank's).
         verify_photos: photos verified per such individual (default: LocalIndex.rank's).
         progress: ``progress(fraction, message)``.
@@ -611,10 +622,14 @@ def evaluate_local(records: Sequence[Any], split: Split, feats: dict[int, Any], 
         index = LocalIndex()
     rank_kw = {name: v for name, v in (("verify_top", verify_top), ("verify_photos", verify_photos)) if v is not None}
     t1 = time.perf_counter()
-    index.add_many((g, int(c), feats[g]) for g, c in zip(split.gallery, codes, strict=True) if c >= 0)
+    if not len(index):
+        fill_local_index(index, records, split, feats)
     progress(0.0, "searching the local-feature index")
     queries = [feats[q] for q in split.queries]
-    votes = index.votes_many(queries)
+    if votes is None:
+        votes = index.votes_many(queries)
+    elif len(votes) != len(queries):
+        raise ValueError(f"{len(votes)} votes for {len(queries)} queries")
     results = []
     for n, (qf, v) in enumerate(zip(queries, votes, strict=True)):
         if should_stop():

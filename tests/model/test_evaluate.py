@@ -277,6 +277,13 @@ def test_evaluate_local_on_given_features_is_what_evaluate_methods_measures(synt
     assert np.array_equal(r.ranks, direct.ranks) and r.overall.to_dict() == direct.overall.to_dict()
     assert len(index) == len(split.gallery) and len(results) == len(split.queries)
     assert r.info["method"] == "local" and r.info["query_ms"] > 0
+    # an index already filled by fill_local_index, with its votes, gives the same ranking
+    again = ev.fill_local_index(LocalIndex(), synthetic_set, split, feats)
+    votes = again.votes_many([feats[q] for q in split.queries])
+    r2, same, _ = ev.evaluate_local(synthetic_set, split, feats, k=5, index=again, votes=votes)
+    assert same is again and len(again) == len(split.gallery) and np.array_equal(r2.ranks, r.ranks)
+    with pytest.raises(ValueError, match="votes"):
+        ev.evaluate_local(synthetic_set, split, feats, index=again, votes=votes[:-1])
     # no verification and votes alone: the ranking is the LNBNN votes', with nothing verified
     votes_only, _, res_v = ev.evaluate_local(synthetic_set, split, feats, k=5, index=LocalIndex(rank_by="votes"),
                                              verify_top=0)
