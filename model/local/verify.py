@@ -113,7 +113,7 @@ def verify(q: LocalFeatures, g: LocalFeatures, *, ratio: float = RATIO, min_inli
     fit = cv2.estimateAffinePartial2D if transform == "similarity" else cv2.estimateAffine2D
     model, mask = fit(src, dst, method=cv2.RANSAC, ransacReprojThreshold=tolerance * g.extent,
                       maxIters=RANSAC_ITERS, confidence=0.995)
-    if model is None or mask is None:
+    if model is None or mask is None or not np.all(np.isfinite(model)):  # a degenerate affine fit can be NaN
         return Verification()
     inl = mask.ravel().astype(bool)
     n = int(inl.sum())
