@@ -459,8 +459,10 @@ SWEEP = (
     ("3 photos an individual", "similarity", 7, "inliers", 10, 3),
     ("verify 20 individuals, 1 photo each", "similarity", 7, "inliers", 20, 1),
     ("verify 40 individuals, 1 photo each", "similarity", 7, "inliers", 40, 1),
+    ("verify 20 individuals, 1 photo each, >= 8 inliers", "similarity", 8, "inliers", 20, 1),
     (">= 5 inliers", "similarity", 5, "inliers", 10, 2),
     (">= 6 inliers", "similarity", 6, "inliers", 10, 2),
+    (">= 8 inliers", "similarity", 8, "inliers", 10, 2),
     (">= 9 inliers", "similarity", 9, "inliers", 10, 2),
     (">= 12 inliers", "similarity", 12, "inliers", 10, 2),
     ("affine, >= 7 inliers", "affine", 7, "inliers", 10, 2),
@@ -585,8 +587,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def speed_one(n_photos: int, n_queries: int = 20) -> dict:
-    """In this process: an index of ``n_photos`` synthetic photos, timed on real humpback queries."""
+def speed_one(n_photos: int, n_queries: int = 20, verify_top: int | None = None, verify_photos: int | None = None) -> dict:
+    """In this process: an index of ``n_photos`` synthetic photos, timed on real humpback queries
+    (verification depth: LocalIndex.rank's defaults unless given)."""
     import faiss
 
     import model.local.index as li
@@ -658,15 +661,18 @@ def speed_one(n_photos: int, n_queries: int = 20) -> dict:
             per_ind[p // 4] = max(per_ind.get(p // 4, 0.0), v)
         real_votes.append((per_photo, per_ind))
     del real_idx
+    top = li.DEFAULT_VERIFY_TOP if verify_top is None else verify_top
+    photos = li.DEFAULT_VERIFY_PHOTOS if verify_photos is None else verify_photos
     idx.search(qs[0])  # warm up
-    t_search, t_total = [], []
+    t_search, t_total, cpu_total = [], [], []
     n_verified = 0
     for q, rv in zip(qs, real_votes):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         idx.votes(q)
         t1 = time.perf_counter()
-        res = idx.rank(q, rv)
+        res = idx.rank(q, rv, verify_top=top, verify_photos=photos)
         t2 = time.perf_counter()
+        cpu_total.append(time.process_time() - c0)
         n_verified += sum(c.inliers > 0 for c in res.candidates)
         t_search.append(t1 - t0)
         t_total.append(t2 - t0)
@@ -675,9 +681,26 @@ def speed_one(n_photos: int, n_queries: int = 20) -> dict:
             "votes_ms": 1e3 * float(np.median(t_search)), "query_ms": 1e3 * float(np.median(t_total)),
             "query_ms_max": 1e3 * float(np.max(t_total)), "fill_s": fill_s, "peak_rss_mb": rss,
             "index_bytes_per_descriptor": (128 if kind != "ivfpq" else li.PQ_M) + 8, "queries": n_queries,
-            "load_avg_1min": os.getloadavg()[0], "verify_top": li.DEFAULT_VERIFY_TOP,
-            "verify_photos": li.DEFAULT_VERIFY_PHOTOS, "verified_candidates": n_verified,
+            "load_avg_1min": os.getloadavg()[0], "verify_top": top, "verify_photos": photos,
+            "query_cpu_ms": 1e3 * float(np.median(cpu_total)), "verified_candidates": n_verified,
             "rank_on": "real humpback votes"}
+
+
+def speed_verify(report: dict, settings: list[tuple[int, int]], n_photos: int = 10_000, n_queries: int = 40) -> None:
+    """Query latency at ``n_photos`` for several verification depths (individuals x photos), one
+    process each, as the speed section measures it."""
+    out = []
+    for top, photos in settings:
+        cmd = [sys.executable, "-m", "bench.bench_local", "--speed-one", str(n_photos), "--speed-queries", str(n_queries),
+               "--speed-verify", f"{top}x{photos}"]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if res.returncode != 0:
+            print(res.stderr[-3000:])
+            raise SystemExit(f"speed at {n_photos} photos, {top}x{photos} failed")
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{n_photos} photos, verify {top}x{photos}: {row}")
+        out.append(row)
+    report["speed_verify"] = out
 
 
 def speed(report: dict, sizes: list[int]) -> None:
@@ -740,7 +763,7 @@ def _tables_md(tab: dict) -> list[str]:
     return lines
 
 
-def _sweep_md(sw: dict, speed_rows: list | None = None) -> list[str]:
+def _sweep_md(sw: dict, speed_rows: list | None = None, speed_verify: list | None = None) -> list[str]:
     if not sw:
         return []
     sets = [k for k in (f"{a}_{b}" for a, b in SWEEP_SETS) if k in sw]
@@ -777,6 +800,18 @@ def _sweep_md(sw: dict, speed_rows: list | None = None) -> list[str]:
     if at10k:
         lines += ["The estimate at 10k photos: the speed table's search + votes at 10,000 photos "
                   f"({at10k['votes_ms']:.0f} ms, median) plus the setting's largest verification CPU time a query above."]
+    if speed_verify:
+        r0 = speed_verify[0]
+        lines += ["", f"Query latency at {r0['photos']:,} photos by verification depth (the speed section's method: "
+                  f"{r0['queries']} real humpback queries, one at a time, each verified against its real best-voted "
+                  "photos; one process each, run one after the other):", "",
+                  "| verified (individuals x photos) | search + votes (median) | query total (median / max) "
+                  "| query CPU time (median) | 1-minute load |", "|---|---|---|---|---|"]
+        for r in speed_verify:
+            lines.append(f"| {r['verify_top']} x {r['verify_photos']} | {r['votes_ms']:.0f} ms | {r['query_ms']:.0f} / "
+                         f"{r['query_ms_max']:.0f} ms | {r['query_cpu_ms']:.0f} ms | {r['load_avg_1min']:.1f} |")
+        lines += ["", "CPU time counts every thread of the process (faiss searches on both cores), so it is no lower "
+                  "bound of the wall time on a quiet machine, only a figure the other jobs' load does not inflate."]
     return lines + [""]
 
 
@@ -861,7 +896,7 @@ def fragment(report: dict, command: str) -> str:
                       "Unmatched photos (Kaggle's new_whale) may show a whale that another unmatched photo also "
                       "shows; they are counted as never matching.", ""]
     lines += _tables_md(report.get("tables") or {})
-    lines += _sweep_md(report.get("sweep") or {}, report.get("speed"))
+    lines += _sweep_md(report.get("sweep") or {}, report.get("speed"), report.get("speed_verify"))
     sp = report.get("speed")
     if sp or hb:
         lines += ["### Speed and size (this CPU)", ""]
@@ -917,10 +952,16 @@ def main() -> None:
     ap.add_argument("--fusion", action="store_true", help="also fuse with the demo bundle's embedding (humpback)")
     ap.add_argument("--write-default-calibration", action="store_true",
                     help="write the synthetic-only calibration to resources/ (model.local.calibration.DEFAULT_CALIBRATION_FILE)")
+    ap.add_argument("--speed-verify", default="",
+                    help="also time queries at 10k photos for these verification depths, e.g. 10x2,20x1,40x1 "
+                         "(individuals x photos)")
     ap.add_argument("--speed-one", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--speed-queries", type=int, default=20, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    verify_settings = [tuple(int(x) for x in v.split("x")) for v in args.speed_verify.split(",") if v]
     if args.speed_one:
-        print(json.dumps(speed_one(args.speed_one)))
+        top, photos = verify_settings[0] if verify_settings else (None, None)
+        print(json.dumps(speed_one(args.speed_one, args.speed_queries, top, photos)))
         return
     report: dict = {"date": datetime.now(UTC).strftime("%Y-%m-%d")}
     json_path = ROOT / "docs" / "bench" / "local.json"
@@ -942,6 +983,8 @@ def main() -> None:
         sweep(report, keys)
     if not args.skip_speed:
         speed(report, [int(s) for s in args.sizes.split(",")])
+    if verify_settings:
+        speed_verify(report, verify_settings)
     if args.write_default_calibration:
         if "_synthetic_calibrator" not in report:
             raise SystemExit("no synthetic calibration measured yet: run without --skip-humpback first")
