@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+import model.local.index as li
 from bench.common import ROOT, machine, write_fragment
 from bench.local_data import (
     CACHE,
@@ -263,6 +264,12 @@ def humpback(report: dict, with_fusion: bool = False) -> None:
     write_reliability_diagram(RELIABILITY_PNG, held_p, pairs.y,
                               title="humpback, local features, held-out halves")
     report["humpback"]["calibration"] = cal_report
+    # the calibration shipped now (resources/), on these pairs: does it still hold after a scoring change?
+    from model.local.calibration import default_calibrator
+
+    shipped = default_calibrator()
+    if shipped is not None:
+        report["humpback"]["shipped_calibration"] = {"created": shipped.created, "on_humpback": _apply(shipped, pairs)}
     # the synthetic-only calibration, measured on the real humpback pairs
     syn, syn_info = synthetic_calibrator()
     report["humpback"]["synthetic_calibration"] = {**syn_info, "on_humpback": _apply(syn, pairs)}
@@ -448,16 +455,17 @@ def tables(report: dict, keys: list[str]) -> None:
 
 # --- the scoring sweep: verification depth and kind, inlier minimum, rank score -------------------
 
-# (label, transform, min_inliers, rank_by, verify_top, verify_photos); the first is the default.
+# (label, transform, min_inliers, rank_by, verify_top, verify_photos); the first is the previous default.
 SWEEP = (
-    ("default: similarity, >= 7 inliers, rank by inliers, 10 x 2 photos", "similarity", 7, "inliers", 10, 2),
+    ("previous default: similarity, >= 7 inliers, rank by inliers, 10 individuals x 2 photos", "similarity", 7,
+     "inliers", 10, 2),
     ("LNBNN votes alone (rank by votes; no verification)", "similarity", 7, "votes", 0, 2),
     ("verify 5 individuals", "similarity", 7, "inliers", 5, 2),
     ("verify 20 individuals", "similarity", 7, "inliers", 20, 2),
     ("verify 30 individuals", "similarity", 7, "inliers", 30, 2),
     ("1 photo an individual", "similarity", 7, "inliers", 10, 1),
     ("3 photos an individual", "similarity", 7, "inliers", 10, 3),
-    ("verify 20 individuals, 1 photo each", "similarity", 7, "inliers", 20, 1),
+    ("verify 20 individuals, 1 photo each (**the default now**)", "similarity", 7, "inliers", 20, 1),
     ("verify 40 individuals, 1 photo each", "similarity", 7, "inliers", 40, 1),
     ("verify 20 individuals, 1 photo each, >= 8 inliers", "similarity", 8, "inliers", 20, 1),
     (">= 5 inliers", "similarity", 5, "inliers", 10, 2),
@@ -591,8 +599,6 @@ def speed_one(n_photos: int, n_queries: int = 20, verify_top: int | None = None,
     """In this process: an index of ``n_photos`` synthetic photos, timed on real humpback queries
     (verification depth: LocalIndex.rank's defaults unless given)."""
     import faiss
-
-    import model.local.index as li
 
     kp = 500
     n = n_photos * kp
@@ -770,7 +776,8 @@ def _sweep_md(sw: dict, speed_rows: list | None = None, speed_verify: list | Non
     first = sw[sets[0]]["rows"]
     at10k = next((r for r in speed_rows or [] if r["photos"] == 10_000), None)
     lines = ["### Scoring sweep: verification depth and pose, inlier minimum, rank score", "",
-             "One setting changed at a time from the default (and two deeper single-photo settings); the same "
+             "One setting changed at a time from the previous default (the first row), and deeper single-photo "
+             "settings; the same "
              "queries, index and votes for every row of a set. Each cell: top-1 / top-5; the queries whose top "
              "candidate was verified (how many of those were wrong: a different individual, or an unmatched photo); "
              "the CPU time of the verifications a query (process CPU time of the verify() calls, mean over the "
@@ -810,8 +817,8 @@ def _sweep_md(sw: dict, speed_rows: list | None = None, speed_verify: list | Non
         for r in speed_verify:
             lines.append(f"| {r['verify_top']} x {r['verify_photos']} | {r['votes_ms']:.0f} ms | {r['query_ms']:.0f} / "
                          f"{r['query_ms_max']:.0f} ms | {r['query_cpu_ms']:.0f} ms | {r['load_avg_1min']:.1f} |")
-        lines += ["", "CPU time counts every thread of the process (faiss searches on both cores), so it is no lower "
-                  "bound of the wall time on a quiet machine, only a figure the other jobs' load does not inflate."]
+        lines += ["", "CPU time adds up every thread of the process (faiss searches on both cores), so on a quiet "
+                  "machine the wall time can be below it; it is the figure the other jobs' load does not inflate."]
     return lines + [""]
 
 
@@ -819,7 +826,8 @@ def fragment(report: dict, command: str) -> str:
     lines = ["## Local features: training-free identification (model.local)", "",
              f"`{command}` on {machine()}, {report['date']}. RootSIFT (OpenCV SIFT, 500 keypoints, "
              "box crop at 512 px, CLAHE), faiss descriptor index, LNBNN votes (k=3), RANSAC-similarity "
-             f"verification of the 10 best-voted individuals' 2 best photos (verified: >= {MIN_INLIERS} inliers). "
+             f"verification of the {li.DEFAULT_VERIFY_TOP} best-voted individuals' {li.DEFAULT_VERIFY_PHOTOS} best-voted "
+             f"photo{'s' if li.DEFAULT_VERIFY_PHOTOS > 1 else ''} (verified: >= {MIN_INLIERS} inliers). "
              "No training, no model.", ""]
     hb = report.get("humpback")
     if hb:
@@ -892,6 +900,14 @@ def fragment(report: dict, command: str) -> str:
                           f"on {_pct(o['new_rate_unmatched'])} of unmatched and {_pct(o['new_rate_matchable'])} of "
                           f"matchable queries ({o['new_matchable_top1_right']} of the {o['matchable']} matchable queries "
                           "had the right top candidate and were still called probably new).", ""]
+            shp = hb.get("shipped_calibration")
+            if shp:
+                o = shp["on_humpback"]
+                lines += [f"The calibration shipped when this ran (created {shp['created']}), applied to the same "
+                          f"pairs: ECE {o['ece_all_pairs']:.3f} (all pairs), {o['ece_top1']:.3f} (top candidates); banner "
+                          f"shown {o['banner_shown']} times, precision {_pct(o['banner_precision'])}, recall "
+                          f"{_pct(o['banner_recall_matchable'])}; \"probably new\" on {_pct(o['new_rate_unmatched'])} of "
+                          f"unmatched and {_pct(o['new_rate_matchable'])} of matchable queries.", ""]
             lines += [
                       "Unmatched photos (Kaggle's new_whale) may show a whale that another unmatched photo also "
                       "shows; they are counted as never matching.", ""]
@@ -914,9 +930,12 @@ def fragment(report: dict, command: str) -> str:
                       f"{hb['protocol_all']['votes']['n']}+ queries), {hb['query_ms']['rank_verify']:.0f} ms for "
                       "ranking and verification.", ""]
         if sp:
-            lines += ["Query latency, one query at a time (index search + LNBNN + verification of 10 x 2 photos), "
+            v = sp[0]
+            lines += [f"Query latency, one query at a time (index search + LNBNN + verification of "
+                      f"{v.get('verify_top', 10)} x {v.get('verify_photos', 2)} photos), "
                       "on indexes of synthetic codes shaped like LocalIndex's at that size (see the script's docstring); "
-                      "targets: <= 300 ms at 10k photos, <= 1 s at 100k.", "",
+                      "the verification runs on each query's real best-voted humpback photos. "
+                      "Targets: <= 300 ms at 10k photos, <= 1 s at 100k.", "",
                       "| gallery photos | descriptors | index (nlist, nprobe) | search + votes | query total (median / max) "
                       "| index memory | peak RSS of the process |", "|---|---|---|---|---|---|---|"]
             for r in sp:
@@ -972,17 +991,26 @@ def main() -> None:
     keys = [k for k in args.sets.split(",") if k and not (k == "rightwhale" and args.skip_rw)]
     if unknown := set(keys) - {t[0] for t in TABLE_SETS}:
         raise SystemExit(f"unknown set(s) {', '.join(sorted(unknown))}")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after each part, so a run cut short keeps what it measured
+        json_path.write_text(json.dumps(report, indent=1))
+
     if not HUMPBACK.is_dir():
         print("../shared/data is absent: the real sets are skipped")
         keys = [k for k in keys if k == "synthetic"]
     elif not args.skip_humpback:
         humpback(report, args.fusion)
+        save()
     if not args.skip_tables:
         tables(report, keys)
+        save()
     if not args.skip_sweep:
         sweep(report, keys)
+        save()
     if not args.skip_speed:
         speed(report, [int(s) for s in args.sizes.split(",")])
+        save()
     if verify_settings:
         speed_verify(report, verify_settings)
     if args.write_default_calibration:
@@ -992,8 +1020,7 @@ def main() -> None:
         assert "synthetic" in cal.source  # never a calibration fitted on the shared data
         save_calibrator(cal, DEFAULT_CALIBRATION_FILE)
         print(f"wrote {DEFAULT_CALIBRATION_FILE}")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1))
+    save()
     write_fragment("local", fragment(report, "python -m bench.bench_local"))
 
 

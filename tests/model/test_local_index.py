@@ -246,3 +246,24 @@ def test_bad_scoring_settings_are_refused(query):
 
     with pytest.raises(ValueError, match="transform"):
         verify(query, query, transform="projective")
+
+
+def test_default_depth_verifies_the_best_voted_photo_of_each_top_individual(gallery, query):
+    """By default one photo (the best-voted) of each of up to DEFAULT_VERIFY_TOP individuals is verified."""
+    from model.local.index import DEFAULT_VERIFY_PHOTOS, DEFAULT_VERIFY_TOP
+
+    calls = []
+    idx = LocalIndex(loader=lambda pid: calls.append(pid) or gallery[pid][1])
+    idx.add_many((pid, ind, f) for pid, (ind, f) in gallery.items())
+    assert idx.kind == "exact"  # built (the build reads every photo through the loader)
+    calls.clear()
+    per_photo, per_ind = idx.votes(query)
+    res = idx.rank(query, (per_photo, per_ind), k=N_INDIVIDUALS)
+    assert DEFAULT_VERIFY_PHOTOS == 1 and DEFAULT_VERIFY_TOP >= N_INDIVIDUALS
+    assert len(calls) == len(per_ind) == N_INDIVIDUALS and all(c.verified for c in res.candidates)
+    best_voted = {}
+    for p, v in per_photo.items():
+        ind = gallery[p][0]
+        if v > per_photo.get(best_voted.get(ind, -1), -1.0):
+            best_voted[ind] = p
+    assert sorted(calls) == sorted(best_voted.values())
