@@ -826,8 +826,8 @@ def fragment(report: dict, command: str) -> str:
     lines = ["## Local features: training-free identification (model.local)", "",
              f"`{command}` on {machine()}, {report['date']}. RootSIFT (OpenCV SIFT, 500 keypoints, "
              "box crop at 512 px, CLAHE), faiss descriptor index, LNBNN votes (k=3), RANSAC-similarity "
-             f"verification of the {li.DEFAULT_VERIFY_TOP} best-voted individuals' {li.DEFAULT_VERIFY_PHOTOS} best-voted "
-             f"photo{'s' if li.DEFAULT_VERIFY_PHOTOS > 1 else ''} (verified: >= {MIN_INLIERS} inliers). "
+             f"verification of the {li.DEFAULT_VERIFY_PHOTOS} best-voted photo{'s' if li.DEFAULT_VERIFY_PHOTOS > 1 else ''} "
+             f"of each of the {li.DEFAULT_VERIFY_TOP} best-voted individuals (verified: >= {MIN_INLIERS} inliers). "
              "No training, no model.", ""]
     hb = report.get("humpback")
     if hb:
@@ -946,8 +946,9 @@ def fragment(report: dict, command: str) -> str:
             loads = [r["load_avg_1min"] for r in sp if "load_avg_1min" in r]
             if loads:
                 lines += ["", f"1-minute load average during these runs: {min(loads):.1f}-{max(loads):.1f} on 2 cores "
-                          f"(other jobs); {sp[0]['queries']} queries a size, real humpback query photos. Repeat runs on this "
-                          "shared VM varied up to 2.5x (10k photos: medians of 101-270 ms over three runs)."]
+                          f"(other jobs); {sp[0]['queries']} queries a size, real humpback query photos. Timings on this shared "
+                          "VM follow the other jobs' load: the same 10k-photo search + votes took 81 ms at a load of "
+                          "2.2 (an earlier run) and 161-289 ms at loads of 3.7-4.6."]
             pq_rows = [r for r in sp if r["kind"] == "ivfpq"]
             table = (f"; the IVF-PQ index also keeps precomputed distance tables ({pq_rows[-1]['nlist']} cells x 32 x "
                      f"256 floats, {pq_rows[-1]['nlist'] * 32 * 256 * 4 / 2**20:,.0f} MB)") if pq_rows else ""
