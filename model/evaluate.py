@@ -565,6 +565,89 @@ def _best_per_individual(scores: np.ndarray, codes: np.ndarray, n_codes: int,
     return best, photo
 
 
+def local_feature_records(records: Sequence[Any], split: Split) -> list[int]:
+    """The records whose local features :func:`evaluate_local` needs: the ranked gallery photos
+    (unidentified photos only where the split ranks them) and the queries."""
+    codes, _ = _codes(gallery_ids_of(records, split))
+    indexed = [g for g, c in zip(split.gallery, codes, strict=True) if c >= 0]
+    return sorted(set(indexed) | set(split.queries))
+
+
+def fill_local_index(index: Any, records: Sequence[Any], split: Split, feats: dict[int, Any]) -> Any:
+    """Fill a LocalIndex with a split's ranked gallery photos as :func:`evaluate_local` ranks them:
+    photo id = record index, individual id = the individual's position among the gallery's sorted
+    individual names. Returns the index."""
+    codes, _ = _codes(gallery_ids_of(records, split))
+    index.add_many((g, int(c), feats[g]) for g, c in zip(split.gallery, codes, strict=True) if c >= 0)
+    return index
+
+
+def evaluate_local(records: Sequence[Any], split: Split, feats: dict[int, Any], *, k: int = 5,
+                   index: Any = None, votes: list | None = None, verify_top: int | None = None,
+                   verify_photos: int | None = None, progress: Callable[[float, str], None] = _noop_progress,
+                   should_stop: Callable[[], bool] = _never) -> tuple[EvalResult, Any, list[Any]]:
+    """Local features alone on a split, ranked as the app ranks (``local`` of :func:`evaluate_methods`).
+
+    A :class:`model.local.index.LocalIndex` over the gallery's ranked photos; each query's
+    individuals ranked by LNBNN votes with the best verified (:meth:`LocalIndex.rank`); the
+    individuals past the ``k`` candidates by their votes.
+
+    Args:
+        records: labelled records.
+        split: the protocol's split (:func:`make_split`).
+        feats: record index -> LocalFeatures for every record of :func:`local_feature_records`
+            (e.g. from :func:`local_features_of`, or a cache of it).
+        k: candidates ranked by the full score (the app's shortlist); the rest by votes.
+        index: the LocalIndex to rank with (its settings: transform, min_inliers, rank_by): empty (it
+            is filled with the split's gallery) or already holding exactly that gallery (to measure
+            several settings on one index); default ``LocalIndex()``.
+        votes: the queries' :meth:`LocalIndex.votes_many` on that index, reused (default: searched).
+        verify_top: individuals verified per query (default: LocalIndex.rank's).
+        verify_photos: photos verified per such individual (default: LocalIndex.rank's).
+        progress: ``progress(fraction, message)``.
+        should_stop: returns True to stop.
+
+    Returns:
+        (the result, the filled index, each query's LocalResult). The result's ``info`` holds the
+        split summary, "query_ms" (index search + ranking, per query, in a batch), "index" and
+        "descriptors".
+
+    Raises:
+        Interrupted: ``should_stop`` returned True.
+    """
+    from model.local.index import LocalIndex
+
+    codes, n_codes = _codes(gallery_ids_of(records, split))
+    if index is None:
+        index = LocalIndex()
+    rank_kw = {name: v for name, v in (("verify_top", verify_top), ("verify_photos", verify_photos)) if v is not None}
+    t1 = time.perf_counter()
+    if not len(index):
+        fill_local_index(index, records, split, feats)
+    progress(0.0, "searching the local-feature index")
+    queries = [feats[q] for q in split.queries]
+    if votes is None:
+        votes = index.votes_many(queries)
+    elif len(votes) != len(queries):
+        raise ValueError(f"{len(votes)} votes for {len(queries)} queries")
+    results = []
+    for n, (qf, v) in enumerate(zip(queries, votes, strict=True)):
+        if should_stop():
+            raise Interrupted("evaluation stopped")
+        results.append(index.rank(qf, v, k=k, **rank_kw))
+        progress((n + 1) / len(queries), f"verified {n + 1}/{len(queries)} queries")
+    t2 = time.perf_counter()
+    per_query = []
+    for (_, per_ind), res in zip(votes, results, strict=True):
+        sc = dict(per_ind)
+        sc.update({c.individual_id: c.score for c in res.candidates})
+        per_query.append(sc)
+    r = evaluate_split_scores(records, split, _photo_matrix(per_query, codes, n_codes))
+    r.info.update({"method": "local", "query_ms": round(1e3 * (t2 - t1) / max(1, len(queries)), 1),
+                   "index": index.kind if len(index) else "empty", "descriptors": index.n_descriptors})
+    return r, index, results
+
+
 def evaluate_methods(records: Sequence[Any], protocol: str = "seed", seed: int = 0, *,
                      bundle: str | Path | None = None, local: bool = True, flip: bool = False,
                      device: str = "auto", shortlist: int | None = None,
@@ -619,34 +702,14 @@ def evaluate_methods(records: Sequence[Any], protocol: str = "seed", seed: int =
     out: dict[str, EvalResult] = {}
     index = results = None
     if local:
-        from model.local.index import LocalIndex
-
         t0 = time.perf_counter()
-        indexed = [g for g, c in zip(split.gallery, codes, strict=True) if c >= 0]
-        feats = local_features_of(records, sorted(set(indexed) | set(split.queries)),
+        feats = local_features_of(records, local_feature_records(records, split),
                                   progress=lambda f, m: progress(0.9 * w_local * f, m), should_stop=should_stop)
         t1 = time.perf_counter()
-        index = LocalIndex()
-        index.add_many((g, int(c), feats[g]) for g, c in zip(split.gallery, codes, strict=True) if c >= 0)
-        progress(0.9 * w_local, "searching the local-feature index")
-        queries = [feats[q] for q in split.queries]
-        votes = index.votes_many(queries)
-        results = []
-        for n, (qf, v) in enumerate(zip(queries, votes, strict=True)):
-            if should_stop():
-                raise Interrupted("evaluation stopped")
-            results.append(index.rank(qf, v, k=k))
-            progress(w_local * (0.9 + 0.1 * (n + 1) / len(queries)), f"verified {n + 1}/{len(queries)} queries")
-        t2 = time.perf_counter()
-        per_query = []
-        for (_, per_ind), res in zip(votes, results, strict=True):
-            sc = dict(per_ind)
-            sc.update({c.individual_id: c.score for c in res.candidates})
-            per_query.append(sc)
-        r = evaluate_split_scores(records, split, _photo_matrix(per_query, codes, n_codes))
-        r.info.update({"method": "local", "features_s": round(t1 - t0, 2),
-                       "query_ms": round(1e3 * (t2 - t1) / max(1, len(queries)), 1),
-                       "index": index.kind if len(index) else "empty", "descriptors": index.n_descriptors})
+        r, index, results = evaluate_local(records, split, feats, k=k,
+                                           progress=lambda f, m: progress(w_local * (0.9 + 0.1 * f), m),
+                                           should_stop=should_stop)
+        r.info["features_s"] = round(t1 - t0, 2)
         out["local"] = r
     if bundle is not None:
         from model.inference import Engine

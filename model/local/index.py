@@ -9,10 +9,13 @@ Scoring a query (HotSpotter's recipe, on faiss):
    (its best neighbour there), so an individual with many photos does not win by numbers.
 2. Individuals ranked by their summed votes; the ``verify_top`` best individuals have their best
    ``verify_photos`` photos checked by :func:`model.local.verify.verify` (ratio test + RANSAC
-   similarity). The verified inliers are the evidence the app draws.
-3. The ranking score: an individual with verified inliers ranks by ``inliers + votes``
-   (the inliers dominate: verified correspondences are what a biologist would accept), ahead of
-   the unverified ones, which rank by votes (see :func:`rank_score`).
+   similarity, or affine: the index's ``transform``). The verified inliers are the evidence the
+   app draws.
+3. The ranking score (the index's ``rank_by``, see :func:`rank_score`): "inliers" (the default):
+   an individual with verified inliers (at least the index's ``min_inliers``) ranks by
+   ``inliers + votes`` (the inliers dominate: verified correspondences are what a biologist would
+   accept), ahead of the unverified ones, which rank by votes; "votes": by votes alone, the
+   verification only supplies the evidence.
 
 The index is a cache of what the catalog stores: it is filled from LocalFeatures with ``add``,
 kept in step with ``remove``/``relabel``, and rebuilt from the catalog when missing or stale.
@@ -48,9 +51,9 @@ import faiss
 import numpy as np
 
 from model.local.features import DESC_DIM, DESC_SCALE, LocalFeatures
-from model.local.verify import MIN_INLIERS, Verification, verify
+from model.local.verify import DEFAULT_TRANSFORM, MIN_INLIERS, TRANSFORMS, Verification, verify
 
-__all__ = ["LocalCandidate", "LocalIndex", "LocalResult", "Verification", "verify", "rank_score"]
+__all__ = ["LocalCandidate", "LocalIndex", "LocalResult", "Verification", "verify", "rank_score", "RANK_BY"]
 
 # Keypoints per photo are addressed as (photo_id << KP_BITS) | keypoint: 4,096 keypoints at most.
 KP_BITS = 12
@@ -73,21 +76,39 @@ RETRAIN_GROWTH = 4.0
 TRAIN_POINTS_PER_CELL = 40
 KMEANS_ITERS = 10
 NLIST_FACTOR = 2.0
-DEFAULT_VERIFY_TOP = 10
-DEFAULT_VERIFY_PHOTOS = 2
+# Verification depth: the best-voted photo of each of the 20 best-voted individuals (20 verifications
+# a query). Measured (bench/bench_local.py, scoring sweep) against the previous 10 individuals x 2
+# photos, which also costs 20 verifications a query on multi-photo galleries: top-1/top-5 rose on
+# humpback "all" from 58.7/67.4% to 60.9/69.6% (46 queries), on right whales "seed" from 46.0/50.5%
+# to 46.5/51.0% (1,201 queries) and on the synthetic set from 96.0/96.0% to 96.6/96.6% (528
+# queries), at the same query time; a second photo of an individual verified less often than a
+# deeper individual. 40 x 1 gained 0.7 more on right whales for twice the verification time.
+DEFAULT_VERIFY_TOP = 20
+DEFAULT_VERIFY_PHOTOS = 1
+# The ranking score of a candidate (rank_score): "inliers" (verified first) or "votes". Ranking by
+# votes alone (verification only as evidence) lost 3.8 points top-1 on right whales and 2.8 on the
+# synthetic set, none on humpback.
+RANK_BY = ("inliers", "votes")
+DEFAULT_RANK_BY = "inliers"
 VERIFIED_OFFSET = 1e6
 # Extra neighbours fetched per excluded photo (at most EXCLUDE_EXTRA_MAX), to filter it out.
 EXCLUDE_EXTRA = 2
 EXCLUDE_EXTRA_MAX = 8
 
 
-def rank_score(votes: float, inliers: int) -> float:
-    """The plain ranking score: verified individuals (inliers >= MIN_INLIERS) above the others.
+def rank_score(votes: float, inliers: int, *, min_inliers: int = MIN_INLIERS, rank_by: str = DEFAULT_RANK_BY) -> float:
+    """The plain ranking score of a candidate.
 
-    Verified: ``VERIFIED_OFFSET + inliers + votes``; unverified: ``votes`` (LNBNN votes stay far below
-    the offset: at most 4,096 query descriptors voting at most sqrt(2) each).
+    ``rank_by="inliers"``: verified individuals (inliers >= ``min_inliers``) above the others:
+    verified ``VERIFIED_OFFSET + inliers + votes``, unverified ``votes`` (LNBNN votes stay far below
+    the offset: at most 4,096 query descriptors voting at most sqrt(2) each). ``rank_by="votes"``:
+    the votes alone.
     """
-    if inliers >= MIN_INLIERS:
+    if rank_by == "votes":
+        return float(votes)
+    if rank_by != "inliers":
+        raise ValueError(f"unknown rank_by {rank_by!r} (choose from {', '.join(RANK_BY)})")
+    if inliers >= min_inliers:
         return VERIFIED_OFFSET + float(inliers) + float(votes)
     return float(votes)
 
@@ -152,12 +173,25 @@ class LocalIndex:
         loader: ``photo_id -> LocalFeatures`` to fetch a gallery photo's features when they are
             needed (verification, a rebuild) instead of keeping every photo's features in memory;
             None keeps them in memory (138 bytes a keypoint, about 69 KB a photo).
+        transform: the pose spatial verification fits ("similarity" or "affine").
+        min_inliers: verified inliers below this count as none.
+        rank_by: the ranking score, "inliers" or "votes" (:func:`rank_score`).
     """
 
     def __init__(self, *, k: int = DEFAULT_K, exact_below: int = EXACT_BELOW, nprobe: int = DEFAULT_NPROBE,
-                 pq_from: int = PQ_FROM, loader: Callable[[int], LocalFeatures] | None = None):
+                 pq_from: int = PQ_FROM, loader: Callable[[int], LocalFeatures] | None = None,
+                 transform: str = DEFAULT_TRANSFORM, min_inliers: int = MIN_INLIERS, rank_by: str = DEFAULT_RANK_BY):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {transform!r} (choose from {', '.join(TRANSFORMS)})")
+        if rank_by not in RANK_BY:
+            raise ValueError(f"unknown rank_by {rank_by!r} (choose from {', '.join(RANK_BY)})")
+        if min_inliers < 3:
+            raise ValueError(f"min_inliers must be at least 3 (a pose needs 3 correspondences), got {min_inliers}")
+        self.transform = transform
+        self.min_inliers = int(min_inliers)
+        self.rank_by = rank_by
         self.k = k
         self.exact_below = exact_below
         self.pq_from = pq_from
@@ -370,6 +404,10 @@ class LocalIndex:
         """LNBNN votes of a query: (per gallery photo, per individual); photos without votes are absent."""
         return self.votes_many([query], [exclude])[0]
 
+    def _verify(self, query: LocalFeatures, photo_id: int) -> Verification:
+        """Spatial verification of a query against one gallery photo, with this index's settings."""
+        return verify(query, self.features(photo_id), min_inliers=self.min_inliers, transform=self.transform)
+
     def _present(self, exclude: Iterable[int]) -> list[int]:
         return [p for p in (int(x) for x in exclude) if p in self._photos and self._photos[p].n]
 
@@ -406,11 +444,11 @@ class LocalIndex:
             inl, pairs = 0, np.zeros((0, 4), np.float32)
             if r < verify_top:
                 for p in photos_of[ind][:verify_photos]:
-                    v = verify(orient[ind], self.features(p))
+                    v = self._verify(orient[ind], p)
                     if v.inliers > inl:
                         inl, pairs, best = v.inliers, v.pairs, p
-            cands.append(LocalCandidate(ind, best, per_ind[ind], inl, pairs, rank_score(per_ind[ind], inl),
-                                        r < verify_top))
+            score = rank_score(per_ind[ind], inl, min_inliers=self.min_inliers, rank_by=self.rank_by)
+            cands.append(LocalCandidate(ind, best, per_ind[ind], inl, pairs, score, r < verify_top))
         cands.sort(key=lambda c: -c.score)
         return LocalResult(cands[:k], len(query), per_photo)
 

@@ -3,8 +3,8 @@
 1. Candidate correspondences: each query descriptor's two nearest gallery descriptors
    (``cv2.BFMatcher``, L2 on RootSIFT), kept when the nearest is clearly nearer than the second
    (Lowe's ratio test), one per gallery keypoint (the nearest wins).
-2. RANSAC fit of a similarity (rotation, uniform scale, translation: ``cv2.estimateAffinePartial2D``)
-   from query to gallery pixels; the tolerance is a fraction of the gallery region's longer side,
+2. RANSAC fit of a similarity (rotation, uniform scale, translation: ``cv2.estimateAffinePartial2D``;
+   or, with ``transform="affine"``, a full affine map: ``cv2.estimateAffine2D``) from query to gallery pixels; the tolerance is a fraction of the gallery region's longer side,
    so it means the same on a 300-pixel crop and a 3000-pixel photo. A fluke seen from another
    angle is not exactly similar, but a similarity has 4 degrees of freedom where an affine has 6,
    so chance alignments of unrelated marks are rarer (measured in bench/bench_local.py).
@@ -36,6 +36,12 @@ MIN_INLIERS = 7
 # A fitted scale outside [1/MAX_SCALE_CHANGE, MAX_SCALE_CHANGE] x the ratio of region sizes is no fluke.
 MAX_SCALE_CHANGE = 3.0
 RANSAC_ITERS = 2000
+# The pose RANSAC fits: "similarity" (4 degrees of freedom) or "affine" (6). Measured (bench/bench_local.py,
+# scoring sweep): affine at >= 7 inliers verified a wrong top candidate for 47 of 1,201 right-whale
+# queries (similarity: 11) and 10 of 46 humpback queries (2) for +0.5 / +2.2 points top-1; at >= 9
+# inliers it was below similarity at >= 7 on every set. Similarity stays.
+TRANSFORMS = ("similarity", "affine")
+DEFAULT_TRANSFORM = "similarity"
 
 
 def _empty_pairs() -> np.ndarray:
@@ -85,7 +91,7 @@ def ratio_matches(q: LocalFeatures, g: LocalFeatures, ratio: float = RATIO) -> t
 
 
 def verify(q: LocalFeatures, g: LocalFeatures, *, ratio: float = RATIO, min_inliers: int = MIN_INLIERS,
-           tolerance: float = RANSAC_TOLERANCE, seed: int = 0) -> Verification:
+           tolerance: float = RANSAC_TOLERANCE, transform: str = DEFAULT_TRANSFORM, seed: int = 0) -> Verification:
     """Verified correspondences between a query photo and a gallery photo (see the module docstring).
 
     Args:
@@ -94,8 +100,11 @@ def verify(q: LocalFeatures, g: LocalFeatures, *, ratio: float = RATIO, min_inli
         ratio: Lowe's ratio test threshold.
         min_inliers: fewer inliers than this count as none.
         tolerance: RANSAC tolerance as a fraction of the gallery region's longer side.
+        transform: the pose fitted, "similarity" or "affine" (:data:`TRANSFORMS`).
         seed: OpenCV's RNG seed for RANSAC, so a pair always gives the same answer.
     """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"unknown transform {transform!r} (choose from {', '.join(TRANSFORMS)})")
     qi, gi, rr = ratio_matches(q, g, ratio)
     if len(qi) < max(3, min_inliers):
         return Verification()
@@ -104,10 +113,10 @@ def verify(q: LocalFeatures, g: LocalFeatures, *, ratio: float = RATIO, min_inli
         src[:, 0] = -src[:, 0]
     dst = g.xy[gi].astype(np.float64)
     cv2.setRNGSeed(seed)
-    model, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                              ransacReprojThreshold=tolerance * g.extent,
-                                              maxIters=RANSAC_ITERS, confidence=0.995)
-    if model is None or mask is None:
+    fit = cv2.estimateAffinePartial2D if transform == "similarity" else cv2.estimateAffine2D
+    model, mask = fit(src, dst, method=cv2.RANSAC, ransacReprojThreshold=tolerance * g.extent,
+                      maxIters=RANSAC_ITERS, confidence=0.995)
+    if model is None or mask is None or not np.all(np.isfinite(model)):  # a degenerate affine fit can be NaN
         return Verification()
     inl = mask.ravel().astype(bool)
     n = int(inl.sum())

@@ -263,6 +263,41 @@ def test_local_features_rank_synthetic_individuals_far_above_chance(synthetic_se
     assert ev.evaluate_methods(synthetic_set, "seed", seed=0)["local"].overall.top5 >= 0.9
 
 
+def test_evaluate_local_on_given_features_is_what_evaluate_methods_measures(synthetic_set):
+    """evaluate_local on precomputed features (a bench's cache) gives evaluate_methods' local row; its
+    index settings and verification depth change the ranking it measures."""
+    from model.local.index import LocalIndex
+
+    split = ev.make_split(synthetic_set, "seed", 0)
+    need = ev.local_feature_records(synthetic_set, split)
+    assert set(need) == set(split.gallery) | set(split.queries)
+    feats = ev.local_features_of(synthetic_set, need)
+    direct = ev.evaluate_methods(synthetic_set, "seed", seed=0)["local"]
+    r, index, results = ev.evaluate_local(synthetic_set, split, feats, k=5)
+    assert np.array_equal(r.ranks, direct.ranks) and r.overall.to_dict() == direct.overall.to_dict()
+    assert len(index) == len(split.gallery) and len(results) == len(split.queries)
+    assert r.info["method"] == "local" and r.info["query_ms"] > 0
+    # an index already filled by fill_local_index, with its votes, gives the same ranking
+    again = ev.fill_local_index(LocalIndex(), synthetic_set, split, feats)
+    votes = again.votes_many([feats[q] for q in split.queries])
+    r2, same, _ = ev.evaluate_local(synthetic_set, split, feats, k=5, index=again, votes=votes)
+    assert same is again and len(again) == len(split.gallery) and np.array_equal(r2.ranks, r.ranks)
+    with pytest.raises(ValueError, match="votes"):
+        ev.evaluate_local(synthetic_set, split, feats, index=again, votes=votes[:-1])
+    # no verification and votes alone: the ranking is the LNBNN votes', with nothing verified
+    votes_only, _, res_v = ev.evaluate_local(synthetic_set, split, feats, k=5, index=LocalIndex(rank_by="votes"),
+                                             verify_top=0)
+    assert not any(c.verified or c.inliers for res in res_v for c in res.candidates)
+    expected = []
+    names = sorted({str(synthetic_set[g].individual) for g in split.gallery})
+    for q in split.queries:
+        truth = str(synthetic_set[q].individual)
+        votes = index.votes(feats[q])[1]  # the same gallery: individual code -> votes
+        t = votes.get(names.index(truth), -np.inf)
+        expected.append(1 + sum(v >= t for v in votes.values()) - 1 if np.isfinite(t) else np.inf)
+    assert list(votes_only.ranks) == expected
+
+
 def test_local_unmatched_duplicate_is_a_distractor_in_protocol_all(synthetic_set, tmp_path):
     """An unidentified copy of a query photo is ranked as an individual of its own under 'all': it
     takes rank 1 and pushes the (verified) true individual to rank 2."""

@@ -190,3 +190,80 @@ def test_bad_inputs_are_refused(gallery, query):
         idx.add(1, 1, extract(pattern(1), None, max_keypoints=50, mirror=True))
     with pytest.raises(ValueError, match="k must be"):
         LocalIndex(k=0)
+
+
+def test_affine_verification_finds_the_same_individual(gallery, query):
+    """An affine RANSAC (6 degrees of freedom) also verifies the rotated, scaled, cropped copy, with
+    correspondences that follow the views' known poses. Its two extra degrees of freedom line up
+    chance correspondences of different patterns more often (7 here against at most 6 for a
+    similarity), far below the true match's."""
+    idx = filled(gallery, transform="affine")
+    res = idx.search(query)
+    top = res.candidates[0]
+    assert top.individual_id == 104 and top.inliers >= 20
+    assert all(c.inliers <= 10 and 10 * c.inliers < top.inliers for c in res.candidates[1:])
+    a, s, c = QUERY_VIEW
+    _, m_q = transformed(pattern(4), angle=a, scale=s, crop=c)
+    a, s, c = GALLERY_VIEWS[top.best_photo_id % 10]
+    _, m_g = transformed(pattern(4), angle=a, scale=s, crop=c)
+    q2g = (np.vstack([m_g, [0, 0, 1]]) @ np.linalg.inv(np.vstack([m_q, [0, 0, 1]])))[:2]
+    proj = top.pairs[:, :2] @ q2g[:, :2].T + q2g[:, 2]
+    assert np.median(np.linalg.norm(proj - top.pairs[:, 2:], axis=1)) < 2.0
+
+
+def test_rank_by_votes_keeps_the_vote_order_and_the_evidence(gallery, query):
+    """Made-up votes put individual 101 ahead of 104: ranked by inliers, the verified 104 comes first;
+    ranked by votes, 101 stays first and 104 keeps its verified correspondences as evidence."""
+    idx_inl, idx_votes = filled(gallery), filled(gallery, rank_by="votes")
+    per_photo = {0: 5.0, 1: 4.0, 30: 2.0, 31: 1.0, 10: 0.5}
+    votes = (per_photo, {101: 6.0, 104: 2.5, 102: 0.5})
+    by_inliers = idx_inl.rank(query, votes)
+    assert [c.individual_id for c in by_inliers.candidates] == [104, 101, 102]
+    by_votes = idx_votes.rank(query, votes)
+    assert [c.individual_id for c in by_votes.candidates] == [101, 104, 102]
+    assert [c.score for c in by_votes.candidates] == [6.0, 2.5, 0.5]
+    c104 = by_votes.candidates[1]
+    assert c104.verified and c104.inliers >= 20 and c104.pairs.shape == (c104.inliers, 4)
+
+
+def test_min_inliers_sets_what_counts_as_verified(gallery, query):
+    top = filled(gallery).search(query).candidates[0]
+    # just above the true match's inliers: nothing verifies, the ranking falls back to votes
+    strict = filled(gallery, min_inliers=top.inliers + 1).search(query)
+    assert all(c.inliers == 0 for c in strict.candidates)
+    assert strict.candidates[0].individual_id == 104 and strict.candidates[0].score == pytest.approx(top.votes)
+    assert filled(gallery, min_inliers=top.inliers).search(query).candidates[0].inliers == top.inliers
+
+
+def test_bad_scoring_settings_are_refused(query):
+    with pytest.raises(ValueError, match="transform"):
+        LocalIndex(transform="homography")
+    with pytest.raises(ValueError, match="rank_by"):
+        LocalIndex(rank_by="photos")
+    with pytest.raises(ValueError, match="min_inliers"):
+        LocalIndex(min_inliers=2)
+    from model.local.verify import verify
+
+    with pytest.raises(ValueError, match="transform"):
+        verify(query, query, transform="projective")
+
+
+def test_default_depth_verifies_the_best_voted_photo_of_each_top_individual(gallery, query):
+    """By default one photo (the best-voted) of each of up to DEFAULT_VERIFY_TOP individuals is verified."""
+    from model.local.index import DEFAULT_VERIFY_PHOTOS, DEFAULT_VERIFY_TOP
+
+    calls = []
+    idx = LocalIndex(loader=lambda pid: calls.append(pid) or gallery[pid][1])
+    idx.add_many((pid, ind, f) for pid, (ind, f) in gallery.items())
+    assert idx.kind == "exact"  # built (the build reads every photo through the loader)
+    calls.clear()
+    per_photo, per_ind = idx.votes(query)
+    res = idx.rank(query, (per_photo, per_ind), k=N_INDIVIDUALS)
+    assert DEFAULT_VERIFY_PHOTOS == 1 and DEFAULT_VERIFY_TOP >= N_INDIVIDUALS
+    assert len(calls) == len(per_ind) == N_INDIVIDUALS and all(c.verified for c in res.candidates)
+    best_voted = {}
+    for p, v in per_photo.items():
+        ind = gallery[p][0]
+        if v > per_photo.get(best_voted.get(ind, -1), -1.0):
+            best_voted[ind] = p
+    assert sorted(calls) == sorted(best_voted.values())
