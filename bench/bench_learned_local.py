@@ -814,8 +814,8 @@ def main() -> None:
     ap.add_argument("--rw-individuals", type=int, default=40, help="right whales in the seed-protocol subset")
     ap.add_argument("--shortlist", type=int, default=SHORTLIST, help="gallery photos re-ranked by LightGlue a query")
     ap.add_argument("--rw-full", action="store_true",
-                    help="also (a) on the whole right-whale seed protocol, RootSIFT against the first of "
-                         "--rw-aliked-variants (else ALIKED at 512 px: about an hour for 3,608 photos here)")
+                    help="also (a) on the whole right-whale seed protocol (ALIKED on 3,608 photos at 512 px: "
+                         "about an hour here)")
     ap.add_argument("--aliked-variants", default="",
                     help="more ALIKED inputs on the humpbacks, comma-separated: clahe (RootSIFT's CLAHE grey crop), "
                          "a long side in px (e.g. 384), or both (clahe_384)")
@@ -850,7 +850,7 @@ def main() -> None:
         report["right_whales"] = right_whale_set(aliked, lg, args.shortlist, args.rw_individuals,
                                                  ("rootsift", "aliked") + rw_extra)
         if args.rw_full:
-            report["right_whales_full"] = right_whale_full(aliked, ("rootsift",) + (rw_extra or ("aliked",)))
+            report["right_whales_full"] = right_whale_full(aliked, ("rootsift", "aliked"))
     if not args.skip_onnx:
         ali, _ = cached_features(recs, "humpback", "aliked", model=aliked)
         q0, q1 = split.queries[0], split.queries[1]
