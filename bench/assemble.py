@@ -13,7 +13,7 @@ from __future__ import annotations
 from bench.common import ROOT
 
 ORDER = ["table1", "rw_metric", "rw_recipe", "rw_rerank", "gpu", "train_throughput", "synth", "detector", "inference",
-         "matching", "catalog", "package", "local", "imagenet_sweep", "imagenet", "retrain"]
+         "matching", "catalog", "package", "local", "learned_local", "imagenet_sweep", "imagenet", "retrain"]
 MARKER = "<!-- tables -->"
 
 HEADER = """# Benchmarks
