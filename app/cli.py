@@ -44,6 +44,19 @@ def configure_process() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def interruptible() -> None:
+    """Let Ctrl+C / SIGINT raise KeyboardInterrupt in this process whatever it inherited.
+
+    A process started in the background by a shell without job control (``flukeid gui &`` from a
+    script, some desktop launchers) inherits SIGINT *ignored*, and Python keeps it ignored; the
+    app's training processes would then not save their checkpoint when Retrain's Cancel sends
+    SIGINT (they were killed by the SIGTERM that follows). Long jobs call this first.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_process()
     parser = build_parser()

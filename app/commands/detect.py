@@ -60,6 +60,9 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def run_train_detector(args: argparse.Namespace) -> int:
+    from app.cli import interruptible
+
+    interruptible()  # stoppable by SIGINT even when started with SIGINT ignored
     from model.api import DetectorTrainConfig, build_detector
 
     if args.images and len(args.images) != len(args.data):

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from app.cli import interruptible
+
+    interruptible()  # Retrain's Cancel sends SIGINT: save the checkpoint even if SIGINT was inherited ignored
     from model.api import DataError, FlukeidError, load_train_config, read_labels, train_siamese
 
     def emit(event: dict) -> None:

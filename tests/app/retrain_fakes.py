@@ -71,7 +71,8 @@ def make_catalog(root: Path, *, individuals: int = 4, photos_each: int = 4, size
 FAKE_PYTHON = textwrap.dedent('''\
     #!{python}
     """A stand-in training Python: fast answers for -m app train/export/train-detector."""
-    import json, os, sys, time
+    import json, os, signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as app.cli.interruptible in the real one
     args = sys.argv[1:]
     if args[:2] != ["-m", "app"]:
         os.execv({python!r}, [{python!r}] + args)

@@ -103,7 +103,8 @@ def test_runner_error_event_and_missing_done(tmp_path):
 def test_runner_cancel_stops_the_process_group(tmp_path):
     marker = tmp_path / "stopped"
     cmd = _script(tmp_path, f"""
-        import json, time
+        import json, signal, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a trainer's duty (app.cli.interruptible)
         try:
             for e in range(1, 100000):  # about 80 minutes unless stopped
                 print(json.dumps({{"event": "epoch", "epoch": e, "epochs": 99999, "loss": 1.0}}), flush=True)
@@ -386,3 +387,21 @@ def test_no_torch_in_this_process_from_the_service():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=os.environ)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_training_commands_can_be_interrupted_even_when_started_with_sigint_ignored(tmp_path):
+    """A background launch (no job control) passes SIGINT ignored: Cancel's SIGINT must still work."""
+    import signal
+    import subprocess
+
+    code = ("import signal; from app.cli import interruptible; "
+            "before = signal.getsignal(signal.SIGINT); interruptible(); "
+            "print(before is signal.SIG_IGN, signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                         cwd=Path(__file__).resolve().parents[2],
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+    assert out.stdout.split() == ["True", "True"]
+    src = Path(__file__).resolve().parents[2] / "app" / "commands"
+    for name, fn in (("train.py", "def run_train("), ("detect.py", "def run_train_detector(")):
+        body = (src / name).read_text().split(fn, 1)[1].split("\ndef ", 1)[0]
+        assert "interruptible()" in body, f"{name}: {fn} does not make itself interruptible"
