@@ -692,6 +692,15 @@ def speed_one(n_photos: int, n_queries: int = 20, verify_top: int | None = None,
             "rank_on": "real humpback votes"}
 
 
+def _speed_row(cmd: list[str], what: str) -> dict:
+    """Run one ``--speed-one`` measurement in its own process; its last output line (JSON)."""
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        print(res.stderr[-3000:])
+        raise SystemExit(f"{what} failed")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def speed_verify(report: dict, settings: list[tuple[int, int]], n_photos: int = 10_000, n_queries: int = 40) -> None:
     """Query latency at ``n_photos`` for several verification depths (individuals x photos), one
     process each, as the speed section measures it."""
@@ -699,11 +708,7 @@ def speed_verify(report: dict, settings: list[tuple[int, int]], n_photos: int = 
     for top, photos in settings:
         cmd = [sys.executable, "-m", "bench.bench_local", "--speed-one", str(n_photos), "--speed-queries", str(n_queries),
                "--speed-verify", f"{top}x{photos}"]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if res.returncode != 0:
-            print(res.stderr[-3000:])
-            raise SystemExit(f"speed at {n_photos} photos, {top}x{photos} failed")
-        row = json.loads(res.stdout.strip().splitlines()[-1])
+        row = _speed_row(cmd, f"speed at {n_photos} photos, {top}x{photos}")
         print(f"{n_photos} photos, verify {top}x{photos}: {row}")
         out.append(row)
     report["speed_verify"] = out
@@ -714,11 +719,7 @@ def speed(report: dict, sizes: list[int]) -> None:
     for n in sizes:
         cmd = [sys.executable, "-m", "bench.bench_local", "--speed-one", str(n)]
         t0 = time.perf_counter()
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if res.returncode != 0:
-            print(res.stderr[-3000:])
-            raise SystemExit(f"speed at {n} photos failed")
-        row = json.loads(res.stdout.strip().splitlines()[-1])
+        row = _speed_row(cmd, f"speed at {n} photos")
         print(f"{n} photos: {row} ({time.perf_counter() - t0:.0f} s)")
         out.append(row)
     report["speed"] = out

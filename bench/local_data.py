@@ -73,6 +73,24 @@ def synthetic_records():
     return ls.records
 
 
+def _extract_cached(records, name: str, path, decode, describe) -> tuple[list[LocalFeatures], float]:
+    """Extract every record's features (``describe(*decode(record))``, only the describing timed),
+    store them with the median time in ms at ``path``, and return both."""
+    feats, times = [], []
+    t_start = time.perf_counter()
+    for i, r in enumerate(records):
+        img, box = decode(r)
+        t0 = time.perf_counter()
+        feats.append(describe(img, box))
+        times.append(time.perf_counter() - t0)
+        if (i + 1) % 200 == 0:
+            print(f"  {name}: {i + 1}/{len(records)} photos, {time.perf_counter() - t_start:.0f} s")
+    ms = float(np.median(times) * 1e3)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(([f.to_bytes() for f in feats], ms)))
+    return feats, ms
+
+
 def eval_features_for(records, name: str) -> tuple[dict[int, LocalFeatures], float]:
     """Every record's features as ``flukeid evaluate`` computes them (model.evaluate.local_features_of:
     decoded at most LOCAL_MAX_SIDE, box scaled with it; cached); record index -> features, and the
@@ -82,18 +100,7 @@ def eval_features_for(records, name: str) -> tuple[dict[int, LocalFeatures], flo
     if path.is_file():
         blobs, ms = pickle.loads(path.read_bytes())
         return {i: LocalFeatures.from_bytes(b) for i, b in enumerate(blobs)}, ms
-    feats, times = [], []
-    t_start = time.perf_counter()
-    for i, r in enumerate(records):
-        img, box = decode_record(r, LOCAL_MAX_SIDE)  # local_features_of's loop, timed
-        t0 = time.perf_counter()
-        feats.append(extract(img, box))
-        times.append(time.perf_counter() - t0)
-        if (i + 1) % 200 == 0:
-            print(f"  {name}: {i + 1}/{len(records)} photos, {time.perf_counter() - t_start:.0f} s")
-    ms = float(np.median(times) * 1e3)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(([f.to_bytes() for f in feats], ms)))
+    feats, ms = _extract_cached(records, name, path, lambda r: decode_record(r, LOCAL_MAX_SIDE), extract)
     return dict(enumerate(feats)), ms
 
 
@@ -105,16 +112,5 @@ def features_for(records, name: str, *, mirror: bool = False, **params) -> tuple
     if path.is_file():
         blobs, ms = pickle.loads(path.read_bytes())
         return [LocalFeatures.from_bytes(b) for b in blobs], ms
-    feats, times = [], []
-    t_start = time.perf_counter()
-    for i, r in enumerate(records):
-        img = load_image(r.path)
-        t0 = time.perf_counter()
-        feats.append(extract(img, r.box, mirror=mirror, **params))
-        times.append(time.perf_counter() - t0)
-        if (i + 1) % 200 == 0:
-            print(f"  {name}: {i + 1}/{len(records)} photos, {time.perf_counter() - t_start:.0f} s")
-    ms = float(np.median(times) * 1e3)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(([f.to_bytes() for f in feats], ms)))
-    return feats, ms
+    return _extract_cached(records, name, path, lambda r: (load_image(r.path), r.box),
+                           lambda img, box: extract(img, box, mirror=mirror, **params))
