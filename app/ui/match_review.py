@@ -303,16 +303,14 @@ class MatchReviewView(QWidget):
     def set_pending(self, text: str | None = PENDING) -> None:
         """Say that the next photo's candidates are being found (None: no longer): never "every photo is
         identified" while photos are left. Showing a task ends it."""
-        self.pending = text
         if text is not None:
-            self.task = None
-            self.content.setVisible(False)
-            self.empty.setVisible(True)
+            self.set_task(None)  # the previous photo, its heatmaps and evidence go
+        self.pending = text
         self.empty.setText(text if text is not None else self._empty_text)
 
     def set_task(self, task: MatchTask | None) -> None:
         """Show a query and its candidates (None: nothing left to identify)."""
-        if task is not None or self.pending is not None:
+        if self.pending is not None:
             self.set_pending(None)
         self.task = task
         self.rejected_ranks = set() if task is None else self._ranks_of(task.rejected)
