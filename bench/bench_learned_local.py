@@ -399,16 +399,25 @@ def _try_export(name: str, module, inputs: list[tuple], input_names: list[str], 
                     outs, ms = _ort_run(sess, args)
                     with torch.no_grad():
                         ref = module(*args)
-                    checks.append({"shape": [list(a.shape) for a in args][0], "ort_ms": round(ms, 1),
+                    ref = (ref,) if isinstance(ref, torch.Tensor) else ref
+                    checks.append({"shape": _shape(args), "ort_ms": round(ms, 1),
                                    "torch_ms": round(_torch_ms(module, args), 1),
                                    **compare([r.numpy() for r in ref], outs)})
                 except Exception as exc:  # noqa: BLE001
-                    checks.append({"shape": [list(a.shape) for a in args][0], "ort": _short(exc)})
+                    checks.append({"shape": _shape(args), "ort": _short(exc)})
             row["ort"] = checks
         except Exception as exc:  # noqa: BLE001
             row["ort"] = _short(exc)
         rows[key] = row
     return rows
+
+
+def _shape(args: tuple) -> str:
+    """What varies between the inputs of a check: the image (or dense map) size, the keypoint counts."""
+    if len(args) == 6:  # LightGlue
+        return f"{args[0].shape[1]} x {args[3].shape[1]} keypoints"
+    size = "x".join(str(int(d)) for d in args[0].shape[-2:])
+    return f"{size}, {args[1].shape[0]} keypoints" if len(args) == 2 else size
 
 
 def _max_diff(ref: list[np.ndarray], outs: list[np.ndarray]) -> dict:
@@ -503,14 +512,15 @@ def onnx_check(crops: list[np.ndarray], pair: tuple[Learned, Learned], pair2: tu
             b.kp, b.desc.astype(np.float32), np.array(b.size, np.float32)))
 
     images = [image(c) for c in crops]
-    heads = []
+    heads = []  # (dense map, keypoints in [-1, 1]): exported with 500 keypoints, then another size, then 400
     with torch.no_grad():
-        for (im,), keep in zip(images, (MAX_KEYPOINTS, MAX_KEYPOINTS * 4 // 5), strict=True):
+        for (im,), keeps in zip(images, ((MAX_KEYPOINTS,), (MAX_KEYPOINTS, MAX_KEYPOINTS * 4 // 5)), strict=True):
             fmap, _ = aliked.extract_dense_map(im)
-            kp = aliked({"image": im})["keypoints"][0][:keep]
+            kp = aliked({"image": im})["keypoints"][0]
             wh = torch.tensor([im.shape[-1] - 1, im.shape[-2] - 1], dtype=torch.float32)
-            heads.append((fmap, 2.0 * kp / wh - 1.0))
-    glues = [glue(*pair, keep=len(pair[0].kp)), glue(*pair2, keep=len(pair2[0].kp) * 4 // 5)]
+            heads += [(fmap, 2.0 * kp[:keep] / wh - 1.0) for keep in keeps]
+    glues = [glue(*pair, keep=len(pair[0].kp)), glue(*pair2, keep=len(pair2[0].kp)),
+             glue(*pair2, keep=len(pair2[0].kp) * 4 // 5)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, module, inputs, names, dynamic, compare in (
@@ -794,7 +804,7 @@ def fragment(report: dict, command: str) -> str:
                 if isinstance(ort, str):
                     cell = f"fails: {ort}"
                 else:
-                    cell = "; ".join(f"input {'x'.join(map(str, c['shape']))}: " + (
+                    cell = "; ".join(f"{c['shape']}: " + (
                         f"fails: {c['ort']}" if "ort" in c else
                         ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in c.items() if k not in ("shape", "ort_ms", "torch_ms"))
                         + f", {c['ort_ms']:.0f} / {c['torch_ms']:.0f} ms") for c in ort)
