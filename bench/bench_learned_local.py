@@ -392,7 +392,9 @@ def _try_export(name: str, module, inputs: list[tuple], input_names: list[str], 
             onnx.checker.check_model(model)
             row["deform_conv_nodes"] = sum(1 for n in model.graph.node if n.op_type == "DeformConv")
             row["opset"] = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1  # like torch here: one thread each
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
             checks = []
             for args in inputs:
                 try:
@@ -788,7 +790,8 @@ def fragment(report: dict, command: str) -> str:
         lines += ["### ONNX export and onnxruntime (CPU)", "",
                   f"torch {ox['torch']}, torchvision {ox['torchvision']}, onnx {ox['onnx']}, onnxscript {ox['onnxscript']}, "
                   f"onnxruntime {ox['onnxruntime']}. Checked on two real crops of different sizes (ALIKED) and two real "
-                  "pairs (LightGlue, without adaptive depth or pruning, which ONNX ports of LightGlue also drop).", "",
+                  "pairs (LightGlue, without adaptive depth or pruning, which ONNX ports of LightGlue also drop); "
+                  "times are medians of 3 runs, onnxruntime and torch each on one thread.", "",
                   "| part | exporter | export | DeformConv nodes | onnxruntime CPU: agreement with torch, time (ort / torch) |",
                   "|---|---|---|---|---|"]
         for part, label in (("aliked_dense", "ALIKED dense network (the deformable convolutions)"),
