@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test venv lint bench demo-model imagenet-model detector-model package package-test clean
+.PHONY: demo test explore venv lint bench demo-model imagenet-model detector-model package package-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: $(STAMP)
 ## make test: set up with the test extra and run the whole suite
 test: $(TEST_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q
+
+## property tests with new random examples (the suite itself draws the same ones each run)
+explore: $(TEST_STAMP)
+	HYPOTHESIS_PROFILE=explore QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -q \
+		tests/model/test_records.py tests/reliability tests/app/test_undo_property.py tests/ui/test_review_truth.py
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check app model tests bench tools packaging

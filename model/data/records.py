@@ -501,6 +501,9 @@ class LabelRows:
                 return None
         else:
             path = self.images_dir / image
+        if _names_folder(image):
+            self._issue(line, image, "the image name ends in a folder, not a photo file")
+            return None
         if self._check_images:
             problem = _image_problem(path, box)
             if problem:
@@ -524,6 +527,12 @@ class LabelRows:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _names_folder(image: str) -> bool:
+    """True for an image name that cannot be a photo file: ``/``, ``x/``, ``.``, ``a/..`` (either slash)."""
+    parts = image.replace("\\", "/").split("/")
+    return parts[-1].strip() in ("", ".", "..")
 
 
 def _open_binary(path: Path):

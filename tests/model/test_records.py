@@ -237,6 +237,10 @@ def test_streamed_rows_of_both_formats(tmp_path):
     ("image,individual_id,x0,y0,x1,y1\na.jpg,W,1,2,zero,4\nb.jpg,W,,,,\n", r"line 2 \(a\.jpg\): malformed box: not numbers \(x1='zero'\)"),
     ("image,individual_id,x0,y0,x1,y1\na.jpg,W,5,5,1,1\nb.jpg,W,,,,\n", r"line 2 \(a\.jpg\): malformed box: x1 <= x0 \(1 <= 5\)"),
     ("image,individual_id\n,W\nb.jpg,W\n", r"line 2 \(no image\): empty image name"),
+    # found by the random-bytes property test: "/" read as the root folder, a row with no file name
+    ("image,individual_id\n/\nb.jpg,W\n", r"line 2 \(/\): the image name ends in a folder, not a photo file"),
+    ("image,individual_id\nphotos/,W\nb.jpg,W\n", r"line 2 \(photos/\): the image name ends in a folder, not a photo file"),
+    ("image,individual_id\nphotos\\..,W\nb.jpg,W\n", r"line 2 \(photos\\\.\.\): the image name ends in a folder, not a photo file"),
 ])
 def test_bad_rows_name_file_and_line_and_the_rest_loads(tmp_path, content, match):
     p = tmp_path / "l.csv"
