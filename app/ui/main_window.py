@@ -9,6 +9,9 @@ What lives elsewhere: the review views' decisions and match jobs in :mod:`app.ui
 candidate cards are :class:`app.services.review.Session`'s), menus and help in :mod:`app.ui.menus`.
 What stays: the jobs' life with the catalog (open, refresh, close, the undo stack's writes), because
 each of them starts, feeds or stops every view at once.
+
+Over 600 lines, one job: the window's life (open, jobs, close) and the routing between its views;
+the lines are the open/close/export/import handlers, each a few lines around a JobRunner job.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Keys: 1-5 confirm that candidate · R reject the shown candidate · N new individual · S skip ·
 H heatmap overlay · E evidence lines · Up/Down choose the shown candidate · Esc query alone.
+
+Over 600 lines, one job: painting one match task (query, candidate cards, banner, heatmaps and
+evidence) and turning keys into decisions; what to show and what a decision does are
+:mod:`app.services.review`'s and :mod:`app.ui.review_controller`'s.
 """
 
 from __future__ import annotations
