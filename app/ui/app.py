@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ def run_gui(catalog: str | None = None, *, view: str | None = None, settings: QS
     if target and (Path(str(target)) / "catalog.sqlite").is_file():
         window.open_catalog(str(target))
     elif catalog:
-        window.notify(f"{catalog}: not a flukeid catalog (no catalog.sqlite)", "error")
+        window.notify(f"{html.escape(str(catalog))}: not a flukeid catalog (no catalog.sqlite)", "error")
     if view:
         window.catalog_opened.connect(lambda _p: window.show_view(view))
     return app.exec()

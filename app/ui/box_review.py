@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -164,7 +166,8 @@ class BoxReviewView(QWidget):
         else:
             conf = ""
         who = f" · {p.individual}" if p.individual else ""
-        self.title.setText(f"<b>{p.file_name}</b>  ({self._index + 1} of {len(self._queue)}){who}{conf}")
+        self.title.setText(f"<b>{html.escape(p.file_name)}</b>  ({self._index + 1} of {len(self._queue)})"
+                           f"{html.escape(who)}{conf}")
         if self._cache.failed(_key(p.path)):
             self.editor.set_pixmap(placeholder_pixmap(480, f"photo not found:\n{p.path}"))
             self.editor.set_box(None)

@@ -3,8 +3,10 @@ import, and the words for a catalog that cannot be opened."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -28,9 +30,9 @@ def merge_summary(source: IndividualRow, target: IndividualRow) -> str:
     last = max(filter(None, [source.last_seen, target.last_seen]), default=None)
     span = f"<br>Sightings will span {first} to {last}." if first and last else ""
     return (f"<p>All <b>{source.photo_count}</b> photo{'s' if source.photo_count != 1 else ''} of "
-            f"<b>{source.label}</b> will be identified as <b>{target.label}</b>, "
+            f"<b>{html.escape(source.label)}</b> will be identified as <b>{html.escape(target.label)}</b>, "
             f"which will then have <b>{total}</b> photos.{span}</p>"
-            f"<p><b>{source.code}</b> will no longer appear in the individuals list. "
+            f"<p><b>{html.escape(source.code)}</b> will no longer appear in the individuals list. "
             "The merge is recorded in the catalog's history and can be undone (Edit ▸ Undo).</p>")
 
 
@@ -39,6 +41,7 @@ def confirm_merge(parent: QWidget | None, source: IndividualRow, target: Individ
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Question)
     box.setWindowTitle("Merge individuals")
+    box.setTextFormat(Qt.TextFormat.PlainText)
     box.setText(f"Merge {source.label} into {target.label}?")
     box.setInformativeText(merge_summary(source, target))
     ok = box.addButton("Merge", QMessageBox.ButtonRole.AcceptRole)
@@ -58,7 +61,7 @@ class MergeDialog(QDialog):
         for row in others:
             self.combo.addItem(f"{row.label}  ({row.photo_count} photos)", row.individual_id)
         form = QFormLayout(self)
-        form.addRow(QLabel(f"Merge <b>{source.label}</b> into:"))
+        form.addRow(QLabel(f"Merge <b>{html.escape(source.label)}</b> into:"))
         form.addRow("Individual", self.combo)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -236,7 +238,7 @@ class IndividualsView(QWidget):
             self.model.set_photos([])
             return
         span = f" · seen {r.first_seen} – {r.last_seen}" if r.first_seen else ""
-        self.heading.setText(f"<b>{r.label}</b> · {r.photo_count} photos{span}")
+        self.heading.setText(f"<b>{html.escape(r.label)}</b> · {r.photo_count} photos{html.escape(span)}")
         self.name_edit.setText(r.name)
         self.notes.setPlainText(r.notes)
         self.model.set_photos(self._photos_of.get(r.individual_id, []))

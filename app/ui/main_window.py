@@ -201,7 +201,7 @@ class MainWindow(QMainWindow):
             self._hide_timer.start(8000)
 
     def _on_job_failed(self, name: str, exc: BaseException) -> None:
-        self.notify(f"<b>{name} failed:</b> {plain(exc)}", "error")
+        self.notify(f"<b>{plain(name)} failed:</b> {plain(exc)}", "error")
 
     def run_job(self, name: str, fn, on_result=None, *, cancellable: bool = True, on_error=None):
         """Run a slow job with the status-bar progress and cancel button."""
@@ -216,7 +216,7 @@ class MainWindow(QMainWindow):
                     w.setVisible(False)
 
         job = self.jobs.submit(name, fn, on_result=on_result, on_progress=progress, on_error=on_error,
-                               on_cancelled=lambda: (self.notify(f"{name} cancelled.", "info"), self.refresh()),
+                               on_cancelled=lambda: (self.notify(f"{plain(name)} cancelled.", "info"), self.refresh()),
                                on_finished=finished)
         self._job = job
         self.job_label.setText(name + "…")
@@ -293,7 +293,7 @@ class MainWindow(QMainWindow):
             self.welcome.setVisible(False)
             self._remember(path)
             if session.catalog.readonly:
-                self.notify(f"Opened read-only: {session.catalog.readonly_reason}. You can look, not change.",
+                self.notify(f"Opened read-only: {plain(session.catalog.readonly_reason)}. You can look, not change.",
                             "warning")
             if session.new_catalog is not None and session.new_catalog.model:
                 self.notify(f"New catalog, with the program's default model {html.escape(session.new_catalog.model)}.")
@@ -420,7 +420,7 @@ class MainWindow(QMainWindow):
             self._relink_asked = True
             n = len(snap.missing)
             self.notify(f"<b>{n} of {len(snap.photos)} photos were not found</b> where they were imported "
-                        f"from (e.g. {snap.missing[0].path}). If you moved the folder, relink them.",
+                        f"from (e.g. {plain(str(snap.missing[0].path))}). If you moved the folder, relink them.",
                         "warning", ("Relink…", self.relink_dialog))
         self.snapshot_applied.emit()
 

@@ -10,6 +10,8 @@ evidence) and turning keys into decisions; what to show and what a decision does
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
@@ -68,6 +70,7 @@ class CandidateCardWidget(QFrame):
         self.thumb.setObjectName("cardThumb")
         self.name = QLabel()
         self.name.setObjectName("cardName")
+        self.name.setTextFormat(Qt.TextFormat.PlainText)  # a code is shown as written, never as markup
         self.details = QLabel()
         self.details.setObjectName("cardDetails")
         for label in (self.name, self.details):  # a long name or date gives way, never the score
@@ -99,7 +102,7 @@ class CandidateCardWidget(QFrame):
         if c is None:
             return
         self.name.setText(c.label)
-        last = f"<br>last seen {c.last_seen}" if c.last_seen else ""
+        last = f"<br>last seen {html.escape(str(c.last_seen))}" if c.last_seen else ""
         marks = "" if c.inliers is None else (" · verified" if c.inliers else " · unverified")
         self._details = f"{c.photo_count} photo{'s' if c.photo_count != 1 else ''}{marks}{last}"
         self.details.setText(self._details)
@@ -107,7 +110,7 @@ class CandidateCardWidget(QFrame):
         value = c.probability if c.probability is not None else c.score
         colour = "#8a939c" if plain else score_colour(value, threshold)
         text = c.score_short or c.score_text or f"{c.score:.0%}"
-        self.score.setText(f"<span style='color:{colour}'>{text}</span>")
+        self.score.setText(f"<span style='color:{colour}'>{html.escape(text)}</span>")  # '<1%' is text
         self.score.setToolTip(f"{c.score_text}: a plain score that ranks the candidates, not a probability "
                               "(no calibration yet: flukeid calibrate). ✓ verified marks (candidates with "
                               "them rank first); a bare number: descriptor votes, or the fused score when a "
@@ -326,7 +329,7 @@ class MatchReviewView(QWidget):
             return
         p = task.photo
         date = f" · {p.date}" if p.date else ""
-        self.title.setText(f"<b>{p.file_name}</b>{date}")
+        self.title.setText(f"<b>{html.escape(p.file_name)}</b>{html.escape(date)}")
         self.set_remaining(task.remaining)
         for card, c in zip(self.cards, task.candidates[:5] + [None] * (5 - len(task.candidates[:5]))):
             card.set_candidate(c, task.threshold)
@@ -400,15 +403,16 @@ class MatchReviewView(QWidget):
     def _honest_banner(self, t: MatchTask, c: list, verdict: str) -> tuple[str, str]:
         """Banner text and kind from the verdict on ``c[0]``: a claim only where calibration supports it."""
         key = t.candidates.index(c[0]) + 1
+        label, score = html.escape(c[0].label), html.escape(c[0].score_text)  # "<1%" is text, not markup
         if verdict == "best_match":
-            return (f"<b>Best match: {c[0].label}</b> at {c[0].score_text} (calibrated; 'best match' from "
+            return (f"<b>Best match: {label}</b> at {score} (calibrated; 'best match' from "
                     f"{t.best_match_threshold:.0%}). Check the marks side by side, then press <b>{key}</b> to "
                     "confirm.", "match")
         if verdict == "new":
-            return (f"<b>Probably a new individual:</b> the best candidate, {c[0].label}, is at {c[0].score_text} "
+            return (f"<b>Probably a new individual:</b> the best candidate, {label}, is at {score} "
                     f"(under {t.threshold:.0%}). Compare, then press <b>N</b> if none matches.", "new")
         if verdict == "unsure":
-            return (f"<b>No confident match.</b> {c[0].label} ranks first at {c[0].score_text}, below the "
+            return (f"<b>No confident match.</b> {label} ranks first at {score}, below the "
                     f"{t.best_match_threshold:.0%} needed to call it a match. Compare the candidates.", "close")
         if verdict == "unverified":
             return ("<b>No candidate shares verified marks with this photo.</b> The ranking rests on scattered "
@@ -442,13 +446,14 @@ class MatchReviewView(QWidget):
             kind = "new"
         elif len(left) > 1 and left[0].score - left[1].score < CLOSE_CALL:
             a, b = left[0], left[1]
-            text = (f"<b>Close call:</b> {a.label} ({a.score:.0%}) and {b.label} ({b.score:.0%}) score alike. "
+            text = (f"<b>Close call:</b> {html.escape(a.label)} ({a.score:.0%}) and {html.escape(b.label)} "
+                    f"({b.score:.0%}) score alike. "
                     "Compare them with <b>↑/↓</b> before confirming; press <b>N</b> if neither matches.")
             kind = "close"
         else:
             best = left[0]
             key = t.candidates.index(best) + 1
-            text = (f"<b>Best match: {best.label}</b> at {best.score:.0%}. "
+            text = (f"<b>Best match: {html.escape(best.label)}</b> at {best.score:.0%}. "
                     f"Check the trailing edge and markings side by side, then press <b>{key}</b> to confirm.")
             kind = "match"
         self.banner.setText(text)
@@ -587,7 +592,7 @@ class MatchReviewView(QWidget):
         return self._evidence.get(rank) is not None
 
     def heatmap_failed(self, photo_id: int, message: str) -> None:
-        self.heat_status.setText(f"heatmap unavailable: {message}")
+        self.heat_status.setText(f"heatmap unavailable: {html.escape(str(message))}")
 
     # -- decisions ------------------------------------------------------------------------
     def confirm(self, rank: int) -> None:

@@ -82,6 +82,7 @@ class ModelVersionsDialog(QDialog):
                                    "verified with (\"verified on\"; a retrained model: held-out confirmed "
                                    "photos of this catalog). Times are local.")
         self.status_label.setWordWrap(True)
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)  # errors and folder names, shown as written
         lay.addWidget(self.status_label)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
@@ -51,4 +52,4 @@ class NotificationBar(QFrame):
 def plain(exc: BaseException | str) -> str:
     """An error (or a message) as text safe to show in the bar's rich text."""
     text = str(exc) or type(exc).__name__
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(text, quote=False)

@@ -9,6 +9,7 @@ from the training Python.
 
 from __future__ import annotations
 
+import html
 import math
 import time
 from typing import Any
@@ -189,6 +190,7 @@ class RetrainDialog(QDialog):
         box = QGroupBox("Training set (confirmed identifications)")
         self.summary_label = QLabel("…")
         self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.TextFormat.PlainText)
         QVBoxLayout(box).addWidget(self.summary_label)
         lay.addWidget(box)
 
@@ -320,7 +322,7 @@ class RetrainDialog(QDialog):
 
     def _on_probe_error(self, message: str) -> None:
         self._env = None
-        self.device_label.setText(f"<b>Training is not possible:</b> {message}")
+        self.device_label.setText(f"<b>Training is not possible:</b> {html.escape(str(message))}")
 
     def options(self):
         """The :class:`retraining.RetrainOptions` the form describes."""
@@ -432,7 +434,7 @@ class RetrainDialog(QDialog):
 
     def _on_error(self, exc) -> None:
         self.last_error = str(exc)
-        self.status_label.setText(f"<b>Failed:</b> {exc}")
+        self.status_label.setText(f"<b>Failed:</b> {html.escape(str(exc))}")
         self.training_failed.emit(str(exc))
         QMessageBox.warning(self, "Retraining failed", str(exc)) if self.isVisible() else None
 

@@ -174,3 +174,42 @@ def test_a_card_shows_a_named_individual_and_its_probability_whole(qtbot):
     for label in (shown.score, shown.name):  # neither is cut off, by the card or by the panel holding it
         assert label.width() >= label.sizeHint().width(), label.objectName()
         assert panel.rect().contains(label.geometry().translated(shown.pos())), label.objectName()
+
+
+def _shown(label) -> str:
+    """What a QLabel displays, as plain text (its rich text rendered the way Qt renders it)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QTextDocument
+
+    if label.textFormat() == Qt.TextFormat.PlainText:
+        return label.text()
+    doc = QTextDocument()
+    doc.setHtml(label.text())
+    return doc.toPlainText()
+
+
+def test_scores_names_and_file_names_show_as_written_never_as_markup(qtbot):
+    """Seen on real photos: a "<1%" score was read as the start of an HTML tag, so every card's score
+    was blank and the banner stopped at "ranks first at"."""
+    from dataclasses import replace
+
+    from app.services.viewdata import MatchTask, PhotoCard
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+
+    odd = "<b>Tom & Jerry</b>"
+    cards = [replace(_card(1, 0.004, "<1%", 3), label=odd, score_short="<1%", last_seen="<2020>"),
+             _card(2, 0.002, "<1%", 0)]
+    task = MatchTask(PhotoCard(9, "/x/<fluke>&1.jpg", "unidentified"), cards,
+                     False, 0.10, calibrated=True, best_match_threshold=0.90, verdict="unsure")
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.set_task(task)
+    banner = _shown(view.banner)
+    assert f"{odd} ranks first at <1%, below the 90% needed" in banner, banner
+    assert _shown(view.cards[0].score) == "<1%" and _shown(view.cards[1].score) == "<1%"
+    assert _shown(view.cards[0].name) == odd
+    assert "last seen <2020>" in _shown(view.cards[0].details)
+    assert _shown(view.title).startswith("<fluke>&1.jpg")
+    assert _shown(view.compare.left_caption) == "This photo — <fluke>&1.jpg"
+    assert _shown(view.compare.right_caption) == f"{odd} — <1%"
