@@ -40,11 +40,19 @@ def crop_key(path: str, box) -> str:
     return f"crop:{path}:{tuple(round(v) for v in box) if box else None}"
 
 
-def score_colour(score: float, threshold: float | None) -> str:
-    t = threshold if threshold is not None else 0.5
-    if score >= max(t, 0.5) + (1 - max(t, 0.5)) / 2:
+def score_colour(score: float, threshold: float | None, best_match: float | None = None) -> str:
+    """Green from the 'best match' threshold (calibrated) or far above the new-individual threshold,
+    lime from the new-individual threshold (or half the best-match one), grey below. A threshold of
+    0 is a switched-off suggestion, not a bar every score clears: "<1%" was painted lime."""
+    t = threshold if threshold else None
+    if best_match is not None:
+        strong, weak = best_match, t if t is not None else best_match / 2
+    else:
+        weak = t if t is not None else 0.5
+        strong = max(weak, 0.5) + (1 - max(weak, 0.5)) / 2
+    if score >= strong:
         return "#3fae6a"
-    if score >= t:
+    if score >= weak:
         return "#a6c84c"
     return "#8a939c"
 
@@ -96,7 +104,8 @@ class CandidateCardWidget(QFrame):
         self._details = ""
         self.set_state(False, False)
 
-    def set_candidate(self, c: CandidateCard | None, threshold: float | None) -> None:
+    def set_candidate(self, c: CandidateCard | None, threshold: float | None,
+                      best_match: float | None = None) -> None:
         self.candidate = c
         self.setVisible(c is not None)
         if c is None:
@@ -108,7 +117,7 @@ class CandidateCardWidget(QFrame):
         self.details.setText(self._details)
         plain = bool(c.score_text) and c.probability is None  # uncalibrated: a rank and a plain score
         value = c.probability if c.probability is not None else c.score
-        colour = "#8a939c" if plain else score_colour(value, threshold)
+        colour = "#8a939c" if plain else score_colour(value, threshold, best_match)
         text = c.score_short or c.score_text or f"{c.score:.0%}"
         self.score.setText(f"<span style='color:{colour}'>{html.escape(text)}</span>")  # '<1%' is text
         self.score.setToolTip(f"{c.score_text}: a plain score that ranks the candidates, not a probability "
@@ -332,7 +341,7 @@ class MatchReviewView(QWidget):
         self.title.setText(f"<b>{html.escape(p.file_name)}</b>{html.escape(date)}")
         self.set_remaining(task.remaining)
         for card, c in zip(self.cards, task.candidates[:5] + [None] * (5 - len(task.candidates[:5]))):
-            card.set_candidate(c, task.threshold)
+            card.set_candidate(c, task.threshold, task.best_match_threshold if task.calibrated else None)
             if c is not None:
                 pm = self._cache.get(crop_key(c.photo_path, c.photo_box),
                                      lambda c=c: read_crop(c.photo_path, c.photo_box, 600))
@@ -460,8 +469,9 @@ class MatchReviewView(QWidget):
         self.banner.setProperty("kind", kind)
         self.banner.style().unpolish(self.banner)
         self.banner.style().polish(self.banner)
+        # the highlighted button is the banner's advice; "no confident match" advises neither
         self.new_btn.setObjectName("primary" if primary_new else "")
-        self.confirm_btn.setObjectName("" if primary_new else "primary")
+        self.confirm_btn.setObjectName("" if primary_new or verdict == "unsure" else "primary")
         for b in (self.new_btn, self.confirm_btn):
             b.style().unpolish(b)
             b.style().polish(b)

@@ -138,6 +138,8 @@ def test_calibrated_banner_claims_only_what_the_thresholds_allow(qtbot, verdict,
     assert view.cards[0].score.text().endswith(f"{top_p:.0%}</span>") and view.cards[0].bar.isVisibleTo(view)
     primary_new = view.new_btn.objectName() == "primary"
     assert primary_new == (verdict == "new")
+    # the confirm button is highlighted only where the banner calls it a match
+    assert (view.confirm_btn.objectName() == "primary") == (verdict == "best_match")
 
 
 def test_calibrate_from_the_window_says_why_it_cannot(qtbot, window, local_catalog):
@@ -213,3 +215,22 @@ def test_scores_names_and_file_names_show_as_written_never_as_markup(qtbot):
     assert _shown(view.title).startswith("<fluke>&1.jpg")
     assert _shown(view.compare.left_caption) == "This photo — <fluke>&1.jpg"
     assert _shown(view.compare.right_caption) == f"{odd} — <1%"
+
+
+def test_a_score_far_below_every_threshold_is_grey_not_green(qtbot):
+    """Seen on real photos: with the 'probably new' suggestion off (threshold 0), "<1%" was lime."""
+    from app.services.viewdata import MatchTask, PhotoCard
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView, score_colour
+
+    grey, lime, green = "#8a939c", "#a6c84c", "#3fae6a"
+    assert [score_colour(p, 0.0, 0.25) for p in (0.002, 0.15, 0.30)] == [grey, lime, green]
+    assert [score_colour(p, 0.10, 0.90) for p in (0.05, 0.50, 0.95)] == [grey, lime, green]
+    assert [score_colour(p, None) for p in (0.3, 0.6, 0.8)] == [grey, lime, green]  # uncalibrated bundle score
+    cards = [_card(1, 0.3, "30%", 12), _card(2, 0.004, "<1%", 0)]
+    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, False, 0.0,
+                     calibrated=True, best_match_threshold=0.25, verdict="best_match")
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.set_task(task)
+    assert green in view.cards[0].score.text() and grey in view.cards[1].score.text()
