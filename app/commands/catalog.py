@@ -81,7 +81,9 @@ def _new(args: argparse.Namespace) -> int:
         else:
             if new.problem:
                 print(f"warning: {new.problem}", file=sys.stderr)
-            print(f"no model yet: add one with `flukeid model add {folder} BUNDLE --activate`")
+            print("no model yet: photos are matched by their local features, which need none")
+            print(f"a model adds a learned second opinion and heatmaps: `flukeid model add {folder} BUNDLE "
+                  f"--activate`, or `flukeid retrain {folder}` once you have confirmed identifications")
     return 0
 
 

@@ -448,7 +448,8 @@ class MainWindow(QMainWindow):
         c = self.snapshot.counts() if self.snapshot else {}
         boxes, todo = c.get("boxes", 0), c.get("to_identify", 0)
         self.counts_label.setText(status_line(Path(s.catalog.root).name, c))
-        self.model_label.setText(f"Model: {s.model_version or 'none'}")
+        # without a model the catalog still matches (local features): the bar says so, not just "none"
+        self.model_label.setText(f"Model: {s.model_version}" if s.model_version else "Model: none (local features match)")
         self.device_label.setText(f"Inference: {s.device or '—'}")
         self.tabs.setTabText(1, f"Box review ({boxes})" if boxes else "Box review")
         self.tabs.setTabText(2, f"Match review ({todo})" if todo else "Match review")

@@ -298,7 +298,8 @@ def test_new_catalog_without_a_default_model_has_none_and_says_how_to_add_one(tm
     use_resources(monkeypatch, tmp_path / "res", built, None)
     assert main(["new", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
-    assert f"no model yet: add one with `flukeid model add {tmp_path / 'c'} BUNDLE --activate`" in out
+    assert "no model yet: photos are matched by their local features" in out  # a new catalog can match
+    assert f"`flukeid model add {tmp_path / 'c'} BUNDLE --activate`" in out
     with Catalog.open(tmp_path / "c") as c:
         assert c.models() == [] and c.active_model() is None
 

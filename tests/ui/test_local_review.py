@@ -106,6 +106,7 @@ def test_window_matches_a_catalog_without_model(qtbot, window, local_catalog, no
     assert review.task.photo.photo_id in queries
     assert review.task.candidates and review.task.verdict in ("ranking", "unverified")
     assert "matching needs a model" not in window.notification.label.text()
+    assert window.model_label.text() == "Model: none (local features match)"
     qtbot.waitUntil(lambda: review.evidence_ready(0), timeout=10000)
     assert review.compare.lines == review._evidence[0]
 
