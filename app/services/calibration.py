@@ -59,11 +59,19 @@ class CalibrationResult:
         best = (f"'best match' from {self.best_match_threshold:.0%} (95% of top candidates right there)"
                 if self.best_match_threshold is not None else
                 "no probability reaches 95% precision, so 'best match' is never claimed")
-        new = (f"'probably new' under {self.new_individual_threshold:.0%}" if self.new_individual_threshold
-               is not None else "no 'probably new' threshold (no matchable photos)")
+        t = self.new_individual_threshold
+        new = (f"'probably new' under {_percent(t)} (about 5% of the photos whose individual is in the catalog "
+               "score under it)" if t is not None else "no 'probably new' threshold (no matchable photos)")
         return (f"calibration '{self.kind}' fitted on {self.n_same + self.n_different} pairs from {self.n_queries} "
                 f"photos ({self.n_same} same, {self.n_different} different; inputs {', '.join(self.feature_names)}): "
                 f"{best}; {new}; {self.seconds:.0f} s")
+
+
+def _percent(p: float) -> str:
+    """A threshold as a percentage with the digits it needs: '0.3%' rather than '0%' (which reads as "off")."""
+    if p < 0.001:
+        return "<0.1%"
+    return f"{p:.1%}" if p < 0.1 else f"{p:.0%}"
 
 
 def _queries(catalog: Catalog, max_queries: int) -> tuple[list[int], dict[int, int]]:

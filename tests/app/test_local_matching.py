@@ -352,3 +352,17 @@ def test_one_off_queries_search_exactly(catalog, flukes):
 def test_a_probability_is_never_shown_as_certain():
     assert [matching.percent(p) for p in (0.0, 0.004, 0.01, 0.5, 0.99, 0.995, 1.0)] == \
         ["<1%", "<1%", "1%", "50%", "99%", ">99%", ">99%"]
+
+
+def test_calibration_summary_gives_a_small_threshold_its_digits():
+    """Seen on a real humpback catalog: "'probably new' under 0%" read as "off" for a threshold of 0.3%."""
+    from app.services.calibration import CalibrationResult
+
+    def summary(new):
+        return CalibrationResult("local", 573, 64, 5666, 0.46, new, ["log_votes"], 1).summary()
+
+    assert "'probably new' under 0.3% (about 5% of the photos whose individual is in the catalog" in summary(0.003)
+    assert "'probably new' under <0.1%" in summary(0.0002)
+    assert "'probably new' under 12%" in summary(0.12)
+    assert "no 'probably new' threshold" in summary(None)
+    assert "'best match' from 46%" in summary(0.003)
