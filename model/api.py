@@ -181,6 +181,7 @@ _FUNCTIONS = ["evaluate_classifier", "load_train_config", "train_presets", "trai
 if TYPE_CHECKING:
     from model.heatmap import (  # noqa: F401
         PairEvidence,
+        agreement_overlay,
         draw_pair_evidence,
         figure5_overlay,
         max_location_map,
@@ -196,7 +197,7 @@ if TYPE_CHECKING:
         calibrate_threshold,
         match,
     )
-_lazy("model.heatmap", "PairEvidence", "draw_pair_evidence", "figure5_overlay", "max_location_map",
+_lazy("model.heatmap", "PairEvidence", "agreement_overlay", "draw_pair_evidence", "figure5_overlay", "max_location_map",
       "pair_evidence", "photo_heatmaps", "std_map")
 _lazy("model.inference", "Engine", "cuda_available")
 _lazy("model.matching", "Candidate", "GalleryIndex", "MatchResult", "calibrate_threshold", "match")

@@ -8,6 +8,8 @@
   the crop's affine (:func:`model.preprocess.crop_matrix`), photo-sized; zero outside the crop.
 - :func:`figure5_overlay`: the paper's Figure 5, green where the standard deviation is high,
   magenta where maxima fall most often, white where both.
+- :func:`agreement_overlay`: with no model, where two photos agree by local features: a glow
+  around each verified correspondence (its position on one crop, weighted by its strength).
 - :func:`pair_evidence`: for a query and a candidate, which channels raise the head's score most
   (each channel replaced by a reference value on one side at a time, all in one head batch), where those channels peak
   on each photo, and lines joining corresponding peaks.
@@ -99,6 +101,41 @@ def figure5_overlay(photo: np.ndarray, std_photo: np.ndarray, max_photo: np.ndar
     # per-pixel weight of the colour layer: the stronger of the two maps, times the opacity
     w = cv2.max(std_photo, max_photo).astype(np.float32) * (float(np.clip(opacity, 0.0, 1.0)) / 255.0)
     return cv2.blendLinear(color, base, w, 1.0 - w)  # OpenCV: about 10x faster than numpy floats here
+
+
+AGREEMENT_RGB = (255, 196, 0)  # amber: apart from the evidence lines' colours and from Figure 5's
+
+
+def agreement_overlay(points: np.ndarray, weights: np.ndarray | None, hw: tuple[int, int],
+                      sigma: float = 0.035) -> np.ndarray:
+    """Where two photos agree, as an RGBA overlay [h, w, 4] (amber; alpha is the agreement).
+
+    Each verified correspondence adds a Gaussian at its position on this crop; the sum is
+    normalised so the densest place is opaque. With no points the overlay is fully transparent.
+
+    Args:
+        points: [N, 2] (x, y) positions as fractions 0..1 of the crop's width and height.
+        weights: [N] strengths (e.g. the lines' weights); None weighs each point 1.
+        hw: the overlay's size (height, width); the view scales it onto the crop.
+        sigma: the Gaussian's standard deviation as a fraction of the crop's longer side.
+    """
+    h, w = hw
+    out = np.zeros((h, w, 4), np.uint8)
+    out[..., :3] = AGREEMENT_RGB
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return out
+    wts = np.ones(len(pts)) if weights is None else np.clip(np.asarray(weights, np.float64), 0.0, None)
+    density = np.zeros((h, w), np.float32)
+    xs = np.clip(np.round(pts[:, 0] * (w - 1)).astype(int), 0, w - 1)
+    ys = np.clip(np.round(pts[:, 1] * (h - 1)).astype(int), 0, h - 1)
+    np.add.at(density, (ys, xs), wts.astype(np.float32))
+    s = max(sigma * max(h, w), 0.5)
+    density = cv2.GaussianBlur(density, (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_CONSTANT)
+    top = float(density.max())
+    if top > 0:
+        out[..., 3] = np.round(np.sqrt(density / top) * 255).astype(np.uint8)  # sqrt: a single match still shows
+    return out
 
 
 @dataclass(frozen=True)

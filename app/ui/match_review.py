@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.services.viewdata import CandidateCard, MatchTask
 from app.ui.compare_view import CompareView, EvidenceLine
-from app.ui.images import ImageCache, placeholder_pixmap, read_crop
+from app.ui.images import ImageCache, numpy_to_qimage, placeholder_pixmap, read_crop
 
 CARD_THUMB = 92
 CLOSE_CALL = 0.05  # top two scores closer than this: the banner asks for a careful comparison
@@ -204,9 +205,8 @@ class MatchReviewView(QWidget):
         self.evidence_status.setObjectName("hint")
         self.heat_status = QLabel()
         self.heat_status.setObjectName("hint")
-        self.legend = QLabel("<span style='color:#4cd964'>■</span> strong, varied features &nbsp; "
-                             "<span style='color:#e040fb'>■</span> feature maxima &nbsp; "
-                             "<span style='color:#ffffff'>■</span> both")
+        self._agreement = False  # the heatmap shows local-feature agreement (no model) instead of Figure 5
+        self.legend = QLabel(self.HEATMAP_LEGEND)
         self.legend.setObjectName("hint")
         self.legend.setVisible(False)
         for label in (self.legend, self.heat_status, self.title, self.remaining):
@@ -307,6 +307,12 @@ class MatchReviewView(QWidget):
     EMPTY = "Every photo is identified.\nImport new photos from the File menu."
     HEATMAP_TIP = ("What the network looked at: green = strong, varied features; magenta = where feature "
                    "maxima fall; white = both")
+    HEATMAP_LEGEND = ("<span style='color:#4cd964'>■</span> strong, varied features &nbsp; "
+                      "<span style='color:#e040fb'>■</span> feature maxima &nbsp; "
+                      "<span style='color:#ffffff'>■</span> both")
+    AGREEMENT_TIP = ("Where the two photos agree: a glow around each verified correspondence (marks found at "
+                     "the same place on both flukes under one pose). With a model, the network's own heatmap")
+    AGREEMENT_LEGEND = "<span style='color:#ffc400'>■</span> where the two photos agree (verified marks)"
 
     PENDING = "Finding the most likely individuals for the next photo…"
 
@@ -349,12 +355,10 @@ class MatchReviewView(QWidget):
                     card.set_thumb(pm)
         self.no_candidates.setVisible(not task.candidates)
         self._update_banner()
-        has_model = task.model_version is not None or not task.verdict
-        self.heatmap_box.setEnabled(has_model)
-        self.opacity.setEnabled(has_model)
-        if not has_model:
-            self.heatmap_box.setChecked(False)
-        self.heatmap_box.setToolTip(self.HEATMAP_TIP if has_model else "The heatmap needs a model (none is active)")
+        # with a model, the paper's feature-map heatmap; without one, where the two photos agree
+        self._agreement = not (task.model_version is not None or not task.verdict)
+        self.heatmap_box.setToolTip(self.AGREEMENT_TIP if self._agreement else self.HEATMAP_TIP)
+        self.legend.setText(self.AGREEMENT_LEGEND if self._agreement else self.HEATMAP_LEGEND)
         self.compare.left_caption.setText(f"This photo — {p.file_name}")
         self.compare.left.set_pixmap(self._crop(p.path, p.box))
         self.heat_status.setText("")
@@ -500,11 +504,11 @@ class MatchReviewView(QWidget):
         self.compare.right_caption.setText(f"{c.label} — {c.score_text or format(c.score, '.0%')}")
         self.compare.right.set_pixmap(self._crop(c.photo_path, c.photo_box))
         self.compare.refit()
-        self._apply_heatmaps()
         if c.evidence is not None and rank not in self._evidence:
             self._evidence[rank] = list(c.evidence)  # verified correspondences came with the match
         self.compare.set_lines(self._evidence.get(rank) or [])
         self._show_evidence_status(rank)
+        self._apply_heatmaps()
         if rank not in self._evidence:
             self._evidence[rank] = None  # pending
             self.evidence_requested.emit(t.photo.photo_id, c)
@@ -542,7 +546,7 @@ class MatchReviewView(QWidget):
 
     def _request_heatmaps(self) -> None:
         t = self.task
-        if t is None:
+        if t is None or self._agreement:  # the agreement map is drawn here from the evidence, not requested
             return
         wanted = [(t.photo.photo_id, t.photo.path, t.photo.box)]
         if 0 <= self.selected < len(t.candidates):
@@ -568,6 +572,12 @@ class MatchReviewView(QWidget):
         if on:
             self._request_heatmaps()
         op = self.opacity.value() / 100
+        if self._agreement:
+            overlays = self._agreement_overlays() if on else (None, None)
+            for view, pm in zip((self.compare.left, self.compare.right), overlays):
+                view.set_overlay(pm, op)
+                view.show_overlay(on and view.has_overlay())
+            return
         pairs = [(self.compare.left, t.photo.photo_id)]
         if 0 <= self.selected < len(t.candidates):
             pairs.append((self.compare.right, t.candidates[self.selected].photo_id))
@@ -575,6 +585,26 @@ class MatchReviewView(QWidget):
             pm = self._heatmaps.get(pid)
             view.set_overlay(pm if pm is not None and not pm.isNull() else None, op)
             view.show_overlay(on and view.has_overlay())
+
+    def _agreement_overlays(self) -> tuple[QPixmap | None, QPixmap | None]:
+        """The query's and the selected candidate's agreement overlays, from the pair's evidence lines."""
+        from model.api import agreement_overlay
+
+        lines = self._evidence.get(self.selected) if self.selected >= 0 else None
+        if not lines:
+            return None, None
+        weights = np.array([ln.weight for ln in lines])
+        out = []
+        for view, pts in ((self.compare.left, [(ln.ax, ln.ay) for ln in lines]),
+                          (self.compare.right, [(ln.bx, ln.by) for ln in lines])):
+            rect = view.image_rect()
+            if rect.isEmpty():
+                out.append(None)
+                continue
+            w = 320  # the view scales the overlay onto the crop: a glow needs no more pixels
+            h = max(1, round(w * rect.height() / rect.width()))
+            out.append(QPixmap.fromImage(numpy_to_qimage(agreement_overlay(np.array(pts), weights, (h, w)))))
+        return out[0], out[1]
 
     def _on_opacity(self, value: int) -> None:
         self.compare.left.set_overlay_opacity(value / 100)
@@ -591,6 +621,8 @@ class MatchReviewView(QWidget):
                 if rank == self.selected:
                     self.compare.set_lines(lines)
                     self._show_evidence_status(rank)
+                    if self._agreement:
+                        self._apply_heatmaps()
 
     def _show_evidence_status(self, rank: int) -> None:
         """Say so when the pair has no verified correspondence, instead of drawing nothing silently."""

@@ -145,3 +145,19 @@ def test_separable_head_gives_the_ablation_numbers_without_calling_the_head(engi
     np.testing.assert_allclose(fast, slow, atol=2e-3)
     assert abs(p_fast - p_slow) < 1e-5
     assert np.argsort(-fast)[:5].tolist() == np.argsort(-slow)[:5].tolist()
+
+
+def test_agreement_overlay_glows_at_the_marks_and_nowhere_without_them():
+    from model.heatmap import AGREEMENT_RGB, agreement_overlay
+
+    empty = agreement_overlay(np.zeros((0, 2)), None, (50, 100))
+    assert empty.shape == (50, 100, 4) and empty[..., 3].max() == 0
+    out = agreement_overlay(np.array([[0.2, 0.5], [0.8, 0.5]]), np.array([3.0, 1.0]), (50, 100))
+    alpha = out[..., 3]
+    assert tuple(out[0, 0, :3]) == AGREEMENT_RGB
+    assert alpha[23:27, 19:22].max() == 255  # the stronger mark, fully
+    assert 0 < alpha[25, 79] < 255  # the weaker one, less
+    assert alpha[25, 50] < alpha[25, 79] and alpha[0, 0] == 0  # between and far from them: little or none
+    # a weight of 0 (or below) adds nothing; positions outside 0..1 are clipped to the edge
+    assert agreement_overlay(np.array([[0.5, 0.5]]), np.array([0.0]), (20, 20))[..., 3].max() == 0
+    assert agreement_overlay(np.array([[1.5, -1.0]]), None, (20, 20))[0, 19, 3] == 255

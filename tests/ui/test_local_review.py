@@ -82,14 +82,28 @@ def test_review_without_calibration_shows_no_percentage_and_draws_inliers(qtbot,
     for ln in view.compare.lines:
         assert all(-0.02 <= v <= 1.02 for v in (ln.ax, ln.ay, ln.bx, ln.by))
     assert view.evidence_status.text() == ""
-    assert not view.heatmap_box.isEnabled()  # the heatmap needs a model
+    # with no model the heatmap shows where the two photos agree: a glow at the verified marks
+    assert view.heatmap_box.isEnabled() and "agree" in view.heatmap_box.toolTip()
+    view.heatmap_box.setChecked(True)
+    assert "agree" in view.legend.text() and view.legend.isVisibleTo(view)
+    for side, pts in ((view.compare.left, [(ln.ax, ln.ay) for ln in view.compare.lines]),
+                      (view.compare.right, [(ln.bx, ln.by) for ln in view.compare.lines])):
+        assert side.has_overlay() and side.overlay_item.isVisible()
+        alpha = side.overlay_item.pixmap().toImage()
+        w, h = alpha.width(), alpha.height()
+        at_marks = [alpha.pixelColor(min(w - 1, max(0, round(x * (w - 1)))),
+                                     min(h - 1, max(0, round(y * (h - 1))))).alpha() for x, y in pts]
+        assert max(at_marks) > 200 and min(at_marks) > 0  # every mark glows, the densest (nearly) fully
+        assert alpha.pixelColor(0, 0).alpha() < 255
     view.grab().save(str(SHOTS / "flukeid_local_review.png"))
-    # a candidate with no verified correspondence: said, not drawn
+    # a candidate with no verified correspondence: said, not drawn, and no glow either
     unverified = [i for i, c in enumerate(task.candidates) if not c.inliers]
     assert unverified
     view.select(unverified[0])
     assert view.compare.lines == []
     assert view.evidence_status.text() == "no verified correspondence"
+    assert not view.compare.left.overlay_item.isVisible() and not view.compare.right.overlay_item.isVisible()
+    view.heatmap_box.setChecked(False)
     assert "unverified" in view.cards[unverified[0]].details.text()
     qtbot.wait(50)  # let the layout take the new text
     view.grab().save(str(SHOTS / "flukeid_local_review_unverified.png"))
