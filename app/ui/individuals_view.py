@@ -31,6 +31,8 @@ COLUMNS = ["Individual", "Name", "Photos", "First seen", "Last seen"]
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 
+CODE_COLUMN_MIN, CODE_COLUMN_MAX = 96, 280  # the individual code column's width bounds (px)
+
 
 class IndividualsModel(QAbstractTableModel):
     """The individuals as a table; sorting and searching are done on the Python list (fast)."""
@@ -129,7 +131,7 @@ class IndividualsView(QWidget):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         header = self.table.horizontalHeader()
-        for col, width in enumerate((96, 120, 64, 96, 96)):
+        for col, width in enumerate((CODE_COLUMN_MIN, 120, 64, 96, 96)):
             header.resizeSection(col, width)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._on_selected)
@@ -203,10 +205,18 @@ class IndividualsView(QWidget):
         for group in self._photos_of.values():
             group.sort(key=lambda p: p.date or "")  # sightings in order
         self.table_model.set_rows(self._rows)
+        self._fit_code_column()
         if current is not None and current in self._by_id:
             self.select(current)
         else:
             self._on_selected()
+
+    def _fit_code_column(self) -> None:
+        """The code column as wide as the longest code (within 96-280 px): real codes such as
+        'hwk:w_0369a5c' were cut to 'hwk:w_036…' beside an empty, stretched name column."""
+        fm = self.table.fontMetrics()
+        widest = max((fm.horizontalAdvance(r.code) for r in self._rows[:5000]), default=0)
+        self.table.horizontalHeader().resizeSection(0, min(max(widest + 32, CODE_COLUMN_MIN), CODE_COLUMN_MAX))
 
     def row(self, individual_id: int | None) -> IndividualRow | None:
         return self._by_id.get(individual_id) if individual_id is not None else None
