@@ -18,7 +18,7 @@ def test_new_without_a_folder_creates_the_default_catalog(tmp_path, monkeypatch,
     assert main(["new"]) == 0
     out = capsys.readouterr().out
     assert f"created catalog {folder}" in out
-    assert f"add one with `flukeid model add {folder} BUNDLE --activate`" in out
+    assert f"`flukeid model add {folder} BUNDLE --activate`" in out  # the folder it made, in the hint
     with Catalog.open(folder) as cat:
         assert cat.photos() == [] and cat.active_model() is None
     assert main(["new"]) == 2  # made once: the second time it is already there
