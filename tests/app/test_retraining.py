@@ -210,6 +210,8 @@ def test_summary_counts_new_confirmations(catalog):
     catalog.add_identification(pid, catalog.individuals()[1].id, how="confirmed_match")
     s = retraining.training_set_summary(catalog)
     assert s.new_confirmations == 1 and "1 confirmations since model m-initial" in s.describe()
+    # what training learns from is said: the individuals with 2+ photos, not only the total
+    assert f"{s.individuals} individuals, {s.individuals_2plus} of them with 2 or more photos" in s.describe()
 
 
 # --- the pipeline with a fake training process -------------------------------------------------------

@@ -50,9 +50,10 @@ class TrainingSetSummary:
         return self.individuals_2plus >= 2
 
     def describe(self) -> str:
-        since = f"since model {self.active_version} was trained" if self.active_version else "(no active model)"
+        since = f"since model {self.active_version} was trained" if self.active_version else "(no model trained yet)"
         text = (
-            f"{self.individuals} individuals, {self.photos} confirmed photos, {self.boxes} with a box; "
+            f"{self.individuals} individuals, {self.individuals_2plus} of them with 2 or more photos (training "
+            f"learns from those); {self.photos} confirmed photos, {self.boxes} with a box; "
             f"{self.new_confirmations} confirmations {since}; "
             f"{self.new_boxes} boxes drawn or corrected since the detector was trained."
         )
