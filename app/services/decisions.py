@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from app.catalog import Catalog, CatalogError
 
 UNDOABLE = ("confirm", "reject", "new_individual", "skip", "identify", "set_box", "confirm_box",
-            "mark_junk", "merge", "rename")
+            "confirm_boxes", "mark_junk", "merge", "rename")
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,46 @@ def confirm_box(catalog: Catalog, photo_id: int, *, who: str | None = None) -> D
         raise CatalogError(f"photo {photo_id}: has no box to confirm")
     return _box_change(catalog, "confirm_box", photo_id, who, f"Confirmed the box of photo {photo_id}",
                        confirmed=True)
+
+
+def sure_box(box, min_confidence: float) -> bool:
+    """A detector box that is unconfirmed, usable and at least ``min_confidence`` sure (labelled boxes
+    the detector disagreed with carry no confidence, so never count)."""
+    return (box is not None and box.box is not None and not box.confirmed and not box.junk
+            and box.source != "imported" and box.confidence is not None and box.confidence >= min_confidence)
+
+
+def confirm_sure_boxes(catalog: Catalog, photo_ids: Sequence[int], min_confidence: float, *,
+                       who: str | None = None) -> Done:
+    """Accept, in one undoable action, the boxes of these photos that the detector is sure of.
+
+    For a field day of thousands of photos: the boxes at or above ``min_confidence`` (the box
+    review's own threshold) are confirmed as they are; the others stay in the review. One Undo
+    takes them all back.
+
+    Raises:
+        CatalogError: no photo has such a box (nothing is recorded, so an Undo never lands on an
+            earlier decision).
+    """
+    who = _who(catalog, who)
+    with catalog.transaction(durable=True):
+        sure = [pid for pid in dict.fromkeys(photo_ids) if sure_box(catalog.current_box(pid), min_confidence)]
+        if not sure:
+            raise CatalogError(f"no unconfirmed box the detector is at least {min_confidence:.0%} sure of "
+                               "among these photos")
+
+        def write(action_id: int):
+            effects = []
+            for pid in sure:
+                cur = catalog.current_box(pid)
+                row = catalog.add_box(pid, cur.box, source=cur.source, confidence=cur.confidence, confirmed=True,
+                                      junk=False, who=who, action_id=action_id)
+                effects.append(["box", pid, row, cur.id])
+            return effects, None, None
+
+        n = len(sure)
+        return _record(catalog, "confirm_boxes", None, who,
+                       f"Accepted {n} box{'es' if n != 1 else ''} the detector was sure of", write)
 
 
 def mark_junk(catalog: Catalog, photo_id: int, junk: bool = True, *, who: str | None = None) -> Done:

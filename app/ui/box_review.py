@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.services.importing import BOX_CHECK_BELOW
 from app.services.viewdata import PhotoCard
 from app.ui.image_view import BoxEditor
 from app.ui.images import ImageCache, QImageReader, placeholder_pixmap, read_qimage
@@ -34,15 +35,19 @@ class BoxReviewView(QWidget):
         box_accepted(int, object): photo id and box (photo pixels) — Enter.
         box_skipped(int): S.
         junk_marked(int): J, the photo shows no fluke.
+        sure_boxes_accepted(list): the photo ids whose detector box is at least ``sure`` confident,
+            to accept at once (one undoable action).
     """
 
     box_accepted = Signal(int, object)
     box_skipped = Signal(int)
     junk_marked = Signal(int)
+    sure_boxes_accepted = Signal(list)
 
-    def __init__(self, cache: ImageCache, parent=None):
+    def __init__(self, cache: ImageCache, parent=None, sure: float = BOX_CHECK_BELOW):
         super().__init__(parent)
         self._cache = cache
+        self.sure = sure  # detector confidence from which a box may be accepted with the others at once
         self._queue: list[PhotoCard] = []
         self._index = 0
         self._updating = False
@@ -96,6 +101,13 @@ class BoxReviewView(QWidget):
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(QLabel("Queue"))
         ll.addWidget(self.queue_list)
+        self.accept_sure_btn = QPushButton()
+        self.accept_sure_btn.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.accept_sure_btn.setToolTip(
+            f"Accept as they are, in one step, the boxes the detector is at least {sure:.0%} sure of; the "
+            "others stay here to check. One Undo (Ctrl+Z) takes them all back.")
+        self.accept_sure_btn.clicked.connect(self.accept_sure)
+        ll.addWidget(self.accept_sure_btn)
         split.addWidget(left)
         split.addWidget(centre)
         split.setStretchFactor(1, 1)
@@ -133,7 +145,21 @@ class BoxReviewView(QWidget):
     def current(self) -> PhotoCard | None:
         return self._queue[self._index] if 0 <= self._index < len(self._queue) else None
 
+    def sure_photo_ids(self) -> list[int]:
+        """The queued photos whose box the detector drew at least ``sure`` confident (labelled boxes
+        the detector disagreed with are never among them)."""
+        return [p.photo_id for p in self._queue if p.box is not None and p.box_source != "imported"
+                and p.box_confidence is not None and p.box_confidence >= self.sure]
+
+    def accept_sure(self) -> None:
+        ids = self.sure_photo_ids()
+        if ids:
+            self.sure_boxes_accepted.emit(ids)
+
     def _refresh(self) -> None:
+        n_sure = len(self.sure_photo_ids())
+        self.accept_sure_btn.setVisible(n_sure > 0)
+        self.accept_sure_btn.setText(f"Accept the {n_sure} sure box{'es' if n_sure != 1 else ''} (≥{self.sure:.0%})")
         self._updating = True
         try:
             self.queue_model.setStringList([p.file_name for p in self._queue])

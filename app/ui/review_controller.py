@@ -33,6 +33,7 @@ class ReviewController(QObject):
         self._pending_id: int | None = None  # the photo whose match is being computed for the view
         window.box_review.box_accepted.connect(self._on_box_accepted)
         window.box_review.junk_marked.connect(self._on_junk)
+        window.box_review.sure_boxes_accepted.connect(self._on_sure_boxes)
         self.view.confirmed.connect(self._on_confirm)
         self.view.rejected.connect(self._on_reject)
         self.view.new_individual.connect(self._on_new_individual)
@@ -54,6 +55,13 @@ class ReviewController(QObject):
         else:
             cmd = DecisionCommand("Redraw box", lambda cat: decisions.set_box(cat, photo_id, box), self.w.write)
         self.w.push(cmd)
+
+    def _on_sure_boxes(self, photo_ids: list[int]) -> None:
+        from app.services import decisions
+
+        sure, n = self.w.box_review.sure, len(photo_ids)
+        self.w.push(DecisionCommand(f"Accept {n} sure box{'es' if n != 1 else ''}",
+                                    lambda cat: decisions.confirm_sure_boxes(cat, photo_ids, sure), self.w.write))
 
     def _on_junk(self, photo_id: int) -> None:
         from app.services import decisions

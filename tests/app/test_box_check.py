@@ -98,3 +98,39 @@ def test_which_boxes_need_checking():
     assert not box_needs_check(box(confirmed=True), identified=False)
     assert not box_needs_check(box(junk=True), identified=True)
     assert box_needs_check(None, identified=False) and not box_needs_check(None, identified=True)
+
+
+def test_the_boxes_the_detector_is_sure_of_are_accepted_in_one_undoable_step(catalog, tmp_path):
+    """A field day of thousands of photos: one action accepts every box the detector is sure of,
+    the doubtful ones stay in the box review, and one Undo takes them all back."""
+    from app.catalog import CatalogError
+    from app.services import decisions
+
+    widths = [96, 100, 104, 108, 112]
+    files = [write_photo(tmp_path / "field" / f"f{i}.jpg", 20 + i, size=(w, 64)) for i, w in enumerate(widths)]
+    detector = ScriptedDetector({96: 0.99, 100: BOX_CHECK_BELOW, 104: BOX_CHECK_BELOW - 0.01, 108: 0.3, 112: 0.97})
+    rep = import_photos(catalog, files, detector=detector)
+    by_width = {catalog.photo(p).width: p for p in rep.imported}
+    decisions.mark_junk(catalog, by_width[112])  # no fluke after all: not accepted behind the reviewer's back
+    before = dict(_queued(catalog))
+    assert set(before) == {by_width[w] for w in (96, 100, 104, 108)}
+
+    done = decisions.confirm_sure_boxes(catalog, list(before) + [by_width[112]], BOX_CHECK_BELOW)
+    sure = {by_width[96], by_width[100]}
+    assert "Accepted 2 boxes the detector was sure of" == done.description
+    assert set(_queued(catalog)) == set(before) - sure
+    for pid in sure:
+        cur = catalog.current_box(pid)
+        assert cur.confirmed and cur.source == "auto" and cur.confidence >= BOX_CHECK_BELOW
+    assert catalog.current_box(by_width[112]).junk and not catalog.current_box(by_width[112]).confirmed
+
+    decisions.undo(catalog)  # one undo: both back, as they were
+    assert _queued(catalog) == before
+    assert not any(catalog.current_box(p).confirmed for p in sure)
+    decisions.redo(catalog)
+    assert set(_queued(catalog)) == set(before) - sure
+
+    with pytest.raises(CatalogError, match="no unconfirmed box the detector is at least 80% sure of"):
+        decisions.confirm_sure_boxes(catalog, list(before), BOX_CHECK_BELOW)  # nothing left: nothing recorded
+    decisions.undo(catalog)  # so an Undo now still takes back the batch, not an earlier decision
+    assert _queued(catalog) == before
