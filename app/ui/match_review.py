@@ -356,7 +356,7 @@ class MatchReviewView(QWidget):
         self.no_candidates.setVisible(not task.candidates)
         self._update_banner()
         # with a model, the paper's feature-map heatmap; without one, where the two photos agree
-        self._agreement = not (task.model_version is not None or not task.verdict)
+        self._agreement = task.model_version is None and bool(task.verdict)
         self.heatmap_box.setToolTip(self.AGREEMENT_TIP if self._agreement else self.HEATMAP_TIP)
         self.legend.setText(self.AGREEMENT_LEGEND if self._agreement else self.HEATMAP_LEGEND)
         self.compare.left_caption.setText(f"This photo — {p.file_name}")
