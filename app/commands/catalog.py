@@ -264,6 +264,8 @@ def _verdict_line(result, codes: dict) -> str:
                 f"{result.best_match_threshold:.0%})")
     if v == "new":
         return f"  -> probably a new individual (best {matching.percent(top.probability)} < {result.threshold:.0%})"
+    if v == "unsure" and getattr(top, "inliers", None) == 0:  # local features verified nothing
+        return "  -> no confident match, and no candidate shares verified marks with this photo: it may be new"
     if v == "unsure":
         return "  -> no confident match: compare the candidates before deciding"
     if v == "unverified":

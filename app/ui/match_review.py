@@ -424,6 +424,11 @@ class MatchReviewView(QWidget):
         if verdict == "new":
             return (f"<b>Probably a new individual:</b> the best candidate, {label}, is at {score} "
                     f"(under {t.threshold:.0%}). Compare, then press <b>N</b> if none matches.", "new")
+        if verdict == "unsure" and c[0].inliers == 0:
+            # nothing verified: on real flukes the right whale then rarely sits in the five at all
+            return (f"<b>No candidate shares verified marks with this photo.</b> {label} ranks first at {score}. "
+                    "It may be a new individual, or a view too different to match: compare, and press "
+                    "<b>N</b> if none matches.", "close")
         if verdict == "unsure":
             return (f"<b>No confident match.</b> {label} ranks first at {score}, below the "
                     f"{t.best_match_threshold:.0%} needed to call it a match. Compare the candidates.", "close")

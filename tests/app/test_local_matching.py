@@ -366,3 +366,21 @@ def test_calibration_summary_gives_a_small_threshold_its_digits():
     assert "'probably new' under 12%" in summary(0.12)
     assert "no 'probably new' threshold" in summary(None)
     assert "'best match' from 46%" in summary(0.003)
+
+
+@pytest.mark.parametrize("p, inliers, expect", [
+    (0.97, 30, "best match: HW-1 (97%; called a match from 50%)"),
+    (0.30, 12, "no confident match: compare the candidates before deciding"),
+    (0.30, 0, "no confident match, and no candidate shares verified marks with this photo: it may be new"),
+    (0.30, None, "no confident match: compare the candidates before deciding"),  # the embedding alone
+    (0.01, 0, "probably a new individual (best 1% < 5%)"),
+])
+def test_the_match_command_says_what_the_calibrated_result_supports(p, inliers, expect):
+    from types import SimpleNamespace
+
+    from app.commands.catalog import _verdict_line
+
+    top = SimpleNamespace(individual=1, probability=p, **({} if inliers is None else {"inliers": inliers}))
+    result = SimpleNamespace(candidates=[top], calibrated=True, best_match_threshold=0.5, threshold=0.05,
+                             method="local", suggest_new=False)
+    assert _verdict_line(result, {1: "HW-1"}) == f"  -> {expect}"

@@ -249,3 +249,22 @@ def test_a_score_far_below_every_threshold_is_grey_not_green(qtbot):
     qtbot.addWidget(view)
     view.set_task(task)
     assert green in view.cards[0].score.text() and grey in view.cards[1].score.text()
+
+
+def test_a_calibrated_photo_with_nothing_verified_says_so_and_pushes_no_button(qtbot):
+    """Seen on real humpbacks: every miss had 0 verified marks on all five candidates, and the banner
+    only said "No confident match"; it now says nothing verified and that it may be a new individual."""
+    from app.services.viewdata import MatchTask, PhotoCard
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+
+    cards = [_card(1, 0.004, "<1%", 0), _card(2, 0.003, "<1%", 0)]
+    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, False, 0.0,
+                     calibrated=True, best_match_threshold=0.25, verdict="unsure")
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.set_task(task)
+    banner = _shown(view.banner)
+    assert banner.startswith("No candidate shares verified marks with this photo. HW-0001 ranks first at <1%.")
+    assert "may be a new individual" in banner and "Best match" not in banner
+    assert view.confirm_btn.objectName() != "primary" and view.new_btn.objectName() != "primary"
