@@ -42,12 +42,14 @@ def crop_key(path: str, box) -> str:
 
 
 def score_colour(score: float, threshold: float | None, best_match: float | None = None) -> str:
-    """Green from the 'best match' threshold (calibrated) or far above the new-individual threshold,
-    lime from the new-individual threshold (or half the best-match one), grey below. A threshold of
-    0 is a switched-off suggestion, not a bar every score clears: "<1%" was painted lime."""
+    """Calibrated (``best_match`` given): green from the 'best match' threshold, lime from half of it,
+    grey below; the new-individual threshold plays no part (on a real catalog it was 0.3%, and "<1%"
+    came out lime beside a best match at 46%). Uncalibrated: green far above the bundle's threshold,
+    lime from it, grey below; a threshold of 0 is a switched-off suggestion, not a bar every score
+    clears."""
     t = threshold if threshold else None
     if best_match is not None:
-        strong, weak = best_match, t if t is not None else best_match / 2
+        strong, weak = best_match, best_match / 2
     else:
         weak = t if t is not None else 0.5
         strong = max(weak, 0.5) + (1 - max(weak, 0.5)) / 2

@@ -240,7 +240,9 @@ def test_a_score_far_below_every_threshold_is_grey_not_green(qtbot):
 
     grey, lime, green = "#8a939c", "#a6c84c", "#3fae6a"
     assert [score_colour(p, 0.0, 0.25) for p in (0.002, 0.15, 0.30)] == [grey, lime, green]
-    assert [score_colour(p, 0.10, 0.90) for p in (0.05, 0.50, 0.95)] == [grey, lime, green]
+    assert [score_colour(p, 0.10, 0.90) for p in (0.05, 0.40, 0.50, 0.95)] == [grey, grey, lime, green]
+    # a catalog's own calibration: 'probably new' under 0.3%, best match from 46% (seen on real photos)
+    assert [score_colour(p, 0.003, 0.46) for p in (0.005, 0.2, 0.3, 0.5)] == [grey, grey, lime, green]
     assert [score_colour(p, None) for p in (0.3, 0.6, 0.8)] == [grey, lime, green]  # uncalibrated bundle score
     cards = [_card(1, 0.3, "30%", 12), _card(2, 0.004, "<1%", 0)]
     task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, False, 0.0,
