@@ -317,7 +317,7 @@ class MainWindow(QMainWindow):
         self.notify(f"<b>{title}.</b> {text}", "error",
                     ("Open another…", self.open_catalog_dialog))
         if self.confirm_dialogs:
-            QMessageBox.warning(self, title, f"{text}\n\n{hint}")
+            QMessageBox.warning(self, title, f"{exc}\n\n{hint}")  # plain text: the message as written
 
     def _load_engine(self) -> None:
         session = self.session
