@@ -193,11 +193,11 @@ class MainWindow(QMainWindow):
         fill_recent(self.recent_menu, self.recent_catalogs(), self.open_catalog)
 
     # ================================================================ jobs and messages
-    def notify(self, text: str, kind: str = "info", action=None) -> None:
-        """Show a message in the notification bar (errors stay until closed)."""
+    def notify(self, text: str, kind: str = "info", action=None, *, stay: bool = False) -> None:
+        """Show a message in the notification bar (errors, and ``stay``, stay until closed)."""
         self.notification.show_message(text, kind, action)
         self._hide_timer.stop()
-        if kind == "info" and action is None:
+        if kind == "info" and action is None and not stay:
             self._hide_timer.start(8000)
 
     def _on_job_failed(self, name: str, exc: BaseException) -> None:
@@ -367,7 +367,8 @@ class MainWindow(QMainWindow):
             if session is not self.session:
                 return
             text = plain(result.summary())
-            self.notify(text[:1].upper() + text[1:] + ".", "info")
+            # the result of a job that runs for a minute: it stays until closed, not 8 s
+            self.notify(text[:1].upper() + text[1:] + ".", "info", stay=True)
             self.review.queue.invalidate()
             task = self.match_review.task
             if task is not None:

@@ -270,3 +270,21 @@ def test_a_calibrated_photo_with_nothing_verified_says_so_and_pushes_no_button(q
     assert banner.startswith("No candidate shares verified marks with this photo. HW-0001 ranks first at <1%.")
     assert "may be a new individual" in banner and "Best match" not in banner
     assert view.confirm_btn.objectName() != "primary" and view.new_btn.objectName() != "primary"
+
+
+def test_the_calibration_summary_stays_until_closed(qtbot, window, local_catalog, monkeypatch):
+    """A job of about a minute on a real catalog: its summary used to vanish after 8 s, often
+    while the user was looking at another view."""
+    from app.services.calibration import CalibrationResult
+
+    folder, _ = local_catalog
+    open_and_wait(qtbot, window, folder)
+    result = CalibrationResult("local", 573, 64, 5666, 0.46, 0.003, ["log_votes"], 1, seconds=37.0)
+    monkeypatch.setattr(window.session, "calibrate", lambda progress, should_stop: result)
+    window.calibrate_act.trigger()
+    wait_idle(qtbot, window)
+    bar = window.notification
+    assert bar.isVisibleTo(window) and "fitted on 5730 pairs" in bar.label.text()
+    assert not window._hide_timer.isActive()
+    window.notify("Relinked 2 photos.")  # an ordinary message still goes by itself
+    assert window._hide_timer.isActive()
