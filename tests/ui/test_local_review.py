@@ -205,23 +205,30 @@ def _shown(label) -> str:
     return doc.toPlainText()
 
 
+def _calibrated_view(qtbot, cards, verdict: str, threshold: float = 0.0, best_match: float = 0.25,
+                     path: str = "/nowhere.jpg"):
+    """A match review showing a calibrated task with these candidate cards."""
+    from app.services.viewdata import MatchTask, PhotoCard
+    from app.ui.images import ImageCache
+    from app.ui.match_review import MatchReviewView
+
+    task = MatchTask(PhotoCard(9, path, "unidentified"), cards, False, threshold,
+                     calibrated=True, best_match_threshold=best_match, verdict=verdict)
+    view = MatchReviewView(ImageCache())
+    qtbot.addWidget(view)
+    view.set_task(task)
+    return view
+
+
 def test_scores_names_and_file_names_show_as_written_never_as_markup(qtbot):
     """Seen on real photos: a "<1%" score was read as the start of an HTML tag, so every card's score
     was blank and the banner stopped at "ranks first at"."""
     from dataclasses import replace
 
-    from app.services.viewdata import MatchTask, PhotoCard
-    from app.ui.images import ImageCache
-    from app.ui.match_review import MatchReviewView
-
     odd = "<b>Tom & Jerry</b>"
     cards = [replace(_card(1, 0.004, "<1%", 3), label=odd, score_short="<1%", last_seen="<2020>"),
              _card(2, 0.002, "<1%", 0)]
-    task = MatchTask(PhotoCard(9, "/x/<fluke>&1.jpg", "unidentified"), cards,
-                     False, 0.10, calibrated=True, best_match_threshold=0.90, verdict="unsure")
-    view = MatchReviewView(ImageCache())
-    qtbot.addWidget(view)
-    view.set_task(task)
+    view = _calibrated_view(qtbot, cards, "unsure", 0.10, 0.90, path="/x/<fluke>&1.jpg")
     banner = _shown(view.banner)
     assert f"{odd} ranks first at <1%, below the 90% needed" in banner, banner
     assert _shown(view.cards[0].score) == "<1%" and _shown(view.cards[1].score) == "<1%"
@@ -234,9 +241,7 @@ def test_scores_names_and_file_names_show_as_written_never_as_markup(qtbot):
 
 def test_a_score_far_below_every_threshold_is_grey_not_green(qtbot):
     """Seen on real photos: with the 'probably new' suggestion off (threshold 0), "<1%" was lime."""
-    from app.services.viewdata import MatchTask, PhotoCard
-    from app.ui.images import ImageCache
-    from app.ui.match_review import MatchReviewView, score_colour
+    from app.ui.match_review import score_colour
 
     grey, lime, green = "#8a939c", "#a6c84c", "#3fae6a"
     assert [score_colour(p, 0.0, 0.25) for p in (0.002, 0.15, 0.30)] == [grey, lime, green]
@@ -244,28 +249,14 @@ def test_a_score_far_below_every_threshold_is_grey_not_green(qtbot):
     # a catalog's own calibration: 'probably new' under 0.3%, best match from 46% (seen on real photos)
     assert [score_colour(p, 0.003, 0.46) for p in (0.005, 0.2, 0.3, 0.5)] == [grey, grey, lime, green]
     assert [score_colour(p, None) for p in (0.3, 0.6, 0.8)] == [grey, lime, green]  # uncalibrated bundle score
-    cards = [_card(1, 0.3, "30%", 12), _card(2, 0.004, "<1%", 0)]
-    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, False, 0.0,
-                     calibrated=True, best_match_threshold=0.25, verdict="best_match")
-    view = MatchReviewView(ImageCache())
-    qtbot.addWidget(view)
-    view.set_task(task)
+    view = _calibrated_view(qtbot, [_card(1, 0.3, "30%", 12), _card(2, 0.004, "<1%", 0)], "best_match")
     assert green in view.cards[0].score.text() and grey in view.cards[1].score.text()
 
 
 def test_a_calibrated_photo_with_nothing_verified_says_so_and_pushes_no_button(qtbot):
     """Seen on real humpbacks: every miss had 0 verified marks on all five candidates, and the banner
     only said "No confident match"; it now says nothing verified and that it may be a new individual."""
-    from app.services.viewdata import MatchTask, PhotoCard
-    from app.ui.images import ImageCache
-    from app.ui.match_review import MatchReviewView
-
-    cards = [_card(1, 0.004, "<1%", 0), _card(2, 0.003, "<1%", 0)]
-    task = MatchTask(PhotoCard(9, "/nowhere.jpg", "unidentified"), cards, False, 0.0,
-                     calibrated=True, best_match_threshold=0.25, verdict="unsure")
-    view = MatchReviewView(ImageCache())
-    qtbot.addWidget(view)
-    view.set_task(task)
+    view = _calibrated_view(qtbot, [_card(1, 0.004, "<1%", 0), _card(2, 0.003, "<1%", 0)], "unsure")
     banner = _shown(view.banner)
     assert banner.startswith("No candidate shares verified marks with this photo. HW-0001 ranks first at <1%.")
     assert "may be a new individual" in banner and "Best match" not in banner
