@@ -54,9 +54,8 @@ class CompareView(QWidget):
         link_views(self.left, self.right)
         self.left_caption = QLabel("Query")
         self.right_caption = QLabel("Candidate")
-        for caption in (self.left_caption, self.right_caption):  # file names and codes, shown as written
-            caption.setTextFormat(Qt.TextFormat.PlainText)
         for c in (self.left_caption, self.right_caption):
+            c.setTextFormat(Qt.TextFormat.PlainText)  # file names and codes, shown as written
             c.setObjectName("caption")
             c.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.lines: list[EvidenceLine] = []

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from app.services.viewdata import CandidateCard, MatchTask
 from app.ui.compare_view import CompareView, EvidenceLine
 from app.ui.images import ImageCache, numpy_to_qimage, placeholder_pixmap, read_crop
+from app.ui.notification import plain
 
 CARD_THUMB = 92
 CLOSE_CALL = 0.05  # top two scores closer than this: the banner asks for a careful comparison
@@ -641,7 +642,7 @@ class MatchReviewView(QWidget):
         return self._evidence.get(rank) is not None
 
     def heatmap_failed(self, photo_id: int, message: str) -> None:
-        self.heat_status.setText(f"heatmap unavailable: {html.escape(str(message))}")
+        self.heat_status.setText(f"heatmap unavailable: {plain(message)}")
 
     # -- decisions ------------------------------------------------------------------------
     def confirm(self, rank: int) -> None:

@@ -9,7 +9,6 @@ from the training Python.
 
 from __future__ import annotations
 
-import html
 import math
 import time
 from typing import Any
@@ -38,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.services import retraining
+from app.ui.notification import plain
 from app.ui.workers import Job, JobRunner
 
 # --- live plot ------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class RetrainDialog(QDialog):
 
     def _on_probe_error(self, message: str) -> None:
         self._env = None
-        self.device_label.setText(f"<b>Training is not possible:</b> {html.escape(str(message))}")
+        self.device_label.setText(f"<b>Training is not possible:</b> {plain(message)}")
 
     def options(self):
         """The :class:`retraining.RetrainOptions` the form describes."""
@@ -434,7 +434,7 @@ class RetrainDialog(QDialog):
 
     def _on_error(self, exc) -> None:
         self.last_error = str(exc)
-        self.status_label.setText(f"<b>Failed:</b> {html.escape(str(exc))}")
+        self.status_label.setText(f"<b>Failed:</b> {plain(exc)}")
         self.training_failed.emit(str(exc))
         QMessageBox.warning(self, "Retraining failed", str(exc)) if self.isVisible() else None
 
