@@ -217,11 +217,11 @@ def confirm_box(catalog: Catalog, photo_id: int, *, who: str | None = None) -> D
                        confirmed=True)
 
 
-def sure_box(box, min_confidence: float) -> bool:
-    """A detector box that is unconfirmed, usable and at least ``min_confidence`` sure (labelled boxes
-    the detector disagreed with carry no confidence, so never count)."""
-    return (box is not None and box.box is not None and not box.confirmed and not box.junk
-            and box.source != "imported" and box.confidence is not None and box.confidence >= min_confidence)
+def detector_sure(source: str | None, confidence: float | None, min_confidence: float) -> bool:
+    """Whether the detector drew a box at least ``min_confidence`` sure: the one rule for the box
+    review's "sure boxes" (its view asks it of a photo card, :func:`confirm_sure_boxes` of the stored
+    box). Labelled boxes the detector disagreed with, and hand-drawn ones, never count."""
+    return source != "imported" and confidence is not None and confidence >= min_confidence
 
 
 def confirm_sure_boxes(catalog: Catalog, photo_ids: Sequence[int], min_confidence: float, *,
@@ -238,15 +238,16 @@ def confirm_sure_boxes(catalog: Catalog, photo_ids: Sequence[int], min_confidenc
     """
     who = _who(catalog, who)
     with catalog.transaction(durable=True):
-        sure = [pid for pid in dict.fromkeys(photo_ids) if sure_box(catalog.current_box(pid), min_confidence)]
+        current = {pid: catalog.current_box(pid) for pid in dict.fromkeys(photo_ids)}
+        sure = {pid: b for pid, b in current.items() if b is not None and b.box is not None and not b.confirmed
+                and not b.junk and detector_sure(b.source, b.confidence, min_confidence)}
         if not sure:
             raise CatalogError(f"no unconfirmed box the detector is at least {min_confidence:.0%} sure of "
                                "among these photos")
 
         def write(action_id: int):
             effects = []
-            for pid in sure:
-                cur = catalog.current_box(pid)
+            for pid, cur in sure.items():
                 row = catalog.add_box(pid, cur.box, source=cur.source, confidence=cur.confidence, confirmed=True,
                                       junk=False, who=who, action_id=action_id)
                 effects.append(["box", pid, row, cur.id])

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.services.decisions import detector_sure
 from app.services.importing import BOX_CHECK_BELOW
 from app.services.viewdata import PhotoCard
 from app.ui.image_view import BoxEditor
@@ -148,8 +149,8 @@ class BoxReviewView(QWidget):
     def sure_photo_ids(self) -> list[int]:
         """The queued photos whose box the detector drew at least ``sure`` confident (labelled boxes
         the detector disagreed with are never among them)."""
-        return [p.photo_id for p in self._queue if p.box is not None and p.box_source != "imported"
-                and p.box_confidence is not None and p.box_confidence >= self.sure]
+        return [p.photo_id for p in self._queue
+                if p.box is not None and detector_sure(p.box_source, p.box_confidence, self.sure)]
 
     def accept_sure(self) -> None:
         ids = self.sure_photo_ids()
