@@ -823,6 +823,14 @@ def _sweep_md(sw: dict, speed_rows: list | None = None, speed_verify: list | Non
     return lines + [""]
 
 
+def _applied(o: dict) -> str:
+    """What a calibration did on the humpback pairs (``_apply``'s figures), as one clause."""
+    return (f"ECE {o['ece_all_pairs']:.3f} (all pairs), {o['ece_top1']:.3f} (top candidates); banner shown "
+            f"{o['banner_shown']} times, precision {_pct(o['banner_precision'])}, recall "
+            f"{_pct(o['banner_recall_matchable'])}; \"probably new\" on {_pct(o['new_rate_unmatched'])} of unmatched "
+            f"and {_pct(o['new_rate_matchable'])} of matchable queries")
+
+
 def fragment(report: dict, command: str) -> str:
     lines = ["## Local features: training-free identification (model.local)", "",
              f"`{command}` on {machine()}, {report['date']}. RootSIFT (OpenCV SIFT, 500 keypoints, "
@@ -895,20 +903,13 @@ def fragment(report: dict, command: str) -> str:
                           f"{_pct(sc['top1_correct_matchable'])} of its matchable queries; thresholds: best match >= "
                           f"{'-' if sc['best_match'] is None else round(sc['best_match'], 3)}, new < "
                           f"{'-' if sc['new_individual'] is None else round(sc['new_individual'], 3)}), "
-                          f"applied to every humpback query above: ECE {o['ece_all_pairs']:.3f} (all pairs), "
-                          f"{o['ece_top1']:.3f} (top candidates); banner shown {o['banner_shown']} times, precision "
-                          f"{_pct(o['banner_precision'])}, recall {_pct(o['banner_recall_matchable'])}; \"probably new\" "
-                          f"on {_pct(o['new_rate_unmatched'])} of unmatched and {_pct(o['new_rate_matchable'])} of "
-                          f"matchable queries ({o['new_matchable_top1_right']} of the {o['matchable']} matchable queries "
-                          "had the right top candidate and were still called probably new).", ""]
+                          f"applied to every humpback query above: {_applied(o)} ({o['new_matchable_top1_right']} of "
+                          f"the {o['matchable']} matchable queries had the right top candidate and were still called "
+                          "probably new).", ""]
             shp = hb.get("shipped_calibration")
             if shp:
-                o = shp["on_humpback"]
                 lines += [f"The calibration shipped when this ran (created {shp['created']}), applied to the same "
-                          f"pairs: ECE {o['ece_all_pairs']:.3f} (all pairs), {o['ece_top1']:.3f} (top candidates); banner "
-                          f"shown {o['banner_shown']} times, precision {_pct(o['banner_precision'])}, recall "
-                          f"{_pct(o['banner_recall_matchable'])}; \"probably new\" on {_pct(o['new_rate_unmatched'])} of "
-                          f"unmatched and {_pct(o['new_rate_matchable'])} of matchable queries.", ""]
+                          f"pairs: {_applied(shp['on_humpback'])}.", ""]
             lines += [
                       "Unmatched photos (Kaggle's new_whale) may show a whale that another unmatched photo also "
                       "shows; they are counted as never matching.", ""]
